@@ -10,7 +10,7 @@ member's acquired records must be released (the caller does that with the return
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from model.errors import ErrorCode, ShareApiError
@@ -20,7 +20,7 @@ FINAL_EPOCH = -1
 MAX_EPOCH = 2**31 - 1
 MAX_MEMBER_ID_LENGTH = 36
 
-TopicPartition = tuple[str, int]  # (topic id, partition)
+TopicPartition = tuple[Hashable, int]  # (topic id, partition)
 
 
 def next_epoch(epoch: int) -> int:

@@ -1,0 +1,302 @@
+"""One client connection: frames in, answers out, in order.
+
+Each request is either answered by the proxy (ApiVersions, the share APIs), relayed to the
+upstream broker this proxy port stands for and its answer rewritten (Metadata, FindCoordinator,
+DescribeCluster), or relayed byte for byte. Answers go back in request order, as a Kafka broker
+sends them, through a queue of *slots*: each request gets a slot when it arrives, and the writer
+task waits for slots in order.
+
+A client connection gets its own upstream connection, so relayed requests keep their correlation
+ids and their order without any mapping. Bad input (a frame over the size limit, garbage, an API
+or version nobody here speaks) closes this connection only, as Kafka does, with a log line naming
+the client; an ApiVersions request of an unknown version gets UNSUPPORTED_VERSION and the list.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from proxy import wire
+from proxy.framing import FrameBuffer, FrameError, frame
+from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
+from proxy.upstream import UpstreamError, open_stream
+
+if TYPE_CHECKING:
+    from proxy.server import Proxy
+
+log = logging.getLogger("sharegroup.proxy")
+
+_connection_ids = itertools.count(1)
+REWRITTEN = {wire.METADATA, wire.FIND_COORDINATOR, wire.DESCRIBE_CLUSTER}
+
+
+class CloseConnection(Exception):
+    """Stop serving this client (after logging why)."""
+
+
+class Slot:
+    __slots__ = ("data", "event")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.data: bytes | None = None
+
+    def set(self, data: bytes | None) -> None:
+        self.data = data
+        self.event.set()
+
+
+class ClientConnection:
+    def __init__(self, proxy: Proxy, stream: trio.SocketStream, node_id: int) -> None:
+        self.proxy = proxy
+        self.stream = stream
+        self.node_id = node_id
+        self.id = next(_connection_ids)
+        try:
+            host, port, *_ = stream.socket.getpeername()
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+        self.client_id = ""
+        self._upstream: trio.SocketStream | None = None
+        self._pending: deque[tuple[Slot, wire.RequestHead]] = deque()
+        self._send_lock = trio.Lock()
+
+    def describe(self) -> str:
+        who = f"client {self.peer}"
+        if self.client_id:
+            who += f" ({self.client_id})"
+        return f"{who} on node {self.node_id} port"
+
+    async def run(self) -> None:
+        send, receive = trio.open_memory_channel[Slot](self.proxy.config.max_in_flight_requests)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, receive, nursery.cancel_scope)
+                try:
+                    await self._reader(send, nursery)
+                finally:
+                    send.close()
+        except* CloseConnection as closed:
+            for reason in closed.exceptions:
+                log.warning("closing connection of %s: %s", self.describe(), reason)
+        except* UpstreamError as lost:
+            for problem in lost.exceptions:
+                log.warning("closing connection of %s: upstream: %s", self.describe(), problem)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.proxy.connection_closed(self)
+                if self._upstream is not None:
+                    await self._upstream.aclose()
+                await self.stream.aclose()
+
+    async def _reader(self, send: trio.MemorySendChannel[Slot], nursery: trio.Nursery) -> None:
+        buf = FrameBuffer(self.proxy.config.max_frame_bytes)
+        while True:
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not chunk:
+                if buf.buffered:
+                    log.info(
+                        "%s closed mid-frame (%d bytes pending)", self.describe(), buf.buffered
+                    )
+                return
+            buf.feed(chunk)
+            while True:
+                try:
+                    payload = buf.next_frame()
+                except FrameError as e:
+                    raise CloseConnection(str(e)) from e
+                if payload is None:
+                    break
+                slot = await self._dispatch(payload, nursery)
+                if slot is not None:
+                    await send.send(slot)
+
+    async def _writer(
+        self, receive: trio.MemoryReceiveChannel[Slot], scope: trio.CancelScope
+    ) -> None:
+        async for slot in receive:
+            await slot.event.wait()
+            if slot.data is None:
+                scope.cancel()
+                return
+            try:
+                await self.stream.send_all(slot.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                scope.cancel()
+                return
+
+    # ------------------------------------------------------------------ routing
+    async def _dispatch(self, payload: bytes, nursery: trio.Nursery) -> Slot | None:
+        try:
+            head = wire.peek_head(payload)
+        except FrameError as e:
+            raise CloseConnection(str(e)) from e
+        key, version = head.api_key, head.api_version
+        if key == wire.API_VERSIONS:
+            slot = Slot()
+            slot.set(await self._api_versions(payload, head))
+            return slot
+        share = self.proxy.share_handler
+        if share is not None and key in share.api_keys:
+            low, high = share.api_keys[key]
+            if not low <= version <= high:
+                raise CloseConnection(f"unsupported version {version} of API {key}")
+            request = self._decode(payload, head)
+            slot = Slot()
+            nursery.start_soon(self._answer_locally, share, request, head, slot)
+            return slot
+        local = self.proxy.local_handlers.get(key)
+        if local is not None:
+            request = self._decode(payload, head)
+            slot = Slot()
+            nursery.start_soon(self._answer_with, local, request, head, slot)
+            return slot
+        advertised = self.proxy.advertised_versions(self.node_id)
+        if key not in advertised:
+            raise CloseConnection(f"API key {key} is not supported here")
+        low, high = advertised[key]
+        if not low <= version <= high:
+            raise CloseConnection(f"unsupported version {version} of API key {key}")
+        if not self.client_id:
+            self._learn_client_id(payload, head)
+        expects = key != wire.PRODUCE or wire.produce_expects_response(payload, head)
+        relay_slot = Slot() if expects else None
+        await self._relay(payload, head, relay_slot, nursery)
+        return relay_slot
+
+    def _decode(self, payload: bytes, head: wire.RequestHead) -> Any:
+        try:
+            request = wire.decode_request(payload, head)
+        except FrameError as e:
+            raise CloseConnection(str(e)) from e
+        if request.header is not None and request.header.client_id:
+            self.client_id = request.header.client_id
+        return request
+
+    def _learn_client_id(self, payload: bytes, head: wire.RequestHead) -> None:
+        try:
+            self.client_id = wire.client_id_of(payload, head) or ""
+        except FrameError:
+            self.client_id = ""
+
+    async def _answer_locally(
+        self, share: Any, request: Any, head: wire.RequestHead, slot: Slot
+    ) -> None:
+        try:
+            response = await share.handle(self, request, head)
+        except CloseConnection as e:
+            log.warning("closing connection of %s: %s", self.describe(), e)
+            slot.set(None)
+            return
+        slot.set(wire.encode_response(response, head.correlation_id))
+
+    async def _answer_with(
+        self, handler: Any, request: Any, head: wire.RequestHead, slot: Slot
+    ) -> None:
+        try:
+            response = await handler(self, request, head)
+        except (CloseConnection, UpstreamError) as e:
+            log.warning("closing connection of %s: %s", self.describe(), e)
+            slot.set(None)
+            return
+        slot.set(wire.encode_response(response, head.correlation_id))
+
+    async def _api_versions(self, payload: bytes, head: wire.RequestHead) -> bytes:
+        table = self.proxy.advertised_versions(self.node_id)
+        top = wire.max_version(wire.API_VERSIONS) or 0
+        if head.api_version > top:
+            # Kafka answers an unknown ApiVersions version with v0, UNSUPPORTED_VERSION and
+            # the list, so that the client can pick a version it shares with us.
+            resp = wire.api_versions_response(
+                version=0,
+                error_code=35,
+                api_keys=wire.api_version_entries(table),
+            )
+            return wire.encode_response(resp, head.correlation_id)
+        request = self._decode(payload, head)
+        del request
+        resp = wire.api_versions_response(
+            version=head.api_version,
+            error_code=0,
+            api_keys=wire.api_version_entries(table),
+            throttle_time_ms=0,
+        )
+        return wire.encode_response(resp, head.correlation_id)
+
+    # ------------------------------------------------------------------ relay
+    async def _relay(
+        self, payload: bytes, head: wire.RequestHead, slot: Slot | None, nursery: trio.Nursery
+    ) -> None:
+        async with self._send_lock:
+            if self._upstream is None:
+                broker = self.proxy.upstream_address(self.node_id)
+                try:
+                    self._upstream = await open_stream(*broker)
+                except (OSError, trio.TooSlowError) as e:
+                    raise UpstreamError(
+                        f"cannot reach broker {self.node_id} at {broker}: {e}"
+                    ) from e
+                nursery.start_soon(self._upstream_reader, self._upstream)
+            if slot is not None:
+                self._pending.append((slot, head))
+            try:
+                await self._upstream.send_all(frame(payload))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise UpstreamError(f"send to broker {self.node_id} failed: {e}") from e
+
+    async def _upstream_reader(self, upstream: trio.SocketStream) -> None:
+        buf = FrameBuffer(self.proxy.config.max_frame_bytes)
+        try:
+            async for chunk in upstream:
+                buf.feed(chunk)
+                while (payload := buf.next_frame()) is not None:
+                    if not self._pending:
+                        raise UpstreamError("an answer came for no request")
+                    slot, head = self._pending.popleft()
+                    if (
+                        len(payload) < 4
+                        or int.from_bytes(payload[:4], "big", signed=True) != head.correlation_id
+                    ):
+                        raise UpstreamError("answers came out of order")
+                    if head.api_key in REWRITTEN:
+                        slot.set(self._rewrite(payload, head))
+                    else:
+                        slot.set(frame(payload))
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            FrameError,
+            UpstreamError,
+        ) as e:
+            log.info("upstream connection for %s ended: %s", self.describe(), e)
+        # The broker went away (or misbehaved): the client must reconnect, as it would if the
+        # broker had dropped it. Everything still waiting is answered by closing.
+        for slot, _ in self._pending:
+            slot.set(None)
+        self._pending.clear()
+        raise CloseConnection("upstream broker connection closed")
+
+    def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes:
+        resp = wire.decode_response(payload, head.api_key, head.api_version)
+        proxy = self.proxy
+        if head.api_key == wire.METADATA:
+            proxy.cluster.apply_metadata(resp)
+            rewrite_metadata(resp, proxy.brokers, proxy.cluster.topic_id_for)
+        elif head.api_key == wire.FIND_COORDINATOR:
+            proxy.find_coordinator_hook(resp, head)
+            rewrite_find_coordinator(resp, proxy.brokers, head.api_version)
+        else:
+            rewrite_describe_cluster(resp, proxy.brokers)
+        return wire.encode_response(resp, head.correlation_id)

@@ -1,0 +1,215 @@
+"""The proxy server: one listener per upstream broker, a task per client connection.
+
+Port mapping (documented in README): the upstream broker with the lowest node id is served on
+the listen port, and each further broker on the next port, in the order the proxy learns of
+them (listen port + index). With listen port 0 every listener gets a free port of its own. A
+metadata refresh every ``metadata_refresh_s`` picks up brokers that joined; clients learn the
+new addresses from the rewritten Metadata answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from proxy import wire
+from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.rewrite import BrokerMap
+from proxy.upstream import Cluster, UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+
+log = logging.getLogger("sharegroup.proxy")
+
+# Versions the proxy does not advertise even when the upstream does: these responses carry
+# broker addresses as tagged fields (Produce v10+, Fetch v16+ NodeEndpoints) that the proxy
+# would otherwise have to decode and rewrite on the hot path.
+VERSION_CAPS = {wire.PRODUCE: 9, wire.FETCH: 15}
+# APIs never relayed: controller/quorum internals with addresses, and the share-group family
+# that the proxy answers itself (or, without the engine, does not offer).
+NEVER_RELAYED = {55, 76, 77, 78, 79, 80, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92}
+DECODED = {wire.METADATA, wire.FIND_COORDINATOR, wire.DESCRIBE_CLUSTER, wire.API_VERSIONS}
+
+LocalHandler = Callable[["ClientConnection", Any, wire.RequestHead], Awaitable[Any]]
+
+
+class ShareHandler(Protocol):
+    """What the share-group engine offers the connection layer."""
+
+    api_keys: dict[int, tuple[int, int]]
+
+    async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any: ...
+
+    async def connection_closed(self, conn: ClientConnection) -> None: ...
+
+    async def run_timers(self) -> None: ...
+
+
+@dataclass
+class ProxyConfig:
+    bootstrap: list[tuple[str, int]]
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9192
+    advertised_host: str | None = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_in_flight_requests: int = 1000
+    metadata_refresh_s: float = 30.0
+    share_configs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host_for_clients(self) -> str:
+        return self.advertised_host or self.listen_host
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.brokers = BrokerMap(config.host_for_clients, config.listen_port)
+        self.brokers.on_new_node = self._new_node
+        self.cluster: Cluster
+        self.share_handler: ShareHandler | None = None
+        self.local_handlers: dict[int, LocalHandler] = {}
+        self.listeners: dict[int, list[trio.SocketListener]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._versions: dict[int, dict[int, tuple[int, int]]] = {}
+        self.connections: set[ClientConnection] = set()
+        self.find_coordinator_hook: Callable[[Any, wire.RequestHead], None] = lambda resp, head: (
+            None
+        )
+        self.ready = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.cluster = Cluster(self.config.bootstrap, nursery, self.config.max_frame_bytes)
+            await self.cluster.refresh()
+            if not self.cluster.brokers:
+                raise UpstreamError("the upstream cluster reported no brokers")
+            for node_id in sorted(self.cluster.brokers):
+                await self._listen(node_id)
+            log.info(
+                "proxy ready: %s",
+                ", ".join(
+                    f"node {n} -> {self.config.host_for_clients}:{p}"
+                    for n, p in self.brokers.ports.items()
+                ),
+            )
+            self.ready.set()
+            task_status.started(self)
+            nursery.start_soon(self._refresh_loop)
+            if self.share_handler is not None:
+                nursery.start_soon(self.share_handler.run_timers)
+
+    @property
+    def bootstrap_address(self) -> tuple[str, int]:
+        """Where clients should bootstrap: the port of the first broker."""
+        first = next(iter(self.brokers.ports))
+        return self.config.host_for_clients, self.brokers.ports[first]
+
+    def _new_node(self, node_id: int) -> None:
+        # Called from BrokerMap while rewriting: open the listener in the background. The
+        # address handed out is known now only when ports are fixed (listen port + index).
+        if self._nursery is not None and node_id not in self.listeners:
+            self._nursery.start_soon(self._listen, node_id)
+
+    async def _listen(self, node_id: int) -> None:
+        if node_id in self.listeners:
+            return
+        self.listeners[node_id] = []  # claimed: a concurrent call for this node returns
+        try:
+            await self.cluster.connection(node_id)  # learn its API versions
+        except UpstreamError as e:
+            log.warning("broker %s not reachable yet: %s", node_id, e)
+        port = self.brokers.reserve(node_id)
+        listeners = await trio.open_tcp_listeners(port, host=self.config.listen_host)
+        self.listeners[node_id] = listeners
+        actual = listeners[0].socket.getsockname()[1]
+        self.brokers.ports[node_id] = actual
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve, listeners, node_id)
+
+    async def _serve(self, listeners: list[trio.SocketListener], node_id: int) -> None:
+        async def handler(stream: trio.SocketStream) -> None:
+            from proxy.connection import ClientConnection
+
+            conn = ClientConnection(self, stream, node_id)
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            except Exception:
+                # A bug in handling one client must not take the proxy down.
+                log.exception("unexpected error on connection of %s", conn.describe())
+            finally:
+                self.connections.discard(conn)
+
+        await trio.serve_listeners(handler, listeners)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.metadata_refresh_s)
+            try:
+                await self.cluster.refresh()
+            except UpstreamError as e:
+                log.warning("metadata refresh failed: %s", e)
+                continue
+            for node_id in sorted(self.cluster.brokers):
+                if node_id not in self.listeners:
+                    await self._listen(node_id)
+
+    # ------------------------------------------------------------------ routing data
+    def upstream_address(self, node_id: int) -> tuple[str, int]:
+        info = self.cluster.brokers.get(node_id)
+        if info is None:
+            raise UpstreamError(f"upstream broker {node_id} is gone")
+        return info.host, info.port
+
+    def advertised_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
+        cached = self._versions.get(node_id)
+        if cached is not None:
+            return cached
+        conn_versions = self._upstream_versions(node_id)
+        table: dict[int, tuple[int, int]] = {}
+        for key, (low, high) in conn_versions.items():
+            if key in NEVER_RELAYED:
+                continue
+            if key in VERSION_CAPS:
+                high = min(high, VERSION_CAPS[key])
+            if key in DECODED:
+                ours = wire.max_version(key)
+                if ours is None:
+                    continue
+                high = min(high, ours)
+            if high >= low:
+                table[key] = (low, high)
+        if self.share_handler is not None:
+            table.update(self.share_handler.api_keys)
+        for key in self.local_handlers:
+            ours = wire.max_version(key)
+            if key not in table and ours is not None:
+                table[key] = (0, ours)
+        self._versions[node_id] = table
+        return table
+
+    def _upstream_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
+        conn = self.cluster._connections.get(node_id) or self.cluster._bootstrap_conn
+        if conn is None or not conn.api_versions:
+            for c in self.cluster._connections.values():
+                if c.api_versions:
+                    return c.api_versions
+            raise UpstreamError("no upstream API versions known yet")
+        return conn.api_versions
+
+    async def prepare_node(self, node_id: int) -> None:
+        """Make sure the upstream versions of ``node_id`` are known (connects if needed)."""
+        if node_id not in self._versions:
+            await self.cluster.connection(node_id)
+
+    async def connection_closed(self, conn: ClientConnection) -> None:
+        if self.share_handler is not None:
+            await self.share_handler.connection_closed(conn)

@@ -1,0 +1,868 @@
+"""The share-group APIs, answered by the proxy: the Trio driver of ``sharegroup.engine``.
+
+ShareGroupHeartbeat and ShareGroupDescribe go to the engine's groups. ShareFetch reads record
+batches from the upstream partition leaders with the proxy's own Fetch requests, lets the model
+decide what the member acquires, and returns the upstream batches untouched with the
+AcquiredRecords ranges. ShareAcknowledge (and acknowledgements piggy-backed on ShareFetch) go to
+the model per partition, all or nothing. Lock expiry and member session timeouts run on one
+timer task that sleeps until the engine's next deadline.
+
+Long polling: a ShareFetch that acquires nothing waits, up to MaxWaitMs, for new records in the
+log (an upstream Fetch that itself long-polls) or for records of its partitions becoming
+available again (released, expired, acknowledged), then tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import trio
+from kafka.record.default_records import DefaultRecordBase
+
+from model import AckBatch, AcquireMode, BrokerConfig, ErrorCode, LogBatch, ShareApiError
+from proxy import messages, wire
+from proxy.upstream import BrokerConnection, UpstreamError
+from sharegroup.engine import Change, PartitionKey, ShareEngine
+
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+    from proxy.server import Proxy
+
+log = logging.getLogger("sharegroup.shares")
+
+SHARE_API_VERSIONS = {
+    76: (1, 1),  # ShareGroupHeartbeat
+    77: (1, 1),  # ShareGroupDescribe
+    78: (1, 2),  # ShareFetch
+    79: (1, 2),  # ShareAcknowledge
+}
+_HEADER = DefaultRecordBase.HEADER_STRUCT
+_ATTRIBUTES = struct.Struct(">h")
+PARTITION_FETCH_BYTES = 1 << 20
+
+
+def now_ms() -> int:
+    return int(trio.current_time() * 1000)
+
+
+def scan_batches(records: bytes | None) -> list[tuple[int, int, int, int, bool]]:
+    """(start, end, first offset, last offset, is control) of every whole v2 record batch."""
+    out: list[tuple[int, int, int, int, bool]] = []
+    if not records:
+        return out
+    view = memoryview(records)
+    pos = 0
+    size = len(view)
+    while pos + _HEADER.size <= size:
+        (base, length, _epoch, magic, _crc, attributes, last_delta, *_rest) = _HEADER.unpack_from(
+            view, pos
+        )
+        end = pos + 12 + length
+        if end > size or length < _HEADER.size - 12:
+            break  # a partial batch at the end of the fetch
+        if magic != 2:
+            break  # legacy message sets are not supported for share fetches
+        out.append((pos, end, base, base + last_delta, bool(attributes & 0x20)))
+        pos = end
+    return out
+
+
+@dataclass(slots=True)
+class PartitionWatch:
+    """Wakes long-polling fetches when records of a share partition may have become available."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    high_watermark: int = -1
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def notify(self) -> None:
+        self.event.set()
+        self.event = trio.Event()
+
+
+class ShareService:
+    api_keys = SHARE_API_VERSIONS
+
+    def __init__(self, proxy: Proxy, broker_config: BrokerConfig) -> None:
+        self.proxy = proxy
+        self.engine = ShareEngine(broker_config)
+        self.watches: dict[PartitionKey, PartitionWatch] = {}
+        self._timer_wakeup = trio.Event()
+        self._fetch_conns: dict[tuple[int, int], BrokerConnection] = {}
+        self.changes: list[Change] = []  # observers (persistence) read from here
+        self.on_change: list[Any] = []
+
+    # ------------------------------------------------------------------ plumbing
+    async def run_timers(self) -> None:
+        while True:
+            deadline = self.engine.next_deadline_ms()
+            now = now_ms()
+            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / 1000)
+            with trio.move_on_after(min(wait_s, 1.0)):
+                await self._timer_wakeup.wait()
+            self._timer_wakeup = trio.Event()
+            changes, fenced = self.engine.tick(now_ms(), self._partition_counts())
+            for member in fenced:
+                log.info("share group member %s fenced: session timeout", member)
+            self._publish(changes)
+
+    def _kick_timers(self) -> None:
+        self._timer_wakeup.set()
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            watch = self.watches.get(change.key)
+            if watch is not None:
+                watch.notify()
+            for callback in self.on_change:
+                callback(change)
+
+    def _partition_counts(self) -> dict[str, int]:
+        return {name: len(t.partitions) for name, t in self.proxy.cluster.topics.items()}
+
+    async def connection_closed(self, conn: ClientConnection) -> None:
+        self._publish(self.engine.connection_closed(conn.node_id, conn.id))
+        for key in [k for k in self._fetch_conns if k[0] == conn.id]:
+            await self._fetch_conns.pop(key).aclose()
+
+    async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
+        if head.api_key == 76:
+            return await self.heartbeat(conn, request, head)
+        if head.api_key == 77:
+            return self.describe(request, head)
+        if head.api_key == 78:
+            return await self.share_fetch(conn, request, head)
+        return self.share_acknowledge(conn, request, head)
+
+    # ------------------------------------------------------------------ membership
+    async def _ensure_topics(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self.proxy.cluster.topics]
+        if missing:
+            try:
+                await self.proxy.cluster.refresh(missing)
+            except UpstreamError as e:
+                log.warning("metadata refresh for %s failed: %s", missing, e)
+
+    async def heartbeat(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+        resp_cls = messages.ShareGroupHeartbeatResponse
+        group = self.engine.group(req.group_id)
+        topics: list[str] = list(req.subscribed_topic_names or [])
+        if group is not None:
+            topics += list(group.group.subscribed_topics())
+        await self._ensure_topics(sorted(set(topics)))
+        try:
+            result = self.engine.heartbeat(
+                req.group_id,
+                req.member_id,
+                req.member_epoch,
+                now_ms=now_ms(),
+                partition_counts=self._partition_counts(),
+                subscribed_topic_names=req.subscribed_topic_names,
+                rack_id=req.rack_id,
+                client_id=conn.client_id,
+                client_host=conn.peer.rsplit(":", 1)[0],
+            )
+        except ShareApiError as e:
+            return resp_cls(
+                version=head.api_version,
+                throttle_time_ms=0,
+                error_code=int(e.code),
+                error_message=e.message,
+                member_id=None,
+                member_epoch=0,
+                heartbeat_interval_ms=0,
+                assignment=None,
+            )
+        self._kick_timers()
+        assignment = None
+        if result.assignment is not None:
+            await self._initialize(req.group_id, result.assignment)
+            cluster = self.proxy.cluster
+            assignment = resp_cls.Assignment(
+                topic_partitions=[
+                    resp_cls.Assignment.TopicPartitions(
+                        topic_id=cluster.topics[name].topic_id, partitions=list(parts)
+                    )
+                    for name, parts in sorted(result.assignment.items())
+                    if name in cluster.topics
+                ]
+            )
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            error_code=0,
+            error_message=None,
+            member_id=result.member_id,
+            member_epoch=result.member_epoch,
+            heartbeat_interval_ms=result.heartbeat_interval_ms,
+            assignment=assignment,
+        )
+
+    async def _initialize(self, group_id: str, assignment: dict[str, tuple[int, ...]]) -> None:
+        """Create the share partitions of newly assigned topic-partitions, at the start offset
+        ``share.auto.offset.reset`` gives (digest 3.3): before the member can fetch them."""
+        entry = self.engine.group(group_id)
+        assert entry is not None
+        cluster = self.proxy.cluster
+        todo: list[tuple[PartitionKey, str, bool]] = []
+        for name, parts in assignment.items():
+            info = cluster.topics.get(name)
+            if info is None:
+                continue
+            known_topic = any(t == info.topic_id for t, _ in entry.partitions)
+            for p in parts:
+                key = (group_id, info.topic_id, p)
+                if self.engine.share_partition(key) is None:
+                    todo.append((key, name, known_topic))
+        if not todo:
+            return
+        async with trio.open_nursery() as nursery:
+            for key, name, known_topic in todo:
+                nursery.start_soon(self._init_partition, key, name, known_topic)
+
+    async def _init_partition(self, key: PartitionKey, topic: str, known_topic: bool) -> None:
+        watch = self.watches.setdefault(key, PartitionWatch())
+        async with watch.lock:
+            if self.engine.share_partition(key) is not None:
+                return
+            config = self.engine.group_config(key[0])
+            # New partitions of a topic the group already consumes start at 0 so that nothing
+            # produced before they were initialized is lost (digest 3.3, Appendix A.10).
+            reset = "earliest" if known_topic else config.auto_offset_reset
+            try:
+                start = await self._start_offset(topic, key[2], reset)
+            except UpstreamError as e:
+                log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
+                return
+            self.engine.new_partition(key, start)
+            log.info(
+                "share partition %s %s-%s starts at %d (%s)", key[0], topic, key[2], start, reset
+            )
+
+    async def _start_offset(self, topic: str, partition: int, reset: str) -> int:
+        leader = self.proxy.cluster.leader_of(topic, partition)
+        conn = await self.proxy.cluster.connection(leader)
+        if reset.startswith("by_duration:"):
+            from model.config import parse_by_duration_ms
+
+            wall_ms = int(time.time() * 1000)  # record timestamps are wall-clock time
+            ts = wall_ms - parse_by_duration_ms(reset.removeprefix("by_duration:"))
+            return await self._offset_for_timestamp(conn, topic, partition, ts)
+        # Log start and high watermark from a Fetch answer: correct on every broker (Tansu's
+        # ListOffsets(LATEST) is not, see env-notes).
+        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
+        if reset == "earliest":
+            return max(int(getattr(part, "log_start_offset", 0)), 0)
+        return int(part.high_watermark)
+
+    async def _offset_for_timestamp(
+        self, conn: BrokerConnection, topic: str, partition: int, ts: int
+    ) -> int:
+        version = conn.version_for(wire.LIST_OFFSETS, 7)
+        req_cls = wire.request_class(wire.LIST_OFFSETS)
+        req = req_cls(
+            version=version,
+            replica_id=-1,
+            isolation_level=0,
+            topics=[
+                req_cls.ListOffsetsTopic(
+                    name=topic,
+                    partitions=[
+                        req_cls.ListOffsetsTopic.ListOffsetsPartition(
+                            partition_index=partition,
+                            current_leader_epoch=-1,
+                            timestamp=ts,
+                            max_num_offsets=1,
+                        )
+                    ],
+                )
+            ],
+        )
+        resp = await conn.request(req, version)
+        p = resp.topics[0].partitions[0]
+        if p.error_code:
+            raise UpstreamError(f"ListOffsets {topic}-{partition}: error {p.error_code}")
+        if p.offset < 0:  # no record that new: start at the end
+            conn_part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
+            return int(conn_part.high_watermark)
+        return int(p.offset)
+
+    async def _fetch_one(
+        self,
+        conn: BrokerConnection,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_bytes: int,
+        max_wait_ms: int,
+    ) -> Any:
+        resp = await self._upstream_fetch(
+            conn, [(topic, partition, offset, max_bytes)], max_wait_ms, 0
+        )
+        for t in resp.responses:
+            for p in t.partitions:
+                if p.error_code not in (0, 1):
+                    raise UpstreamError(f"Fetch {topic}-{partition}: error {p.error_code}")
+                return p
+        raise UpstreamError(f"Fetch {topic}-{partition}: empty answer")
+
+    async def _upstream_fetch(
+        self,
+        conn: BrokerConnection,
+        parts: Sequence[tuple[str, int, int, int]],
+        max_wait_ms: int,
+        isolation_level: int,
+        min_bytes: int = 1,
+    ) -> Any:
+        version = conn.version_for(wire.FETCH, 12)
+        req_cls = wire.request_class(wire.FETCH)
+        by_topic: dict[str, list[Any]] = {}
+        for topic, partition, offset, max_bytes in parts:
+            by_topic.setdefault(topic, []).append(
+                req_cls.FetchTopic.FetchPartition(
+                    partition=partition,
+                    current_leader_epoch=-1,
+                    fetch_offset=offset,
+                    last_fetched_epoch=-1,
+                    log_start_offset=-1,
+                    partition_max_bytes=max_bytes,
+                )
+            )
+        req = req_cls(
+            version=version,
+            replica_id=-1,
+            max_wait_ms=max(1, max_wait_ms),  # Tansu answers nothing at all to max_wait_ms=0
+            min_bytes=min_bytes,
+            max_bytes=max(sum(p[3] for p in parts), 1),
+            isolation_level=isolation_level,
+            session_id=0,
+            session_epoch=-1,
+            topics=[req_cls.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+            forgotten_topics_data=[],
+            rack_id="",
+        )
+        return await conn.request(req, version, timeout_s=max_wait_ms / 1000 + 30)
+
+    def describe(self, req: Any, head: wire.RequestHead) -> Any:
+        resp_cls = messages.ShareGroupDescribeResponse
+        group_cls = resp_cls.DescribedGroup
+        member_cls = group_cls.Member
+        cluster = self.proxy.cluster
+        groups = []
+        for group_id in req.group_ids:
+            entry = self.engine.group(group_id)
+            if entry is None:
+                groups.append(
+                    group_cls(
+                        error_code=int(ErrorCode.GROUP_ID_NOT_FOUND),
+                        error_message=f"group {group_id} is not a share group",
+                        group_id=group_id,
+                        group_state="Dead",
+                        group_epoch=-1,
+                        assignment_epoch=-1,
+                        assignor_name="",
+                        members=[],
+                        authorized_operations=-(2**31),
+                    )
+                )
+                continue
+            g = entry.group
+            members = []
+            for m in g.members.values():
+                parts = [
+                    member_cls.Assignment.TopicPartitions(
+                        topic_id=cluster.topics[name].topic_id, topic_name=name, partitions=list(ps)
+                    )
+                    for name, ps in sorted(m.assignment.items())
+                    if name in cluster.topics
+                ]
+                members.append(
+                    member_cls(
+                        member_id=m.member_id,
+                        rack_id=m.rack_id,
+                        member_epoch=m.member_epoch,
+                        client_id=m.client_id,
+                        client_host=m.client_host,
+                        subscribed_topic_names=list(m.subscribed_topic_names),
+                        assignment=member_cls.Assignment(topic_partitions=parts),
+                    )
+                )
+            groups.append(
+                group_cls(
+                    error_code=0,
+                    error_message=None,
+                    group_id=group_id,
+                    group_state=g.state,
+                    group_epoch=g.group_epoch,
+                    assignment_epoch=g.assignment_epoch,
+                    assignor_name="simple",
+                    members=members,
+                    authorized_operations=-(2**31),
+                )
+            )
+        return resp_cls(version=head.api_version, throttle_time_ms=0, groups=groups)
+
+    # ------------------------------------------------------------------ acknowledgements
+    def _ack_batches(self, batches: Sequence[Any]) -> list[AckBatch]:
+        return [
+            AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches
+        ]
+
+    def _apply_acks(
+        self,
+        group_id: str,
+        member_id: str,
+        topic_id: UUID,
+        partition: int,
+        batches: Sequence[Any],
+        now: int,
+    ) -> tuple[ErrorCode, str | None]:
+        key = (group_id, topic_id, partition)
+        if topic_id not in self.proxy.cluster.topic_names:
+            return ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {topic_id}"
+        try:
+            change = self.engine.acknowledge(key, member_id, self._ack_batches(batches), now)
+        except ShareApiError as e:
+            return e.code, e.message
+        self._publish([change])
+        self._kick_timers()
+        return ErrorCode.NONE, None
+
+    def share_acknowledge(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+        resp_cls = messages.ShareAcknowledgeResponse
+        topic_cls = resp_cls.ShareAcknowledgeTopicResponse
+        part_cls = topic_cls.PartitionData
+        lock_ms = self.engine.group_config(req.group_id or "").record_lock_duration_ms
+
+        def top_error(code: ErrorCode, message: str) -> Any:
+            return resp_cls(
+                version=head.api_version,
+                throttle_time_ms=0,
+                error_code=int(code),
+                error_message=message,
+                acquisition_lock_timeout_ms=0,
+                responses=[],
+                node_endpoints=[],
+            )
+
+        if req.group_id is None:
+            return top_error(ErrorCode.INVALID_REQUEST, "group id must not be null")
+        if getattr(req, "is_renew_ack", False) is None:
+            return top_error(ErrorCode.INVALID_REQUEST, "bad IsRenewAck")
+        cache = self.engine.session_cache(conn.node_id)
+        try:
+            ctx = cache.acknowledge_context(req.group_id, req.member_id, req.share_session_epoch)
+        except ShareApiError as e:
+            return top_error(e.code, e.message)
+        now = now_ms()
+        topics = []
+        for t in req.topics:
+            parts = []
+            for p in t.partitions:
+                code, message = self._apply_acks(
+                    req.group_id,
+                    req.member_id,
+                    t.topic_id,
+                    p.partition_index,
+                    p.acknowledgement_batches,
+                    now,
+                )
+                parts.append(
+                    part_cls(
+                        partition_index=p.partition_index,
+                        error_code=int(code),
+                        error_message=message,
+                        current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                    )
+                )
+            topics.append(topic_cls(topic_id=t.topic_id, partitions=parts))
+        if ctx.final:
+            self._publish(self.engine.close_session(conn.node_id, req.group_id, req.member_id))
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            error_code=0,
+            error_message=None,
+            acquisition_lock_timeout_ms=lock_ms,
+            responses=topics,
+            node_endpoints=[],
+        )
+
+    # ------------------------------------------------------------------ fetch
+    async def share_fetch(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+        resp_cls = messages.ShareFetchResponse
+        topic_cls = resp_cls.ShareFetchableTopicResponse
+        part_cls = topic_cls.PartitionData
+        version = head.api_version
+
+        def top_error(code: ErrorCode, message: str) -> Any:
+            return resp_cls(
+                version=version,
+                throttle_time_ms=0,
+                error_code=int(code),
+                error_message=message,
+                acquisition_lock_timeout_ms=0,
+                responses=[],
+                node_endpoints=[],
+            )
+
+        if req.group_id is None:
+            return top_error(ErrorCode.INVALID_REQUEST, "group id must not be null")
+        renew = version >= 2 and bool(req.is_renew_ack)
+        if renew and (req.max_bytes or req.min_bytes or req.max_records or req.max_wait_ms):
+            return top_error(
+                ErrorCode.INVALID_REQUEST, "a renew-only ShareFetch must have zero fetch parameters"
+            )
+        add: list[tuple[UUID, int]] = []
+        acks: list[tuple[UUID, int, Sequence[Any]]] = []
+        for t in req.topics:
+            for p in t.partitions:
+                add.append((t.topic_id, p.partition_index))
+                if p.acknowledgement_batches:
+                    acks.append((t.topic_id, p.partition_index, p.acknowledgement_batches))
+        forget = [(t.topic_id, p) for t in req.forgotten_topics_data for p in t.partitions]
+        cache = self.engine.session_cache(conn.node_id)
+        try:
+            ctx = cache.fetch_context(
+                req.group_id,
+                req.member_id,
+                req.share_session_epoch,
+                connection_id=conn.id,
+                add=add,
+                forget=forget,
+                has_acknowledgements=bool(acks),
+            )
+        except ShareApiError as e:
+            if e.code == ErrorCode.SHARE_SESSION_LIMIT_REACHED:
+                await trio.sleep(req.max_wait_ms / 1000)
+            return top_error(e.code, e.message)
+        group_id, member_id = req.group_id, req.member_id
+        config = self.engine.group_config(group_id)
+        now = now_ms()
+        results: dict[tuple[UUID, int], dict[str, Any]] = {}
+        for topic_id, partition, batches in acks:
+            code, message = self._apply_acks(group_id, member_id, topic_id, partition, batches, now)
+            results[(topic_id, partition)] = {
+                "acknowledge_error_code": int(code),
+                "acknowledge_error_message": message,
+            }
+        if ctx.final:
+            self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
+        elif not renew and req.max_records != 0 and req.max_bytes != 0:
+            session_parts = list(ctx.session.partitions)
+            fetched = await self._fetch_records(
+                conn, group_id, member_id, session_parts, req, version
+            )
+            for tp, data in fetched.items():
+                results.setdefault(tp, {}).update(data)
+        # Which partitions the answer lists (digest 2.3): all of a new session's; otherwise those
+        # with records, errors or acknowledgement results, and the newly added ones (once).
+        report: list[Any] = list(ctx.session.partitions) if ctx.full else []
+        report += [tp for tp in [*results, *ctx.added] if tp not in report]
+        topics: dict[UUID, list[Any]] = {}
+        for tp in report:
+            topic_id, partition = tp
+            data = results.get(tp, {})
+            if not ctx.full and not data and tp not in ctx.added:
+                continue
+            topics.setdefault(topic_id, []).append(
+                part_cls(
+                    partition_index=partition,
+                    error_code=data.get("error_code", 0),
+                    error_message=data.get("error_message"),
+                    acknowledge_error_code=data.get("acknowledge_error_code", 0),
+                    acknowledge_error_message=data.get("acknowledge_error_message"),
+                    current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                    records=data.get("records", b""),
+                    acquired_records=[
+                        part_cls.AcquiredRecords(first_offset=a, last_offset=b, delivery_count=c)
+                        for a, b, c in data.get("acquired", [])
+                    ],
+                )
+            )
+        return resp_cls(
+            version=version,
+            throttle_time_ms=0,
+            error_code=0,
+            error_message=None,
+            acquisition_lock_timeout_ms=config.record_lock_duration_ms,
+            responses=[topic_cls(topic_id=t, partitions=ps) for t, ps in topics.items()],
+            node_endpoints=[],
+        )
+
+    async def _fetch_conn(self, conn: ClientConnection, node_id: int) -> BrokerConnection:
+        """A connection of this client's own to the leader: long polls never block others."""
+        key = (conn.id, node_id)
+        bc = self._fetch_conns.get(key)
+        if bc is None or bc.closed:
+            info = self.proxy.cluster.brokers.get(node_id)
+            if info is None:
+                raise UpstreamError(f"unknown broker {node_id}")
+            bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
+            await bc.start(self.proxy.cluster._nursery)
+            self._fetch_conns[key] = bc
+        return bc
+
+    async def _fetch_records(
+        self,
+        conn: ClientConnection,
+        group_id: str,
+        member_id: str,
+        session_parts: Sequence[Any],
+        req: Any,
+        version: int,
+    ) -> dict[tuple[UUID, int], dict[str, Any]]:
+        cluster = self.proxy.cluster
+        config = self.engine.group_config(group_id)
+        isolation = 1 if config.isolation_level == "read_committed" else 0
+        mode = AcquireMode(req.share_acquire_mode) if version >= 2 else AcquireMode.BATCH_OPTIMIZED
+        max_records = req.max_records if req.max_records > 0 else 500
+        batch_size = req.batch_size if req.batch_size > 0 else max_records
+        deadline = trio.current_time() + max(req.max_wait_ms, 0) / 1000
+        results: dict[tuple[UUID, int], dict[str, Any]] = {}
+        parts: list[tuple[UUID, int]] = []
+        for topic_id, partition in session_parts:
+            if topic_id not in cluster.topic_names:
+                await self._ensure_topics([])
+            name = cluster.topic_names.get(topic_id)
+            if name is None:
+                results[(topic_id, partition)] = {
+                    "error_code": int(ErrorCode.UNKNOWN_TOPIC_ID),
+                    "error_message": "unknown topic id",
+                }
+                continue
+            key = (group_id, topic_id, partition)
+            if self.engine.share_partition(key) is None:
+                entry = self.engine.group(group_id, create=True)
+                assert entry is not None
+                known = any(t == topic_id for t, _ in entry.partitions)
+                await self._init_partition(key, name, known)
+            if self.engine.share_partition(key) is None:
+                results[(topic_id, partition)] = {
+                    "error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+                    "error_message": "share partition could not be initialized",
+                }
+                continue
+            parts.append((topic_id, partition))
+        if not parts:
+            return results
+        while True:
+            budget = max_records
+            acquired_any = False
+            waiting_for_data: list[tuple[UUID, int]] = []
+            for topic_id, partition in parts:
+                if budget <= 0:
+                    break
+                got = await self._acquire_from(
+                    conn,
+                    group_id,
+                    member_id,
+                    topic_id,
+                    partition,
+                    budget,
+                    batch_size,
+                    mode,
+                    isolation,
+                )
+                if got is None:
+                    waiting_for_data.append((topic_id, partition))
+                    continue
+                data, count = got
+                if "error_code" in data or count:
+                    results[(topic_id, partition)] = data
+                if count:
+                    acquired_any = True
+                    budget -= count
+            remaining = deadline - trio.current_time()
+            if acquired_any or remaining <= 0:
+                return results
+            await self._wait_for_records(
+                conn, group_id, parts, waiting_for_data, remaining, isolation
+            )
+
+    async def _acquire_from(
+        self,
+        conn: ClientConnection,
+        group_id: str,
+        member_id: str,
+        topic_id: UUID,
+        partition: int,
+        budget: int,
+        batch_size: int,
+        mode: AcquireMode,
+        isolation: int,
+    ) -> tuple[dict[str, Any], int] | None:
+        """Fetch and acquire from one partition. None when there is nothing new in the log."""
+        key = (group_id, topic_id, partition)
+        sp = self.engine.share_partition(key)
+        assert sp is not None
+        watch = self.watches.setdefault(key, PartitionWatch())
+        name = self.proxy.cluster.topic_names[topic_id]
+        leader = self.proxy.cluster.leader_of(name, partition)
+        if leader is None:
+            return {
+                "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                "error_message": "no leader",
+            }, 0
+        async with watch.lock:
+            now = now_ms()
+            sp.expire_locks(now)
+            fetch_offset = sp.next_fetch_offset()
+            if not sp.has_available() and sp.in_flight_count >= sp.max_in_flight:
+                return {}, 0  # at the in-flight limit: wait for acknowledgements
+            if (
+                watch.high_watermark >= 0
+                and fetch_offset >= watch.high_watermark
+                and not sp.has_available()
+            ):
+                return None
+            try:
+                bc = await self._fetch_conn(conn, leader)
+                resp = await self._upstream_fetch(
+                    bc, [(name, partition, fetch_offset, PARTITION_FETCH_BYTES)], 1, isolation
+                )
+            except UpstreamError as e:
+                log.warning("fetch %s-%s from broker %s failed: %s", name, partition, leader, e)
+                return {
+                    "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                    "error_message": str(e),
+                }, 0
+            p = (
+                resp.responses[0].partitions[0]
+                if resp.responses and resp.responses[0].partitions
+                else None
+            )
+            if p is None:
+                return None
+            if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
+                start = max(int(getattr(p, "log_start_offset", -1)), 0)
+                if start > sp.start_offset:
+                    self._publish([Change(key, sp.move_log_start(start), "log-start")])
+                    return {}, 0
+                watch.high_watermark = int(p.high_watermark)
+                return None
+            if p.error_code:
+                return {"error_code": int(p.error_code), "error_message": "upstream fetch error"}, 0
+            watch.high_watermark = int(p.high_watermark)
+            records = p.records if isinstance(p.records, (bytes, bytearray, memoryview)) else b""
+            batches = scan_batches(bytes(records))
+            if not batches:
+                return None
+            aborted = _aborted_batches(p, batches) if isolation else set()
+            log_batches = [LogBatch(b[2], b[3], i in aborted) for i, b in enumerate(batches)]
+            acq = sp.acquire(
+                member_id,
+                fetch_offset,
+                log_batches,
+                now_ms=now,
+                max_records=budget,
+                batch_size=batch_size,
+                mode=mode,
+            )
+        if not acq.delta.empty:
+            self._publish([Change(key, acq.delta, "acquire")])
+        if not acq.records:
+            return {}, 0
+        self._kick_timers()
+        view = memoryview(bytes(records))
+        chosen = [
+            bytes(view[start:end])
+            for (start, end, first, last, _), aborted_flag in zip(batches, log_batches, strict=True)
+            if not aborted_flag.aborted
+            and any(r.first_offset <= last and first <= r.last_offset for r in acq.records)
+        ]
+        return (
+            {
+                "records": b"".join(chosen),
+                "acquired": [
+                    (r.first_offset, r.last_offset, r.delivery_count) for r in acq.records
+                ],
+            },
+            acq.count,
+        )
+
+    async def _wait_for_records(
+        self,
+        conn: ClientConnection,
+        group_id: str,
+        parts: Sequence[tuple[UUID, int]],
+        waiting_for_data: Sequence[tuple[UUID, int]],
+        remaining_s: float,
+        isolation: int,
+    ) -> None:
+        """Sleep until a partition's records may be acquirable, or the time is up."""
+        async with trio.open_nursery() as nursery:
+            done = nursery.cancel_scope
+
+            async def on_event(event: trio.Event) -> None:
+                await event.wait()
+                done.cancel()
+
+            async def on_new_data(tp: tuple[UUID, int]) -> None:
+                name = self.proxy.cluster.topic_names[tp[0]]
+                leader = self.proxy.cluster.leader_of(name, tp[1])
+                watch = self.watches[(group_id, *tp)]
+                if leader is None:
+                    return
+                try:
+                    bc = await self._fetch_conn(conn, leader)
+                    wait_ms = int(min(remaining_s, 5.0) * 1000)
+                    resp = await self._upstream_fetch(
+                        bc, [(name, tp[1], max(watch.high_watermark, 0), 1)], wait_ms, isolation
+                    )
+                except UpstreamError:
+                    await trio.sleep(min(remaining_s, 0.5))
+                    done.cancel()
+                    return
+                for t in resp.responses:
+                    for p in t.partitions:
+                        if p.high_watermark > watch.high_watermark:
+                            watch.high_watermark = -1  # new data: look again
+                done.cancel()
+
+            for tp in parts:
+                watch = self.watches.setdefault((group_id, *tp), PartitionWatch())
+                nursery.start_soon(on_event, watch.event)
+            for tp in waiting_for_data:
+                nursery.start_soon(on_new_data, tp)
+            await trio.sleep(remaining_s)
+            done.cancel()
+
+
+def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]]) -> set[int]:
+    """Indexes of data batches of aborted transactions (read_committed, digest 3.12)."""
+    aborted_txns = getattr(p, "aborted_transactions", None) or []
+    if not aborted_txns:
+        return set()
+    starts = {int(a.producer_id): int(a.first_offset) for a in aborted_txns}
+    out: set[int] = set()
+    records = p.records
+    for i, (start, _end, first, _last, control) in enumerate(batches):
+        if control:
+            continue
+        (*_, producer_id, _pe, _seq, _count) = _HEADER.unpack_from(records, start)
+        (attributes,) = _ATTRIBUTES.unpack_from(records, start + 21)
+        if attributes & 0x10 and producer_id in starts and first >= starts[producer_id]:
+            out.add(i)
+    return out
+
+
+def attach(proxy: Proxy) -> ShareService:
+    """Give a proxy the share-group APIs."""
+    broker_config = BrokerConfig.from_mapping(
+        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+    )
+    service = ShareService(proxy, broker_config)
+    proxy.share_handler = service
+    return service
+
+
+for _key, _request_cls in messages.SHARE_REQUESTS.items():
+    wire.register(_request_cls, messages.SHARE_RESPONSES[_key])

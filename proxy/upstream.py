@@ -1,0 +1,314 @@
+"""The proxy's own client of the upstream cluster.
+
+``Cluster`` keeps what the proxy knows of the real brokers (node ids, addresses, the API
+versions each supports, topic metadata) and one ``BrokerConnection`` per broker for the proxy's
+own requests (metadata refresh, fetches for share partitions, offset lookups, state writes).
+Client traffic does not use these connections: each client connection gets its own upstream
+connection (see ``proxy.connection``) so that relayed bytes keep their order and their
+correlation ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from proxy import wire
+from proxy.framing import FrameBuffer
+
+log = logging.getLogger("sharegroup.upstream")
+
+CLIENT_ID = "sharegroup-proxy"
+ZERO_UUID = uuid.UUID(int=0)
+
+
+class UpstreamError(Exception):
+    """The upstream cluster could not be reached or answered with an error we cannot handle."""
+
+
+@dataclass(slots=True)
+class BrokerInfo:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(slots=True)
+class PartitionInfo:
+    partition: int
+    leader: int
+    leader_epoch: int
+
+
+@dataclass(slots=True)
+class TopicInfo:
+    name: str
+    topic_id: uuid.UUID
+    partitions: dict[int, PartitionInfo] = field(default_factory=dict)
+
+
+async def open_stream(host: str, port: int, timeout_s: float = 10.0) -> trio.SocketStream:
+    with trio.fail_after(timeout_s):
+        return await trio.open_tcp_stream(host, port)
+
+
+class BrokerConnection:
+    """Request/response over one TCP connection; responses come back in request order."""
+
+    def __init__(self, host: str, port: int, max_frame_bytes: int) -> None:
+        self.host = host
+        self.port = port
+        self._stream: trio.SocketStream | None = None
+        self._pending: deque[tuple[int, int, int, trio.Event, list[Any]]] = deque()
+        self._cids = itertools.count(1)
+        self._send_lock = trio.Lock()
+        self._max_frame_bytes = max_frame_bytes
+        self.api_versions: dict[int, tuple[int, int]] = {}
+        self.closed = False
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._stream = await open_stream(self.host, self.port)
+        nursery.start_soon(self._reader)
+        resp = await self.request(wire.api_versions_request(3), 3)
+        if resp.error_code:
+            resp = await self.request(wire.api_versions_request(0), 0)
+        self.api_versions = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+
+    def version_for(self, api_key: int, highest: int | None = None) -> int:
+        """The highest version both sides speak (and not above ``highest``)."""
+        theirs = self.api_versions.get(api_key)
+        ours = wire.max_version(api_key)
+        if theirs is None or ours is None:
+            raise UpstreamError(f"broker {self.host}:{self.port} does not support API {api_key}")
+        version = min(theirs[1], ours, highest if highest is not None else ours)
+        if version < theirs[0]:
+            raise UpstreamError(f"no common version of API {api_key} with {self.host}:{self.port}")
+        return version
+
+    async def request(self, msg: Any, version: int, timeout_s: float = 30.0) -> Any:
+        if self.closed or self._stream is None:
+            raise UpstreamError(f"connection to {self.host}:{self.port} is closed")
+        cid = next(self._cids)
+        done = trio.Event()
+        box: list[Any] = []
+        msg.API_VERSION = version
+        data = wire.encode_request(msg, cid, CLIENT_ID)
+        expects = msg.expect_response()
+        async with self._send_lock:
+            if expects:
+                self._pending.append((cid, msg.API_KEY, version, done, box))
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                await self.aclose()
+                raise UpstreamError(f"send to {self.host}:{self.port} failed: {e}") from e
+        if not expects:
+            return None
+        with trio.move_on_after(timeout_s) as scope:
+            await done.wait()
+        if scope.cancelled_caught:
+            await self.aclose()
+            raise UpstreamError(f"no answer from {self.host}:{self.port} in {timeout_s}s")
+        if not box or isinstance(box[0], BaseException):
+            raise UpstreamError(f"connection to {self.host}:{self.port} lost") from (
+                box[0] if box else None
+            )
+        return box[0]
+
+    async def _reader(self) -> None:
+        assert self._stream is not None
+        buf = FrameBuffer(self._max_frame_bytes)
+        try:
+            async for chunk in self._stream:
+                buf.feed(chunk)
+                while (payload := buf.next_frame()) is not None:
+                    _cid, api_key, version, done, box = self._pending.popleft()
+                    try:
+                        box.append(wire.decode_response(payload, api_key, version))
+                    except Exception as e:  # noqa: BLE001 - handed to the waiting caller
+                        box.append(e)
+                    done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            log.info("upstream %s:%s closed: %s", self.host, self.port, e)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        while self._pending:
+            *_, done, box = self._pending.popleft()
+            box.append(UpstreamError("connection closed"))
+            done.set()
+        if self._stream is not None:
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+
+class Cluster:
+    """What the proxy knows about the upstream cluster, refreshed from Metadata."""
+
+    def __init__(
+        self, bootstrap: Sequence[tuple[str, int]], nursery: trio.Nursery, max_frame_bytes: int
+    ) -> None:
+        self.bootstrap = list(bootstrap)
+        self._nursery = nursery
+        self._max_frame_bytes = max_frame_bytes
+        self.brokers: dict[int, BrokerInfo] = {}
+        self.topics: dict[str, TopicInfo] = {}
+        self.topic_names: dict[uuid.UUID, str] = {}
+        self.cluster_id: str | None = None
+        self.controller_id = -1
+        self._connections: dict[int, BrokerConnection] = {}
+        self._bootstrap_conn: BrokerConnection | None = None
+        self._lock = trio.Lock()
+        self.assigned_ids = 0  # how many topic ids the proxy had to make up
+
+    # ------------------------------------------------------------------ connections
+    async def connection(self, node_id: int | None = None) -> BrokerConnection:
+        """A live connection to ``node_id`` (or to any broker)."""
+        if node_id is None:
+            for live in self._connections.values():
+                if not live.closed:
+                    return live
+            if self.brokers:
+                node_id = min(self.brokers)
+            else:
+                return await self._bootstrap()
+        conn = self._connections.get(node_id)
+        if conn is None or conn.closed:
+            info = self.brokers.get(node_id)
+            if info is None:
+                await self.refresh()
+                info = self.brokers.get(node_id)
+                if info is None:
+                    raise UpstreamError(f"unknown upstream broker {node_id}")
+            conn = BrokerConnection(info.host, info.port, self._max_frame_bytes)
+            try:
+                await conn.start(self._nursery)
+            except (OSError, trio.TooSlowError) as e:
+                raise UpstreamError(
+                    f"cannot connect to broker {node_id} at {info.host}:{info.port}: {e}"
+                ) from e
+            self._connections[node_id] = conn
+        return conn
+
+    async def _bootstrap(self) -> BrokerConnection:
+        if self._bootstrap_conn is not None and not self._bootstrap_conn.closed:
+            return self._bootstrap_conn
+        errors = []
+        for host, port in self.bootstrap:
+            conn = BrokerConnection(host, port, self._max_frame_bytes)
+            try:
+                await conn.start(self._nursery)
+            except (OSError, trio.TooSlowError, UpstreamError) as e:
+                errors.append(f"{host}:{port}: {e}")
+                continue
+            self._bootstrap_conn = conn
+            return conn
+        raise UpstreamError("no bootstrap server reachable: " + "; ".join(errors))
+
+    # ------------------------------------------------------------------ metadata
+    async def refresh(self, topics: Sequence[str] | None = None) -> None:
+        """Refresh brokers and topics (all topics when ``topics`` is None)."""
+        async with self._lock:
+            conn = await self._any_connection()
+            version = conn.version_for(wire.METADATA, 12)
+            req_cls = wire.request_class(wire.METADATA)
+            topic_list = (
+                None if topics is None else [{"name": t, "topic_id": ZERO_UUID} for t in topics]
+            )
+            req = req_cls(
+                version=version,
+                topics=topic_list,
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False,
+            )
+            resp = await conn.request(req, version)
+            self.apply_metadata(resp)
+
+    async def _any_connection(self) -> BrokerConnection:
+        for conn in self._connections.values():
+            if not conn.closed:
+                return conn
+        return await self._bootstrap()
+
+    def apply_metadata(self, resp: Any) -> None:
+        """Learn brokers and topics from a Metadata response (ours or a client's)."""
+        brokers = {
+            b.node_id: BrokerInfo(b.node_id, b.host, b.port, getattr(b, "rack", None))
+            for b in resp.brokers
+        }
+        if brokers:
+            self.brokers = brokers
+        self.cluster_id = getattr(resp, "cluster_id", None) or self.cluster_id
+        self.controller_id = getattr(resp, "controller_id", -1)
+        for t in resp.topics:
+            if t.error_code or not t.name:
+                continue
+            topic_id = self.topic_id_for(t.name, getattr(t, "topic_id", None))
+            info = self.topics.get(t.name)
+            if info is None or info.topic_id != topic_id:
+                info = TopicInfo(t.name, topic_id)
+                self.topics[t.name] = info
+                self.topic_names[topic_id] = t.name
+            info.partitions = {
+                p.partition_index: PartitionInfo(
+                    p.partition_index, p.leader_id, getattr(p, "leader_epoch", -1)
+                )
+                for p in t.partitions
+            }
+
+    def topic_id_for(self, name: str, upstream_id: uuid.UUID | None) -> uuid.UUID:
+        """The upstream's topic id, or a stable one made from the cluster id and topic name
+        when the upstream has none (brokers before topic ids). Stable across proxy restarts
+        and identical on every proxy instance of one cluster."""
+        if upstream_id is not None and upstream_id != ZERO_UUID:
+            return upstream_id
+        known = self.topics.get(name)
+        if known is not None:
+            return known.topic_id
+        self.assigned_ids += 1
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"kafka://{self.cluster_id or ''}/{name}")
+
+    def leader_of(self, topic: str, partition: int) -> int | None:
+        info = self.topics.get(topic)
+        if info is None or partition not in info.partitions:
+            return None
+        leader = info.partitions[partition].leader
+        return leader if leader >= 0 else None
+
+    async def aclose(self) -> None:
+        for conn in list(self._connections.values()):
+            await conn.aclose()
+        if self._bootstrap_conn is not None:
+            await self._bootstrap_conn.aclose()
+
+
+def parse_host_port(text: str, default_port: int = 9092) -> tuple[str, int]:
+    """'host:port' (or '[v6]:port', or a bare host) -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port else default_port
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad port in {text!r}")
+    return host, int(port)
+
+
+def parse_servers(text: str) -> list[tuple[str, int]]:
+    servers = [parse_host_port(s) for s in text.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("no servers given")
+    return servers

@@ -1,0 +1,188 @@
+"""The one adapter between the proxy and kafka-python's protocol classes.
+
+Everything that decodes or encodes a Kafka message goes through here: kafka-python 3's
+JSON-schema classes for the standard APIs, ours (``proxy.messages``) for the share APIs. The
+only bytes read by hand are the fixed start of a request header (api key, version,
+correlation id), which every Kafka request shares, and the ``acks`` field of a Produce request,
+which decides whether a response will come at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pkgutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import kafka.protocol as _kafka_protocol
+from kafka.protocol.api_message import ApiMessage
+from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse
+
+from proxy.framing import FrameError
+
+_HEAD = struct.Struct(">hhi")
+_INT16 = struct.Struct(">h")
+
+PRODUCE = 0
+FETCH = 1
+LIST_OFFSETS = 2
+METADATA = 3
+FIND_COORDINATOR = 10
+LIST_GROUPS = 16
+API_VERSIONS = 18
+DESCRIBE_CONFIGS = 32
+INCREMENTAL_ALTER_CONFIGS = 44
+DESCRIBE_CLUSTER = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    api_key: int
+    api_version: int
+    correlation_id: int
+
+
+def _all_subclasses(cls: Any) -> Iterator[Any]:
+    sub: Any
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def _load_kafka_classes() -> tuple[dict[int, type[ApiMessage]], dict[int, type[ApiMessage]]]:
+    for info in pkgutil.walk_packages(_kafka_protocol.__path__, "kafka.protocol."):
+        if ".old" in info.name or "generate_stubs" in info.name:
+            continue
+        importlib.import_module(info.name)
+    requests: dict[int, type[ApiMessage]] = {}
+    responses: dict[int, type[ApiMessage]] = {}
+    for cls in _all_subclasses(ApiMessage):
+        if getattr(cls, "_class_version", None) is not None or getattr(cls, "_json", None) is None:
+            continue
+        target = requests if cls.is_request() else responses
+        target.setdefault(cls.API_KEY, cls)
+    return requests, responses
+
+
+REQUESTS, RESPONSES = _load_kafka_classes()
+
+
+def register(request_cls: type[ApiMessage], response_cls: type[ApiMessage]) -> None:
+    """Add our own message classes (the share APIs) to the tables."""
+    REQUESTS[request_cls.API_KEY] = request_cls
+    RESPONSES[response_cls.API_KEY] = response_cls
+
+
+def max_version(api_key: int) -> int | None:
+    cls = REQUESTS.get(api_key)
+    return None if cls is None else int(cls.max_version)
+
+
+def peek_head(frame: bytes) -> RequestHead:
+    if len(frame) < _HEAD.size:
+        raise FrameError(f"request of {len(frame)} bytes is too short for a request header")
+    return RequestHead(*_HEAD.unpack_from(frame, 0))
+
+
+def decode_request(frame: bytes, head: RequestHead) -> Any:
+    """Decode a whole request (header and body) with its class; FrameError if it cannot be."""
+    cls = REQUESTS.get(head.api_key)
+    if cls is None:
+        raise FrameError(f"no codec for API key {head.api_key}")
+    try:
+        return cls.decode(frame, version=head.api_version, header=True)
+    except Exception as e:
+        raise FrameError(
+            f"malformed {cls.__name__} v{head.api_version}: {type(e).__name__}: {e}"
+        ) from e
+
+
+def decode_response(frame: bytes, api_key: int, version: int) -> Any:
+    cls = RESPONSES[api_key]
+    return cls.decode(frame, version=version, header=True)
+
+
+def encode_response(msg: Any, correlation_id: int) -> bytes:
+    """Frame a response object with a response header carrying ``correlation_id``."""
+    msg.with_header(correlation_id=correlation_id)
+    data: bytes = msg.encode(header=True, framed=True)
+    return bytes(data)
+
+
+def encode_request(msg: Any, correlation_id: int, client_id: str) -> bytes:
+    msg.with_header(correlation_id=correlation_id, client_id=client_id)
+    data: bytes = msg.encode(header=True, framed=True)
+    return bytes(data)
+
+
+def response_class(api_key: int) -> Any:
+    return RESPONSES[api_key]
+
+
+def request_class(api_key: int) -> Any:
+    return REQUESTS[api_key]
+
+
+def produce_expects_response(frame: bytes, head: RequestHead) -> bool:
+    """False for a Produce request with acks=0, which gets no response."""
+    cls = REQUESTS[PRODUCE]
+    try:
+        data = io.BytesIO(frame)
+        cls.parse_header(data, version=head.api_version)
+        pos = data.tell()
+        if head.api_version >= 3:  # TransactionalId (nullable string) comes first
+            if cls.flexible_version_q(head.api_version):
+                length, pos = _read_uvarint(frame, pos)
+                pos += max(length - 1, 0)
+            else:
+                (length,) = _INT16.unpack_from(frame, pos)
+                pos += 2 + max(length, 0)
+        (acks,) = _INT16.unpack_from(frame, pos)
+    except Exception as e:
+        raise FrameError(f"malformed Produce request: {e}") from e
+    return bool(acks != 0)
+
+
+def client_id_of(frame: bytes, head: RequestHead) -> str | None:
+    """The client id from a request header (None when we have no class for the API)."""
+    cls = REQUESTS.get(head.api_key)
+    if cls is None or head.api_version > cls.max_version:
+        return None
+    try:
+        header = cls.parse_header(io.BytesIO(frame), version=head.api_version)
+    except Exception as e:
+        raise FrameError(f"malformed request header: {e}") from e
+    client_id: str | None = header.client_id
+    return client_id
+
+
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = 0
+    value = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 35:
+            raise FrameError("varint too long")
+
+
+def api_versions_request(version: int = 3) -> Any:
+    return ApiVersionsRequest(
+        version=version, client_software_name="sharegroup", client_software_version="0.1.0"
+    )
+
+
+def api_versions_response(**fields: Any) -> Any:
+    return ApiVersionsResponse(**fields)
+
+
+def api_version_entries(table: dict[int, tuple[int, int]]) -> list[Any]:
+    entry = ApiVersionsResponse.ApiVersion
+    return [entry(api_key=k, min_version=v[0], max_version=v[1]) for k, v in sorted(table.items())]

@@ -1,0 +1,190 @@
+"""The ``sharegroup`` command line.
+
+Subcommands import what they need when they run, so ``sharegroup --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sharegroup import __version__
+
+
+def _parse_kv(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """A Java-style .properties file: key=value lines, # and ! comments."""
+    out: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise SystemExit(f"{path}:{number}: expected key=value, got {raw!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sharegroup",
+        description="Kafka share groups (KIP-932) for any Kafka cluster, through a protocol proxy.",
+    )
+    parser.add_argument("--version", action="version", version=f"sharegroup {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    proxy = sub.add_parser(
+        "proxy",
+        help="run the proxy in front of a Kafka cluster",
+        description=(
+            "Run the share-group proxy. Clients (share consumers, producers, admin tools) "
+            "bootstrap from the listen address; the upstream broker with the lowest node id is "
+            "served on the listen port and each further broker on the next port. Without "
+            "--bootstrap-server a local in-memory broker (Tansu) is started for you."
+        ),
+    )
+    proxy.add_argument(
+        "--bootstrap-server",
+        metavar="HOST:PORT[,...]",
+        help="the upstream cluster (default: start a local in-memory broker)",
+    )
+    proxy.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:9192",
+        help="address of the first proxy port (default: %(default)s; port 0 picks free ports)",
+    )
+    proxy.add_argument(
+        "--advertised-host",
+        metavar="HOST",
+        help="host name clients are told to connect to (default: the listen host)",
+    )
+    proxy.add_argument(
+        "--config",
+        metavar="KEY=VALUE",
+        type=_parse_kv,
+        action="append",
+        default=[],
+        help="a broker config with Kafka's name, e.g. group.share.record.lock.duration.ms=15000 "
+        "or socket.request.max.bytes=104857600 (repeatable)",
+    )
+    proxy.add_argument(
+        "--config-file", metavar="FILE", type=Path, help="a .properties file of such configs"
+    )
+    proxy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    proxy.set_defaults(func=_run_proxy)
+    return parser
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    import trio
+
+    from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+    from proxy.server import Proxy, ProxyConfig
+    from proxy.upstream import UpstreamError, parse_host_port, parse_servers
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    configs: dict[str, str] = {}
+    if args.config_file:
+        if not args.config_file.is_file():
+            print(
+                f"sharegroup proxy: --config-file {args.config_file}: no such file", file=sys.stderr
+            )
+            return 2
+        configs.update(read_properties(args.config_file))
+    configs.update(dict(args.config))
+    try:
+        listen_host, listen_port = parse_host_port(args.listen, 9192)
+        max_frame = int(configs.pop("socket.request.max.bytes", DEFAULT_MAX_FRAME_BYTES))
+    except ValueError as e:
+        print(f"sharegroup proxy: {e}", file=sys.stderr)
+        return 2
+    from model import BrokerConfig, ConfigError
+
+    try:
+        BrokerConfig.from_mapping(configs)
+    except ConfigError as e:
+        print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
+        return 2
+
+    embedded = None
+    if args.bootstrap_server:
+        try:
+            bootstrap = parse_servers(args.bootstrap_server)
+        except ValueError as e:
+            print(f"sharegroup proxy: --bootstrap-server: {e}", file=sys.stderr)
+            return 2
+    else:
+        from sharegroup.brokers import start_tansu
+
+        embedded = start_tansu()
+        bootstrap = [("127.0.0.1", embedded.port)]
+        logging.getLogger("sharegroup").info(
+            "no --bootstrap-server: started a local in-memory broker (Tansu) at %s",
+            embedded.bootstrap,
+        )
+    config = ProxyConfig(
+        bootstrap=bootstrap,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        advertised_host=args.advertised_host,
+        max_frame_bytes=max_frame,
+        share_configs=configs,
+    )
+
+    async def main() -> None:
+        proxy = Proxy(config)
+        from proxy.shares import attach
+
+        attach(proxy)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.run)
+            host, port = proxy.bootstrap_address
+            print(f"sharegroup proxy listening; bootstrap.servers={host}:{port}", flush=True)
+
+    rc = 0
+    try:
+        try:
+            trio.run(main)
+        except* UpstreamError as lost:
+            for problem in lost.exceptions:
+                print(f"sharegroup proxy: upstream: {problem}", file=sys.stderr)
+            rc = 1
+        except* OSError as failed:
+            for error in failed.exceptions:
+                print(f"sharegroup proxy: {error}", file=sys.stderr)
+            rc = 1
+    except KeyboardInterrupt:
+        rc = 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
