@@ -82,6 +82,9 @@ class ClientConnection:
                     await self._reader(send, nursery)
                 finally:
                     send.close()
+                # The client is gone: nothing can be answered any more, so stop waiting for
+                # long polls and let connection_closed release what this client held.
+                nursery.cancel_scope.cancel()
         except* CloseConnection as closed:
             for reason in closed.exceptions:
                 log.warning("closing connection of %s: %s", self.describe(), reason)

@@ -180,7 +180,7 @@ class Proxy:
                 continue
             if key in VERSION_CAPS:
                 high = min(high, VERSION_CAPS[key])
-            if key in DECODED:
+            if key in DECODED or key in self.local_handlers:
                 ours = wire.max_version(key)
                 if ours is None:
                     continue

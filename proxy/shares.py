@@ -112,6 +112,13 @@ class ShareService:
                 log.info("share group member %s fenced: session timeout", member)
             self._publish(changes)
 
+    def group_configs_changed(self, group_id: str) -> None:
+        """Limits or lock durations changed: let waiting fetches look again."""
+        for key, watch in self.watches.items():
+            if key[0] == group_id:
+                watch.notify()
+        self._kick_timers()
+
     def _kick_timers(self) -> None:
         self._timer_wakeup.set()
 
@@ -430,6 +437,14 @@ class ShareService:
         try:
             change = self.engine.acknowledge(key, member_id, self._ack_batches(batches), now)
         except ShareApiError as e:
+            log.info(
+                "acknowledgement of %s for %s-%d refused: %s (batches %s)",
+                member_id,
+                self.proxy.cluster.topic_names.get(topic_id, topic_id),
+                partition,
+                e,
+                [(b.first_offset, b.last_offset, list(b.acknowledge_types)) for b in batches],
+            )
             return e.code, e.message
         self._publish([change])
         self._kick_timers()
@@ -597,9 +612,13 @@ class ShareService:
             node_endpoints=[],
         )
 
-    async def _fetch_conn(self, conn: ClientConnection, node_id: int) -> BrokerConnection:
-        """A connection of this client's own to the leader: long polls never block others."""
-        key = (conn.id, node_id)
+    async def _fetch_conn(
+        self, conn: ClientConnection, node_id: int, purpose: int = 0
+    ) -> BrokerConnection:
+        """A connection of this client's own to the leader: long polls never block others.
+        ``purpose`` 0 is for acquiring fetches, 1 for long polls that wait for new records
+        (kept apart so that a pending long poll never delays an acquisition)."""
+        key = (conn.id, node_id * 2 + purpose)
         bc = self._fetch_conns.get(key)
         if bc is None or bc.closed:
             info = self.proxy.cluster.brokers.get(node_id)
@@ -811,16 +830,25 @@ class ShareService:
                 watch = self.watches[(group_id, *tp)]
                 if leader is None:
                     return
+                bc = None
+                finished = False
                 try:
-                    bc = await self._fetch_conn(conn, leader)
+                    bc = await self._fetch_conn(conn, leader, 1)
                     wait_ms = int(min(remaining_s, 5.0) * 1000)
                     resp = await self._upstream_fetch(
                         bc, [(name, tp[1], max(watch.high_watermark, 0), 1)], wait_ms, isolation
                     )
+                    finished = True
                 except UpstreamError:
                     await trio.sleep(min(remaining_s, 0.5))
                     done.cancel()
                     return
+                finally:
+                    if not finished and bc is not None:
+                        # Cancelled while the broker still holds the long poll: drop that
+                        # connection rather than queue the next request behind it.
+                        with trio.CancelScope(shield=True):
+                            await bc.aclose()
                 for t in resp.responses:
                     for p in t.partitions:
                         if p.high_watermark > watch.high_watermark:
@@ -861,6 +889,9 @@ def attach(proxy: Proxy) -> ShareService:
     )
     service = ShareService(proxy, broker_config)
     proxy.share_handler = service
+    from proxy.admin import AdminHandlers
+
+    AdminHandlers(proxy, service)
     return service
 
 

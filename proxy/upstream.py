@@ -102,14 +102,17 @@ class BrokerConnection:
         msg.API_VERSION = version
         data = wire.encode_request(msg, cid, CLIENT_ID)
         expects = msg.expect_response()
-        async with self._send_lock:
-            if expects:
-                self._pending.append((cid, msg.API_KEY, version, done, box))
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                await self.aclose()
-                raise UpstreamError(f"send to {self.host}:{self.port} failed: {e}") from e
+        # Shielded: a request cancelled half-way through its bytes would corrupt the stream,
+        # and one cancelled after queueing must still be sent to keep answers in step.
+        with trio.CancelScope(shield=True):
+            async with self._send_lock:
+                if expects:
+                    self._pending.append((cid, msg.API_KEY, version, done, box))
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    await self.aclose()
+                    raise UpstreamError(f"send to {self.host}:{self.port} failed: {e}") from e
         if not expects:
             return None
         with trio.move_on_after(timeout_s) as scope:

@@ -1,0 +1,237 @@
+"""Admin requests the proxy answers itself, wholly or in part.
+
+Share groups live in the proxy, so the upstream cluster knows nothing of them:
+
+* IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show share-group
+  configs (``share.*``, digest 4.4); other resources in the same request go upstream and the
+  answers are merged in request order.
+* ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
+
+Everything here talks to the upstream through ``Cluster`` connections with kafka-python classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from model import ConfigError, ErrorCode
+from model.config import GROUP_CONFIG_KEYS
+from proxy import wire
+
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+    from proxy.server import Proxy
+    from proxy.shares import ShareService
+
+log = logging.getLogger("sharegroup.admin")
+
+GROUP_RESOURCE = 32
+BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+SOURCE_DEFAULT = 5
+SOURCE_GROUP = 8
+TYPE_STRING, TYPE_INT = 2, 3
+
+
+class AdminHandlers:
+    def __init__(self, proxy: Proxy, shares: ShareService) -> None:
+        self.proxy = proxy
+        self.shares = shares
+        proxy.local_handlers[wire.INCREMENTAL_ALTER_CONFIGS] = self.incremental_alter_configs
+        proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
+        proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
+
+    async def _upstream(
+        self, conn: ClientConnection, request: Any, head: wire.RequestHead, node: int | None
+    ) -> Any:
+        target = await self.proxy.cluster.connection(node if node is not None else conn.node_id)
+        version = target.version_for(head.api_key, head.api_version)
+        return await target.request(request, version)
+
+    # ------------------------------------------------------------------ configs
+    async def incremental_alter_configs(
+        self, conn: ClientConnection, req: Any, head: wire.RequestHead
+    ) -> Any:
+        resp_cls = wire.response_class(wire.INCREMENTAL_ALTER_CONFIGS)
+        entry_cls = resp_cls.AlterConfigsResourceResponse
+        answers: dict[int, Any] = {}
+        upstream_by_node: dict[int | None, list[tuple[int, Any]]] = {}
+        for i, res in enumerate(req.resources):
+            if res.resource_type == GROUP_RESOURCE:
+                code, message = self._alter_group(res, req.validate_only)
+                answers[i] = entry_cls(
+                    error_code=int(code),
+                    error_message=message,
+                    resource_type=res.resource_type,
+                    resource_name=res.resource_name,
+                )
+            else:
+                node = (
+                    int(res.resource_name)
+                    if res.resource_type in BROKER_RESOURCES and res.resource_name.isdigit()
+                    else None
+                )
+                upstream_by_node.setdefault(node, []).append((i, res))
+        req_cls = wire.request_class(wire.INCREMENTAL_ALTER_CONFIGS)
+        for node, items in upstream_by_node.items():
+            sub = req_cls(
+                version=head.api_version,
+                resources=[r for _, r in items],
+                validate_only=req.validate_only,
+            )
+            resp = await self._upstream(conn, sub, head, node)
+            for (i, _), answer in zip(items, resp.responses, strict=True):
+                answers[i] = answer
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            responses=[answers[i] for i in range(len(req.resources))],
+        )
+
+    def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
+        group_id = res.resource_name
+        if not group_id:
+            return ErrorCode.INVALID_GROUP_ID, "group id must not be empty"
+        changes: dict[str, str | None] = {}
+        for c in res.configs:
+            if c.name not in GROUP_CONFIG_KEYS:
+                return ErrorCode.INVALID_CONFIG, f"unknown or unsupported group config {c.name!r}"
+            if c.config_operation == SET:
+                if c.value is None:
+                    return ErrorCode.INVALID_REQUEST, f"{c.name}: SET needs a value"
+                changes[c.name] = c.value
+            elif c.config_operation == DELETE:
+                changes[c.name] = None
+            else:
+                return (
+                    ErrorCode.INVALID_REQUEST,
+                    f"{c.name}: APPEND/SUBTRACT do not apply to group configs",
+                )
+        engine = self.shares.engine
+        try:
+            if validate_only:
+                entry = engine.group(group_id)
+                merged = dict(entry.overrides) if entry else {}
+                merged.update({k: v for k, v in changes.items() if v is not None})
+                for k, v in changes.items():
+                    if v is None:
+                        merged.pop(k, None)
+                from model import GroupConfig
+
+                GroupConfig.defaults(engine.broker_config).with_overrides(
+                    engine.broker_config, merged
+                )
+            else:
+                engine.set_group_configs(group_id, changes)
+                self.shares.group_configs_changed(group_id)
+        except ConfigError as e:
+            return ErrorCode.INVALID_CONFIG, str(e)
+        log.info("group %s configs %s", group_id, changes)
+        return ErrorCode.NONE, None
+
+    async def describe_configs(
+        self, conn: ClientConnection, req: Any, head: wire.RequestHead
+    ) -> Any:
+        resp_cls = wire.response_class(wire.DESCRIBE_CONFIGS)
+        result_cls = resp_cls.DescribeConfigsResult
+        answers: dict[int, Any] = {}
+        upstream_by_node: dict[int | None, list[tuple[int, Any]]] = {}
+        for i, res in enumerate(req.resources):
+            if res.resource_type == GROUP_RESOURCE:
+                answers[i] = self._describe_group(result_cls, res, head.api_version)
+            else:
+                node = (
+                    int(res.resource_name)
+                    if res.resource_type in BROKER_RESOURCES and res.resource_name.isdigit()
+                    else None
+                )
+                upstream_by_node.setdefault(node, []).append((i, res))
+        req_cls = wire.request_class(wire.DESCRIBE_CONFIGS)
+        for node, items in upstream_by_node.items():
+            sub = req_cls(
+                version=head.api_version,
+                resources=[r for _, r in items],
+                include_synonyms=req.include_synonyms,
+                include_documentation=req.include_documentation,
+            )
+            resp = await self._upstream(conn, sub, head, node)
+            for (i, _), answer in zip(items, resp.results, strict=True):
+                answers[i] = answer
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            results=[answers[i] for i in range(len(req.resources))],
+        )
+
+    def _describe_group(self, result_cls: Any, res: Any, version: int) -> Any:
+        engine = self.shares.engine
+        entry = engine.group(res.resource_name)
+        overrides = entry.overrides if entry is not None else {}
+        config = engine.group_config(res.resource_name)
+        values = {
+            "share.session.timeout.ms": str(config.session_timeout_ms),
+            "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
+            "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
+            "share.delivery.count.limit": str(config.delivery_count_limit),
+            "share.partition.max.record.locks": str(config.partition_max_record_locks),
+            "share.auto.offset.reset": config.auto_offset_reset,
+            "share.isolation.level": config.isolation_level,
+            "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
+            "share.assignment.interval.ms": str(config.assignment_interval_ms),
+        }
+        wanted = res.configuration_keys
+        entry_cls = result_cls.DescribeConfigsResourceResult
+        configs = []
+        for name, value in values.items():
+            if wanted and name not in wanted:
+                continue
+            is_override = name in overrides
+            configs.append(
+                entry_cls(
+                    name=name,
+                    value=value,
+                    read_only=False,
+                    config_source=SOURCE_GROUP if is_override else SOURCE_DEFAULT,
+                    is_default=not is_override,
+                    is_sensitive=False,
+                    synonyms=[],
+                    config_type=TYPE_INT if value.isdigit() else TYPE_STRING,
+                    documentation=None,
+                )
+            )
+        return result_cls(
+            error_code=0,
+            error_message=None,
+            resource_type=GROUP_RESOURCE,
+            resource_name=res.resource_name,
+            configs=configs,
+        )
+
+    # ------------------------------------------------------------------ groups
+    async def list_groups(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+        resp_cls = wire.response_class(wire.LIST_GROUPS)
+        types = [t.lower() for t in (getattr(req, "types_filter", None) or [])]
+        states = [s.lower() for s in (getattr(req, "states_filter", None) or [])]
+        groups: list[Any] = []
+        error = 0
+        if not types or any(t != "share" for t in types):
+            resp = await self._upstream(conn, req, head, None)
+            groups.extend(resp.groups)
+            error = resp.error_code
+        if not types or "share" in types:
+            for group_id, entry in sorted(self.shares.engine.groups.items()):
+                state = entry.group.state
+                if states and state.lower() not in states:
+                    continue
+                groups.append(
+                    resp_cls.ListedGroup(
+                        group_id=group_id,
+                        protocol_type="share",
+                        group_state=state,
+                        group_type="share",
+                    )
+                )
+        return resp_cls(
+            version=head.api_version, throttle_time_ms=0, error_code=error, groups=groups
+        )
