@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from model import ConfigError, ErrorCode
 from model.config import GROUP_CONFIG_KEYS
 from proxy import wire
+from proxy.state_store import StateWriteError
+from sharegroup.persist.records import GroupConfigs
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
@@ -59,7 +61,7 @@ class AdminHandlers:
         upstream_by_node: dict[int | None, list[tuple[int, Any]]] = {}
         for i, res in enumerate(req.resources):
             if res.resource_type == GROUP_RESOURCE:
-                code, message = self._alter_group(res, req.validate_only)
+                code, message = await self._alter_group(res, req.validate_only)
                 answers[i] = entry_cls(
                     error_code=int(code),
                     error_message=message,
@@ -89,7 +91,7 @@ class AdminHandlers:
             responses=[answers[i] for i in range(len(req.resources))],
         )
 
-    def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
+    async def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
         group_id = res.resource_name
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID, "group id must not be empty"
@@ -123,7 +125,20 @@ class AdminHandlers:
                     engine.broker_config, merged
                 )
             else:
+                entry = engine.group(group_id)
+                before = dict(entry.overrides) if entry else {}
                 engine.set_group_configs(group_id, changes)
+                after = engine.group(group_id)
+                assert after is not None
+                store = self.shares.store
+                if store is not None:
+                    try:
+                        await store.write([GroupConfigs(group_id, dict(after.overrides))])
+                    except StateWriteError as e:
+                        engine.set_group_configs(
+                            group_id, {**dict.fromkeys(after.overrides), **before}
+                        )
+                        return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
                 self.shares.group_configs_changed(group_id)
         except ConfigError as e:
             return ErrorCode.INVALID_CONFIG, str(e)

@@ -80,6 +80,15 @@ class ClientConnection:
                 nursery.start_soon(self._writer, receive, nursery.cancel_scope)
                 try:
                     await self._reader(send, nursery)
+                except CloseConnection as bad:
+                    # Bad input: read no further, but answer the requests before it, as Kafka
+                    # does (it reads a request only once the one before has been answered).
+                    # The writer cancels the nursery when it reaches the closing slot.
+                    log.warning("closing connection of %s: %s", self.describe(), bad)
+                    closing = Slot()
+                    closing.set(None)
+                    await send.send(closing)
+                    await trio.sleep_forever()
                 finally:
                     send.close()
                 # The client is gone: nothing can be answered any more, so stop waiting for
@@ -159,21 +168,24 @@ class ClientConnection:
             slot = Slot()
             nursery.start_soon(self._answer_locally, share, request, head, slot)
             return slot
-        local = self.proxy.local_handlers.get(key)
-        if local is not None:
-            request = self._decode(payload, head)
-            slot = Slot()
-            nursery.start_soon(self._answer_with, local, request, head, slot)
-            return slot
         advertised = self.proxy.advertised_versions(self.node_id)
         if key not in advertised:
             raise CloseConnection(f"API key {key} is not supported here")
         low, high = advertised[key]
         if not low <= version <= high:
             raise CloseConnection(f"unsupported version {version} of API key {key}")
+        local = self.proxy.local_handlers.get(key)
+        if local is not None:
+            request = self._decode(payload, head)
+            slot = Slot()
+            nursery.start_soon(self._answer_with, local, request, head, slot)
+            return slot
         if not self.client_id:
             self._learn_client_id(payload, head)
-        expects = key != wire.PRODUCE or wire.produce_expects_response(payload, head)
+        try:
+            expects = key != wire.PRODUCE or wire.produce_expects_response(payload, head)
+        except FrameError as e:
+            raise CloseConnection(str(e)) from e
         relay_slot = Slot() if expects else None
         await self._relay(payload, head, relay_slot, nursery)
         return relay_slot
@@ -218,7 +230,7 @@ class ClientConnection:
     async def _api_versions(self, payload: bytes, head: wire.RequestHead) -> bytes:
         table = self.proxy.advertised_versions(self.node_id)
         top = wire.max_version(wire.API_VERSIONS) or 0
-        if head.api_version > top:
+        if not 0 <= head.api_version <= top:
             # Kafka answers an unknown ApiVersions version with v0, UNSUPPORTED_VERSION and
             # the list, so that the client can pick a version it shares with us.
             resp = wire.api_versions_response(

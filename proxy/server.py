@@ -49,6 +49,8 @@ class ShareHandler(Protocol):
 
     async def run_timers(self) -> None: ...
 
+    async def start(self, nursery: trio.Nursery) -> None: ...
+
 
 @dataclass
 class ProxyConfig:
@@ -91,6 +93,8 @@ class Proxy:
             await self.cluster.refresh()
             if not self.cluster.brokers:
                 raise UpstreamError("the upstream cluster reported no brokers")
+            if self.share_handler is not None:
+                await self.share_handler.start(nursery)  # recover state before serving
             for node_id in sorted(self.cluster.brokers):
                 await self._listen(node_id)
             log.info(

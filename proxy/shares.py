@@ -25,10 +25,21 @@ from uuid import UUID
 import trio
 from kafka.record.default_records import DefaultRecordBase
 
-from model import AckBatch, AcquireMode, BrokerConfig, ErrorCode, LogBatch, ShareApiError
+from model import (
+    AckBatch,
+    AcquireMode,
+    BrokerConfig,
+    ConfigError,
+    ErrorCode,
+    LogBatch,
+    ShareApiError,
+    SharePartition,
+)
 from proxy import messages, wire
+from proxy.state_store import StateStore, StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.records import GroupConfigs, Record, Snapshot, TopicIdAssigned, Update
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
@@ -41,6 +52,9 @@ SHARE_API_VERSIONS = {
     77: (1, 1),  # ShareGroupDescribe
     78: (1, 2),  # ShareFetch
     79: (1, 2),  # ShareAcknowledge
+    90: (0, 1),  # DescribeShareGroupOffsets
+    91: (0, 0),  # AlterShareGroupOffsets
+    92: (0, 0),  # DeleteShareGroupOffsets
 }
 _HEADER = DefaultRecordBase.HEADER_STRUCT
 _ATTRIBUTES = struct.Struct(">h")
@@ -89,14 +103,133 @@ class PartitionWatch:
 class ShareService:
     api_keys = SHARE_API_VERSIONS
 
-    def __init__(self, proxy: Proxy, broker_config: BrokerConfig) -> None:
+    def __init__(
+        self, proxy: Proxy, broker_config: BrokerConfig, store: StateStore | None = None
+    ) -> None:
         self.proxy = proxy
         self.engine = ShareEngine(broker_config)
+        self.store = store
         self.watches: dict[PartitionKey, PartitionWatch] = {}
         self._timer_wakeup = trio.Event()
         self._fetch_conns: dict[tuple[int, int], BrokerConnection] = {}
-        self.changes: list[Change] = []  # observers (persistence) read from here
-        self.on_change: list[Any] = []
+        self.on_change: list[Any] = []  # observers of every change (tests, reports)
+        self.updates_per_snapshot = 500
+        self.offsets: Any = None  # proxy.share_offsets.ShareOffsets, set by attach()
+
+    # ------------------------------------------------------------------ durability
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Recover from the state topic (fencing any older instance) before serving."""
+        if self.store is None:
+            return
+        replay = await self.store.start(nursery)
+        for group_id, configs in replay.group_configs.items():
+            try:
+                self.engine.set_group_configs(group_id, dict(configs))
+            except ConfigError as e:
+                log.warning("ignoring stored configs of group %s: %s", group_id, e)
+        self.proxy.cluster.restore_topic_ids(replay.topic_ids)
+        # Fresh snapshots of everything, then drop what they supersede (see state_store).
+        now = int(time.time() * 1000)
+        snapshots: list[Record] = [
+            Snapshot(
+                key,
+                d.snapshot_epoch + 1,
+                d.state_epoch,
+                d.leader_epoch,
+                d.start_offset,
+                d.create_timestamp,
+                now,
+                d.batches(),
+            )
+            for key, d in replay.partitions.items()
+        ]
+        snapshots += [GroupConfigs(g, dict(c)) for g, c in replay.group_configs.items()]
+        snapshots += [TopicIdAssigned(name, tid) for name, tid in replay.topic_ids.items()]
+        try:
+            await self.store.prune(snapshots)
+        except StateWriteError as e:
+            log.warning("state topic pruning skipped: %s", e)
+        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
+
+    def _topic_id_assigned(self, name: str, topic_id: UUID) -> None:
+        if self.store is not None:
+            self.store.write_nowait([TopicIdAssigned(name, topic_id)])
+
+    def _records(self, changes: Sequence[Change]) -> list[Record]:
+        assert self.store is not None
+        durable = self.store.replay.partitions
+        out: list[Record] = []
+        for change in changes:
+            known = durable.get(change.key)
+            sp = self.engine.share_partition(change.key)
+            if known is None or (
+                sp is not None and known.updates_since_snapshot + 1 >= self.updates_per_snapshot
+            ):
+                if sp is None:
+                    continue
+                epoch = 0 if known is None else known.snapshot_epoch + 1
+                state_epoch = 0 if known is None else known.state_epoch
+                now = int(time.time() * 1000)
+                out.append(
+                    Snapshot(
+                        change.key,
+                        epoch,
+                        state_epoch,
+                        0,
+                        sp.start_offset,
+                        now,
+                        now,
+                        sp.state_batches(),
+                    )
+                )
+            elif not change.delta.empty or change.delta.start_offset != known.start_offset:
+                out.append(
+                    Update(
+                        change.key,
+                        known.snapshot_epoch,
+                        0,
+                        change.delta.start_offset,
+                        change.delta.batches,
+                    )
+                )
+        return out
+
+    async def _persist(self, changes: Sequence[Change]) -> dict[PartitionKey, ErrorCode]:
+        """Write changes and wait until they are durable. On failure the partitions go back
+        to their durable state (the client is told its acknowledgement failed)."""
+        if self.store is None or not changes:
+            return {}
+        try:
+            await self.store.write(self._records(changes))
+        except StateWriteError as e:
+            code = ErrorCode.NOT_LEADER_OR_FOLLOWER if e.fenced else ErrorCode.UNKNOWN_SERVER_ERROR
+            failed = {c.key: code for c in changes}
+            for key in failed:
+                self._reload(key)
+            return failed
+        return {}
+
+    def _persist_later(self, changes: Sequence[Change]) -> None:
+        if self.store is not None and changes:
+            self.store.write_nowait(self._records(changes))
+
+    def _reload(self, key: PartitionKey) -> None:
+        """Throw away the in-memory state of a share partition and rebuild it from the store."""
+        assert self.store is not None
+        durable = self.store.replay.partitions.get(key)
+        if durable is None or self.store.fenced:
+            self.engine.partitions.pop(key, None)
+        else:
+            self.engine.add_partition(
+                key, SharePartition.from_state(durable.start_offset, durable.batches())
+            )
+        watch = self.watches.get(key)
+        if watch is not None:
+            watch.notify()
+
+    @property
+    def fenced(self) -> bool:
+        return self.store is not None and self.store.fenced
 
     # ------------------------------------------------------------------ plumbing
     async def run_timers(self) -> None:
@@ -122,7 +255,9 @@ class ShareService:
     def _kick_timers(self) -> None:
         self._timer_wakeup.set()
 
-    def _publish(self, changes: Sequence[Change]) -> None:
+    def _publish(self, changes: Sequence[Change], *, persist: bool = True) -> None:
+        if persist:
+            self._persist_later(changes)
         for change in changes:
             watch = self.watches.get(change.key)
             if watch is not None:
@@ -145,7 +280,9 @@ class ShareService:
             return self.describe(request, head)
         if head.api_key == 78:
             return await self.share_fetch(conn, request, head)
-        return self.share_acknowledge(conn, request, head)
+        if head.api_key == 79:
+            return await self.share_acknowledge(conn, request, head)
+        return await self.offsets.handle(conn, request, head)
 
     # ------------------------------------------------------------------ membership
     async def _ensure_topics(self, names: Sequence[str]) -> None:
@@ -158,6 +295,17 @@ class ShareService:
 
     async def heartbeat(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = messages.ShareGroupHeartbeatResponse
+        if self.fenced:
+            return resp_cls(
+                version=head.api_version,
+                throttle_time_ms=0,
+                error_code=int(ErrorCode.NOT_COORDINATOR),
+                error_message="this proxy instance was fenced by a newer one",
+                member_id=None,
+                member_epoch=0,
+                heartbeat_interval_ms=0,
+                assignment=None,
+            )
         group = self.engine.group(req.group_id)
         topics: list[str] = list(req.subscribed_topic_names or [])
         if group is not None:
@@ -238,6 +386,21 @@ class ShareService:
         async with watch.lock:
             if self.engine.share_partition(key) is not None:
                 return
+            if self.fenced:
+                return
+            durable = self.store.replay.partitions.get(key) if self.store is not None else None
+            if durable is not None:
+                self.engine.add_partition(
+                    key, SharePartition.from_state(durable.start_offset, durable.batches())
+                )
+                log.info(
+                    "share partition %s %s-%s recovered at %d",
+                    key[0],
+                    topic,
+                    key[2],
+                    durable.start_offset,
+                )
+                return
             config = self.engine.group_config(key[0])
             # New partitions of a topic the group already consumes start at 0 so that nothing
             # produced before they were initialized is lost (digest 3.3, Appendix A.10).
@@ -247,7 +410,15 @@ class ShareService:
             except UpstreamError as e:
                 log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
                 return
-            self.engine.new_partition(key, start)
+            sp = SharePartition(start)
+            if self.store is not None:
+                now = int(time.time() * 1000)
+                try:
+                    await self.store.write([Snapshot(key, 0, 0, 0, start, now, now, ())])
+                except StateWriteError as e:
+                    log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
+                    return
+            self.engine.add_partition(key, sp)
             log.info(
                 "share partition %s %s-%s starts at %d (%s)", key[0], topic, key[2], start, reset
             )
@@ -430,10 +601,12 @@ class ShareService:
         partition: int,
         batches: Sequence[Any],
         now: int,
-    ) -> tuple[ErrorCode, str | None]:
+    ) -> tuple[ErrorCode, str | None, Change | None]:
         key = (group_id, topic_id, partition)
+        if self.fenced:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, "this proxy instance was fenced", None
         if topic_id not in self.proxy.cluster.topic_names:
-            return ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {topic_id}"
+            return ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {topic_id}", None
         try:
             change = self.engine.acknowledge(key, member_id, self._ack_batches(batches), now)
         except ShareApiError as e:
@@ -445,12 +618,14 @@ class ShareService:
                 e,
                 [(b.first_offset, b.last_offset, list(b.acknowledge_types)) for b in batches],
             )
-            return e.code, e.message
-        self._publish([change])
+            return e.code, e.message, None
+        self._publish([change], persist=False)
         self._kick_timers()
-        return ErrorCode.NONE, None
+        return ErrorCode.NONE, None, change
 
-    def share_acknowledge(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+    async def share_acknowledge(
+        self, conn: ClientConnection, req: Any, head: wire.RequestHead
+    ) -> Any:
         resp_cls = messages.ShareAcknowledgeResponse
         topic_cls = resp_cls.ShareAcknowledgeTopicResponse
         part_cls = topic_cls.PartitionData
@@ -477,11 +652,11 @@ class ShareService:
         except ShareApiError as e:
             return top_error(e.code, e.message)
         now = now_ms()
-        topics = []
+        outcomes: list[tuple[UUID, int, ErrorCode, str | None]] = []
+        changes: list[Change] = []
         for t in req.topics:
-            parts = []
             for p in t.partitions:
-                code, message = self._apply_acks(
+                code, message, change = self._apply_acks(
                     req.group_id,
                     req.member_id,
                     t.topic_id,
@@ -489,15 +664,25 @@ class ShareService:
                     p.acknowledgement_batches,
                     now,
                 )
-                parts.append(
-                    part_cls(
-                        partition_index=p.partition_index,
-                        error_code=int(code),
-                        error_message=message,
-                        current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                    )
+                outcomes.append((t.topic_id, p.partition_index, code, message))
+                if change is not None:
+                    changes.append(change)
+        # The answer goes out only once the acknowledgements are durable.
+        failed = await self._persist(changes)
+        by_topic: dict[UUID, list[Any]] = {}
+        for topic_id, partition, code, message in outcomes:
+            lost = failed.get((req.group_id, topic_id, partition))
+            if lost is not None:
+                code, message = lost, "the acknowledgement could not be persisted"
+            by_topic.setdefault(topic_id, []).append(
+                part_cls(
+                    partition_index=partition,
+                    error_code=int(code),
+                    error_message=message,
+                    current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
                 )
-            topics.append(topic_cls(topic_id=t.topic_id, partitions=parts))
+            )
+        topics = [topic_cls(topic_id=t, partitions=ps) for t, ps in by_topic.items()]
         if ctx.final:
             self._publish(self.engine.close_session(conn.node_id, req.group_id, req.member_id))
         return resp_cls(
@@ -562,11 +747,21 @@ class ShareService:
         config = self.engine.group_config(group_id)
         now = now_ms()
         results: dict[tuple[UUID, int], dict[str, Any]] = {}
+        changes: list[Change] = []
         for topic_id, partition, batches in acks:
-            code, message = self._apply_acks(group_id, member_id, topic_id, partition, batches, now)
+            code, message, change = self._apply_acks(
+                group_id, member_id, topic_id, partition, batches, now
+            )
             results[(topic_id, partition)] = {
                 "acknowledge_error_code": int(code),
                 "acknowledge_error_message": message,
+            }
+            if change is not None:
+                changes.append(change)
+        for (_, topic_id, partition), code in (await self._persist(changes)).items():
+            results[(topic_id, partition)] = {
+                "acknowledge_error_code": int(code),
+                "acknowledge_error_message": "the acknowledgement could not be persisted",
             }
         if ctx.final:
             self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
@@ -639,6 +834,14 @@ class ShareService:
         version: int,
     ) -> dict[tuple[UUID, int], dict[str, Any]]:
         cluster = self.proxy.cluster
+        if self.fenced:
+            return {
+                tuple(tp): {
+                    "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                    "error_message": "this proxy instance was fenced by a newer one",
+                }
+                for tp in session_parts
+            }
         config = self.engine.group_config(group_id)
         isolation = 1 if config.isolation_level == "read_committed" else 0
         mode = AcquireMode(req.share_acquire_mode) if version >= 2 else AcquireMode.BATCH_OPTIMIZED
@@ -882,12 +1085,15 @@ def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]])
     return out
 
 
-def attach(proxy: Proxy) -> ShareService:
-    """Give a proxy the share-group APIs."""
+def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+    """Give a proxy the share-group APIs (durable when given a state store)."""
     broker_config = BrokerConfig.from_mapping(
         {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
     )
-    service = ShareService(proxy, broker_config)
+    service = ShareService(proxy, broker_config, store)
+    from proxy.share_offsets import ShareOffsets
+
+    service.offsets = ShareOffsets(service)
     proxy.share_handler = service
     from proxy.admin import AdminHandlers
 

@@ -14,7 +14,7 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +173,8 @@ class Cluster:
         self._bootstrap_conn: BrokerConnection | None = None
         self._lock = trio.Lock()
         self.assigned_ids = 0  # how many topic ids the proxy had to make up
+        self._restored_ids: dict[str, uuid.UUID] = {}
+        self.on_topic_id_assigned: Callable[[str, uuid.UUID], None] | None = None
 
     # ------------------------------------------------------------------ connections
     async def connection(self, node_id: int | None = None) -> BrokerConnection:
@@ -278,8 +280,25 @@ class Cluster:
         known = self.topics.get(name)
         if known is not None:
             return known.topic_id
+        restored = self._restored_ids.get(name)
+        if restored is not None:
+            return restored
         self.assigned_ids += 1
-        return uuid.uuid5(uuid.NAMESPACE_URL, f"kafka://{self.cluster_id or ''}/{name}")
+        assigned = uuid.uuid5(uuid.NAMESPACE_URL, f"kafka://{self.cluster_id or ''}/{name}")
+        self._restored_ids[name] = assigned
+        if self.on_topic_id_assigned is not None:
+            self.on_topic_id_assigned(name, assigned)
+        return assigned
+
+    def restore_topic_ids(self, ids: dict[str, uuid.UUID]) -> None:
+        """Topic ids assigned earlier (from the state topic) win over fresh ones."""
+        self._restored_ids.update(ids)
+        for name, topic_id in ids.items():
+            info = self.topics.get(name)
+            if info is not None and info.topic_id != topic_id and name in self._restored_ids:
+                self.topic_names.pop(info.topic_id, None)
+                info.topic_id = topic_id
+                self.topic_names[topic_id] = name
 
     def leader_of(self, topic: str, partition: int) -> int | None:
         info = self.topics.get(topic)

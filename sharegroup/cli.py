@@ -85,14 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proxy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     proxy.set_defaults(func=_run_proxy)
+    from sharegroup.offsets_cli import add_offsets_command
+
+    add_offsets_command(sub)
     return parser
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
     import trio
 
-    from proxy.framing import DEFAULT_MAX_FRAME_BYTES
-    from proxy.server import Proxy, ProxyConfig
+    from proxy.server import ProxyConfig
     from proxy.upstream import UpstreamError, parse_host_port, parse_servers
 
     logging.basicConfig(
@@ -109,14 +111,14 @@ def _run_proxy(args: argparse.Namespace) -> int:
     configs.update(dict(args.config))
     try:
         listen_host, listen_port = parse_host_port(args.listen, 9192)
-        max_frame = int(configs.pop("socket.request.max.bytes", DEFAULT_MAX_FRAME_BYTES))
     except ValueError as e:
-        print(f"sharegroup proxy: {e}", file=sys.stderr)
+        print(f"sharegroup proxy: --listen: {e}", file=sys.stderr)
         return 2
-    from model import BrokerConfig, ConfigError
+    from model import ConfigError
+    from proxy.app import split_configs
 
     try:
-        BrokerConfig.from_mapping(configs)
+        split_configs(configs)
     except ConfigError as e:
         print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
         return 2
@@ -142,15 +144,12 @@ def _run_proxy(args: argparse.Namespace) -> int:
         listen_host=listen_host,
         listen_port=listen_port,
         advertised_host=args.advertised_host,
-        max_frame_bytes=max_frame,
-        share_configs=configs,
     )
 
     async def main() -> None:
-        proxy = Proxy(config)
-        from proxy.shares import attach
+        from proxy.app import build_proxy
 
-        attach(proxy)
+        proxy, _service = build_proxy(config, configs)
         async with trio.open_nursery() as nursery:
             await nursery.start(proxy.run)
             host, port = proxy.bootstrap_address

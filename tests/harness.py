@@ -8,8 +8,9 @@ from typing import Self
 
 import trio
 
+from proxy.app import build_proxy
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import ShareService, attach
+from proxy.shares import ShareService
 from proxy.upstream import parse_servers
 
 
@@ -19,9 +20,8 @@ class ProxyThread:
     def __init__(
         self, upstream: str, configs: dict[str, str] | None = None, **options: object
     ) -> None:
-        self.config = ProxyConfig(
-            bootstrap=parse_servers(upstream), listen_port=0, share_configs=dict(configs or {})
-        )
+        self.configs = dict(configs or {})
+        self.config = ProxyConfig(bootstrap=parse_servers(upstream), listen_port=0)
         for key, value in options.items():
             setattr(self.config, key, value)
         self.bootstrap = ""
@@ -43,8 +43,7 @@ class ProxyThread:
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        proxy = Proxy(self.config)
-        self.shares = attach(proxy)
+        proxy, self.shares = build_proxy(self.config, self.configs)
         async with trio.open_nursery() as nursery:
             await nursery.start(proxy.run)
             self.proxy = proxy

@@ -1,0 +1,88 @@
+"""Assembling a proxy from configs: what ``sharegroup proxy`` and the tests both run.
+
+Configs use Kafka's names where Kafka has one:
+
+* ``group.share.*`` — share-group broker defaults and bounds (digest 4.1, 4.2);
+* ``socket.request.max.bytes`` — the largest request frame accepted;
+* ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
+  ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (digest 4.3);
+* ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
+  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent.
+"""
+
+from __future__ import annotations
+
+from model import BrokerConfig, ConfigError
+from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.server import Proxy, ProxyConfig
+from proxy.shares import ShareService, attach
+from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
+
+STORE_KEYS = {
+    "sharegroup.state.topic",
+    "sharegroup.state.enable",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "share.coordinator.snapshot.update.records.per.snapshot",
+}
+
+
+def _int(configs: dict[str, str], key: str, low: int, high: int) -> int | None:
+    if key not in configs:
+        return None
+    try:
+        value = int(configs[key])
+    except ValueError:
+        raise ConfigError(f"{key}: {configs[key]!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{key}={value} is outside [{low}, {high}]")
+    return value
+
+
+def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, str], int]:
+    """(group.share configs, store configs, max frame bytes); ConfigError names a bad key."""
+    share: dict[str, str] = {}
+    store: dict[str, str] = {}
+    max_frame = DEFAULT_MAX_FRAME_BYTES
+    for key, value in configs.items():
+        if key.startswith("group.share."):
+            share[key] = value
+        elif key in STORE_KEYS:
+            store[key] = value
+        elif key == "socket.request.max.bytes":
+            max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
+        else:
+            raise ConfigError(f"unknown config {key!r}")
+    BrokerConfig.from_mapping(share)
+    enable = store.get("sharegroup.state.enable", "true").lower()
+    if enable not in ("true", "false"):
+        raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
+    for key in STORE_KEYS - {"sharegroup.state.topic", "sharegroup.state.enable"}:
+        _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
+    return share, store, max_frame
+
+
+def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, ShareService]:
+    share, store_configs, max_frame = split_configs(configs)
+    config.share_configs = share
+    config.max_frame_bytes = max_frame
+    proxy = Proxy(config)
+    store = None
+    if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
+        store = StateStore(
+            StoreConfig(
+                bootstrap=",".join(f"{h}:{p}" for h, p in config.bootstrap),
+                topic=store_configs.get("sharegroup.state.topic", DEFAULT_TOPIC),
+                replication_factor=_int(
+                    store_configs, "share.coordinator.state.topic.replication.factor", 1, 1000
+                ),
+                min_isr=_int(store_configs, "share.coordinator.state.topic.min.isr", 1, 1000),
+            )
+        )
+    service = attach(proxy, store)
+    snapshot_every = _int(
+        store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500
+    )
+    if snapshot_every is not None:
+        service.updates_per_snapshot = max(1, snapshot_every)
+    return proxy, service

@@ -1,0 +1,213 @@
+"""State-topic records: keys and values as versioned kafka-python data classes.
+
+Framing follows Kafka's coordinator records (digest 6.3): a key is an int16 record type and the
+key struct at version 0; a value is an int16 version and the value struct; a null value is a
+tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig and
+3 TopicId (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from kafka.protocol.api_data import ApiData
+
+from model import RecordState, StateBatch
+
+SCHEMAS = "sharegroup.persist.schemas"
+RECORD_SNAPSHOT, RECORD_UPDATE, RECORD_GROUP_CONFIG, RECORD_TOPIC_ID = 0, 1, 2, 3
+_TYPE = struct.Struct(">h")
+
+
+class ShareSnapshotKey(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class ShareSnapshotValue(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class ShareUpdateKey(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class ShareUpdateValue(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class GroupConfigKey(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class GroupConfigValue(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class TopicIdKey(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class TopicIdValue(ApiData, load_json=SCHEMAS):
+    pass
+
+
+PartitionKey = tuple[str, UUID, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    key: PartitionKey
+    snapshot_epoch: int
+    state_epoch: int
+    leader_epoch: int
+    start_offset: int
+    create_timestamp: int
+    write_timestamp: int
+    batches: tuple[StateBatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    key: PartitionKey
+    snapshot_epoch: int
+    leader_epoch: int
+    start_offset: int
+    batches: tuple[StateBatch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    key: PartitionKey
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfigs:
+    group_id: str
+    configs: dict[str, str] | None  # None: deleted
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIdAssigned:
+    topic_name: str
+    topic_id: UUID
+
+
+Record = Snapshot | Update | Tombstone | GroupConfigs | TopicIdAssigned
+
+
+class RecordError(ValueError):
+    """A state-topic record this version cannot read."""
+
+
+def _batches_out(cls: Any, batches: tuple[StateBatch, ...]) -> list[Any]:
+    item = cls.StateBatch
+    return [
+        item(
+            first_offset=b.first_offset,
+            last_offset=b.last_offset,
+            delivery_state=int(b.state),
+            delivery_count=b.delivery_count,
+        )
+        for b in batches
+    ]
+
+
+def _batches_in(items: Any) -> tuple[StateBatch, ...]:
+    return tuple(
+        StateBatch(b.first_offset, b.last_offset, RecordState(b.delivery_state), b.delivery_count)
+        for b in items
+    )
+
+
+def _key(record_type: int, key: Any) -> bytes:
+    return _TYPE.pack(record_type) + bytes(key.encode(version=0, header=False))
+
+
+def encode(record: Record) -> tuple[bytes, bytes | None]:
+    """(key, value) bytes of a record; value None for a tombstone."""
+    if isinstance(record, (Snapshot, Update, Tombstone)):
+        group_id, topic_id, partition = record.key
+        key_cls: Any = ShareUpdateKey if isinstance(record, Update) else ShareSnapshotKey
+        record_type = RECORD_UPDATE if isinstance(record, Update) else RECORD_SNAPSHOT
+        key = _key(record_type, key_cls(group_id=group_id, topic_id=topic_id, partition=partition))
+        if isinstance(record, Tombstone):
+            return key, None
+        if isinstance(record, Snapshot):
+            value: Any = ShareSnapshotValue(
+                version=0,
+                snapshot_epoch=record.snapshot_epoch,
+                state_epoch=record.state_epoch,
+                leader_epoch=record.leader_epoch,
+                start_offset=record.start_offset,
+                create_timestamp=record.create_timestamp,
+                write_timestamp=record.write_timestamp,
+                state_batches=_batches_out(ShareSnapshotValue, record.batches),
+            )
+        else:
+            value = ShareUpdateValue(
+                version=0,
+                snapshot_epoch=record.snapshot_epoch,
+                leader_epoch=record.leader_epoch,
+                start_offset=record.start_offset,
+                state_batches=_batches_out(ShareUpdateValue, record.batches),
+            )
+        return key, bytes(value.encode(version=0))
+    if isinstance(record, GroupConfigs):
+        key = _key(RECORD_GROUP_CONFIG, GroupConfigKey(group_id=record.group_id))
+        if record.configs is None:
+            return key, None
+        item = GroupConfigValue.Config  # type: ignore[attr-defined]
+        value = GroupConfigValue(
+            version=0, configs=[item(name=k, value=v) for k, v in sorted(record.configs.items())]
+        )
+        return key, bytes(value.encode(version=0))
+    key = _key(RECORD_TOPIC_ID, TopicIdKey(topic_name=record.topic_name))
+    return key, bytes(TopicIdValue(version=0, topic_id=record.topic_id).encode(version=0))
+
+
+def decode(key: bytes, value: bytes | None) -> Record:
+    if len(key) < 2:
+        raise RecordError("state record without a key")
+    (record_type,) = _TYPE.unpack_from(key, 0)
+    body = io.BytesIO(key[2:])
+    try:
+        if record_type in (RECORD_SNAPSHOT, RECORD_UPDATE):
+            key_cls: Any = ShareSnapshotKey if record_type == RECORD_SNAPSHOT else ShareUpdateKey
+            k = key_cls.decode(body, version=0, header=False)
+            pkey = (k.group_id, k.topic_id, k.partition)
+            if value is None:
+                return Tombstone(pkey)
+            if record_type == RECORD_SNAPSHOT:
+                v = ShareSnapshotValue.decode(value)
+                return Snapshot(
+                    pkey,
+                    v.snapshot_epoch,
+                    v.state_epoch,
+                    v.leader_epoch,
+                    v.start_offset,
+                    v.create_timestamp,
+                    v.write_timestamp,
+                    _batches_in(v.state_batches),
+                )
+            u = ShareUpdateValue.decode(value)
+            return Update(
+                pkey, u.snapshot_epoch, u.leader_epoch, u.start_offset, _batches_in(u.state_batches)
+            )
+        if record_type == RECORD_GROUP_CONFIG:
+            g = GroupConfigKey.decode(body, version=0, header=False)
+            if value is None:
+                return GroupConfigs(g.group_id, None)
+            gv = GroupConfigValue.decode(value)
+            return GroupConfigs(g.group_id, {c.name: c.value for c in gv.configs})
+        if record_type == RECORD_TOPIC_ID:
+            t = TopicIdKey.decode(body, version=0, header=False)
+            if value is None:
+                raise RecordError("topic id record without a value")
+            return TopicIdAssigned(t.topic_name, TopicIdValue.decode(value).topic_id)
+    except (ValueError, EOFError, struct.error) as e:
+        raise RecordError(f"unreadable state record of type {record_type}: {e}") from e
+    raise RecordError(f"unknown state record type {record_type}")
