@@ -65,7 +65,9 @@ def test_imports_of_sees_a_forbidden_import(tmp_path: Path) -> None:
 ENGINE_CORE = [
     p
     for p in sorted((ROOT / "sharegroup").rglob("*.py"))
-    if p.name not in {"cli.py", "__main__.py"}
+    # Entry points (command lines, the live runner, the conformance client) may do I/O.
+    if p.name not in {"cli.py", "__main__.py", "brokers.py"}
+    and not p.name.endswith("_cli.py")
     and "live" not in p.name
     and "conformance" not in p.parts
 ]
