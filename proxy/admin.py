@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sharegroup.admin")
 
+DESCRIBE_GROUPS = 15
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
@@ -43,6 +44,7 @@ class AdminHandlers:
         proxy.local_handlers[wire.INCREMENTAL_ALTER_CONFIGS] = self.incremental_alter_configs
         proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
         proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
+        proxy.local_handlers[DESCRIBE_GROUPS] = self.describe_groups
 
     async def _upstream(
         self, conn: ClientConnection, request: Any, head: wire.RequestHead, node: int | None
@@ -249,4 +251,55 @@ class AdminHandlers:
                 )
         return resp_cls(
             version=head.api_version, throttle_time_ms=0, error_code=error, groups=groups
+        )
+
+    async def describe_groups(
+        self, conn: ClientConnection, req: Any, head: wire.RequestHead
+    ) -> Any:
+        """Share groups are described here (protocol type ``share``); others upstream."""
+        resp_cls = wire.response_class(DESCRIBE_GROUPS)
+        group_cls = resp_cls.DescribedGroup
+        member_cls = group_cls.DescribedGroupMember
+        engine = self.shares.engine
+        answers: dict[int, Any] = {}
+        upstream: list[tuple[int, str]] = []
+        for i, group_id in enumerate(req.groups):
+            entry = engine.group(group_id)
+            if entry is None:
+                upstream.append((i, group_id))
+                continue
+            answers[i] = group_cls(
+                error_code=0,
+                error_message=None,
+                group_id=group_id,
+                group_state=entry.group.state,
+                protocol_type="share",
+                protocol_data="simple",
+                members=[
+                    member_cls(
+                        member_id=m.member_id,
+                        group_instance_id=None,
+                        client_id=m.client_id,
+                        client_host=m.client_host,
+                        member_metadata=b"",
+                        member_assignment=b"",
+                    )
+                    for m in entry.group.members.values()
+                ],
+                authorized_operations=None,  # a bitfield in kafka-python: None = not requested
+            )
+        if upstream:
+            req_cls = wire.request_class(DESCRIBE_GROUPS)
+            sub = req_cls(
+                version=head.api_version,
+                groups=[g for _, g in upstream],
+                include_authorized_operations=req.include_authorized_operations,
+            )
+            resp = await self._upstream(conn, sub, head, None)
+            for (i, _), answer in zip(upstream, resp.groups, strict=True):
+                answers[i] = answer
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            groups=[answers[i] for i in range(len(req.groups))],
         )

@@ -1,0 +1,65 @@
+"""Share groups in the group admin APIs: ListGroups, DescribeGroups, ShareGroupDescribe."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from proxy import messages, wire
+from sharegroup.brokers import Broker
+from sharegroup.offsets_cli import WireClient
+from tests.harness import ProxyThread
+from tests.integration.test_share_consumers import consumer, new_topic, poll_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_share_groups_are_listed_and_described_with_their_type(tansu: Broker) -> None:
+    with ProxyThread(tansu.bootstrap) as p:
+        topic = new_topic(p.bootstrap)
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        c = consumer(p.bootstrap, group, topic)
+        try:
+            poll_until(c, lambda: False, 2, lambda m: None)  # join
+            with WireClient(p.bootstrap) as client:
+                list_cls = wire.request_class(wire.LIST_GROUPS)
+                listed = client.request(
+                    list_cls(version=5, states_filter=[], types_filter=["share"]), 5
+                )
+                assert [(g.group_id, g.group_type, g.group_state) for g in listed.groups] == [
+                    (group, "share", "Stable")
+                ]
+                everything = client.request(
+                    list_cls(version=5, states_filter=[], types_filter=[]), 5
+                )
+                assert group in {g.group_id for g in everything.groups}
+                describe_cls = wire.request_class(15)
+                described = client.request(
+                    describe_cls(
+                        version=5,
+                        groups=[group, "no-such-group"],
+                        include_authorized_operations=False,
+                    ),
+                    5,
+                )
+                share, other = described.groups
+                assert (share.group_id, share.protocol_type, len(share.members)) == (
+                    group,
+                    "share",
+                    1,
+                )
+                assert other.group_id == "no-such-group"
+                sgd = messages.ShareGroupDescribeRequest(
+                    version=1, group_ids=[group], include_authorized_operations=False
+                )
+                resp = client.request(sgd, 1)
+                [g] = resp.groups
+                assert (
+                    g.error_code == 0 and g.group_state == "Stable" and g.assignor_name == "simple"
+                )
+                [member] = g.members
+                assert member.subscribed_topic_names == [topic]
+                assert member.assignment.topic_partitions[0].topic_name == topic
+        finally:
+            c.close()
