@@ -15,7 +15,6 @@ available again (released, expired, acknowledged), then tries again.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,6 @@ SHARE_API_VERSIONS = {
     92: (0, 0),  # DeleteShareGroupOffsets
 }
 _HEADER = DefaultRecordBase.HEADER_STRUCT
-_ATTRIBUTES = struct.Struct(">h")
 PARTITION_FETCH_BYTES = 1 << 20
 
 
@@ -1068,19 +1066,29 @@ class ShareService:
 
 
 def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]]) -> set[int]:
-    """Indexes of data batches of aborted transactions (read_committed, digest 3.12)."""
-    aborted_txns = getattr(p, "aborted_transactions", None) or []
-    if not aborted_txns:
+    """Indexes of data batches of aborted transactions (read_committed, digest 3.12).
+
+    As a Kafka consumer does: a producer's transaction counts as aborted from the first offset
+    the fetch answer lists for it until that producer's next control batch (the abort marker)."""
+    listed = sorted(
+        (int(a.first_offset), int(a.producer_id))
+        for a in (getattr(p, "aborted_transactions", None) or [])
+    )
+    if not listed:
         return set()
-    starts = {int(a.producer_id): int(a.first_offset) for a in aborted_txns}
-    out: set[int] = set()
     records = p.records
+    active: set[int] = set()
+    out: set[int] = set()
+    cursor = 0
     for i, (start, _end, first, _last, control) in enumerate(batches):
+        while cursor < len(listed) and listed[cursor][0] <= first:
+            active.add(listed[cursor][1])
+            cursor += 1
+        header = _HEADER.unpack_from(records, start)
+        producer_id, attributes = header[9], header[5]
         if control:
-            continue
-        (*_, producer_id, _pe, _seq, _count) = _HEADER.unpack_from(records, start)
-        (attributes,) = _ATTRIBUTES.unpack_from(records, start + 21)
-        if attributes & 0x10 and producer_id in starts and first >= starts[producer_id]:
+            active.discard(producer_id)
+        elif attributes & 0x10 and producer_id in active:
             out.add(i)
     return out
 

@@ -407,3 +407,46 @@ def test_more_consumers_than_partitions_all_get_work(target: Target) -> None:
     for th in threads:
         th.join(30)
     assert all(per.values()), per
+
+
+@pytest.fixture(params=["proxy-kafka39", "kafka4"])
+def kafka_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Targets with real transactions (Tansu reports no aborted transactions: see env-notes)."""
+    if request.param == "kafka4":
+        broker: Broker = request.getfixturevalue("kafka4")
+        yield Target("kafka4", broker.bootstrap)
+        return
+    broker = request.getfixturevalue("kafka39")
+    with ProxyThread(broker.bootstrap, PROXY_CONFIGS) as p:
+        yield Target(request.param, p.bootstrap)
+
+
+def test_read_committed_skips_aborted_transactions(kafka_target: Target) -> None:
+    t = kafka_target
+    topic = new_topic(t.bootstrap)
+    group = earliest_group(t, **{"share.isolation.level": "read_committed"})
+    producer = Producer({"bootstrap.servers": t.bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort", "commit"):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce(topic, value=f"{outcome}-{i}".encode())
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    c = consumer(t.bootstrap, group, topic)
+    values: list[bytes] = []
+
+    def on(m: Message) -> None:
+        value = m.value()
+        assert value is not None
+        values.append(value)
+
+    try:
+        poll_until(c, lambda: len(values) >= 10, 30, on)
+        poll_until(c, lambda: False, 2, on)
+        c.commit_sync()
+    finally:
+        c.close()
+    assert sorted(values) == sorted([b"commit-%d" % i for i in range(5)] * 2)
