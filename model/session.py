@@ -165,9 +165,10 @@ class ShareSessionCache:
         return out
 
 
-def _check_member_id(member_id: str) -> None:
+def _check_member_id(member_id: str | None) -> None:
     if not member_id or len(member_id) > MAX_MEMBER_ID_LENGTH:
+        got = "null" if member_id is None else f"{len(member_id)} characters"
         raise ShareApiError(
             ErrorCode.INVALID_REQUEST,
-            f"member id must be 1 to {MAX_MEMBER_ID_LENGTH} characters, got {len(member_id)}",
+            f"member id must be 1 to {MAX_MEMBER_ID_LENGTH} characters, got {got}",
         )

@@ -228,7 +228,9 @@ class Cluster:
             version = conn.version_for(wire.METADATA, 12)
             req_cls = wire.request_class(wire.METADATA)
             topic_list = (
-                None if topics is None else [{"name": t, "topic_id": ZERO_UUID} for t in topics]
+                None
+                if topics is None
+                else [req_cls.MetadataRequestTopic(name=t, topic_id=None) for t in topics]
             )
             req = req_cls(
                 version=version,

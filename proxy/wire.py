@@ -101,8 +101,12 @@ def decode_request(frame: bytes, head: RequestHead) -> Any:
 
 
 def decode_response(frame: bytes, api_key: int, version: int) -> Any:
+    """Decode a whole response (header and body); FrameError if it cannot be."""
     cls = RESPONSES[api_key]
-    return cls.decode(frame, version=version, header=True)
+    try:
+        return cls.decode(frame, version=version, header=True)
+    except Exception as e:
+        raise FrameError(f"malformed {cls.__name__} v{version}: {type(e).__name__}: {e}") from e
 
 
 def encode_response(msg: Any, correlation_id: int) -> bytes:
