@@ -873,6 +873,7 @@ class ShareService:
             parts.append((topic_id, partition))
         if not parts:
             return results
+        first_attempt = True
         while True:
             budget = max_records
             acquired_any = False
@@ -890,6 +891,7 @@ class ShareService:
                     batch_size,
                     mode,
                     isolation,
+                    not first_attempt,
                 )
                 if got is None:
                     waiting_for_data.append((topic_id, partition))
@@ -903,6 +905,7 @@ class ShareService:
             remaining = deadline - trio.current_time()
             if acquired_any or remaining <= 0:
                 return results
+            first_attempt = False
             await self._wait_for_records(
                 conn, group_id, parts, waiting_for_data, remaining, isolation
             )
@@ -918,6 +921,7 @@ class ShareService:
         batch_size: int,
         mode: AcquireMode,
         isolation: int,
+        trust_hwm: bool,
     ) -> tuple[dict[str, Any], int] | None:
         """Fetch and acquire from one partition. None when there is nothing new in the log."""
         key = (group_id, topic_id, partition)
@@ -933,16 +937,19 @@ class ShareService:
             }, 0
         async with watch.lock:
             now = now_ms()
-            sp.expire_locks(now)
+            expired = sp.expire_locks(now)
+            if not expired.empty:
+                self._publish([Change(key, expired, "expiry")])
             fetch_offset = sp.next_fetch_offset()
             if not sp.has_available() and sp.in_flight_count >= sp.max_in_flight:
                 return {}, 0  # at the in-flight limit: wait for acknowledgements
             if (
-                watch.high_watermark >= 0
+                trust_hwm
+                and watch.high_watermark >= 0
                 and fetch_offset >= watch.high_watermark
                 and not sp.has_available()
             ):
-                return None
+                return None  # nothing new since we looked a moment ago
             try:
                 bc = await self._fetch_conn(conn, leader)
                 resp = await self._upstream_fetch(

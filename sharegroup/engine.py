@@ -163,7 +163,8 @@ class ShareEngine:
             raise ShareApiError(
                 ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"no share partition {key[1]}-{key[2]} here"
             )
-        sp.expire_locks(now_ms)
+        # No expire_locks here: an expired lock already refuses the acknowledgement, and the
+        # expiry itself is the timer's to apply and persist.
         return Change(key, sp.acknowledge(member_id, batches, now_ms=now_ms), "ack")
 
     def release(
