@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from proxy import wire
-from proxy.framing import FrameBuffer, FrameError, frame
+from proxy.framing import FrameError
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
+from proxy.streams import FrameReader, TruncatedFrame
 from proxy.upstream import UpstreamError, open_stream
 
 if TYPE_CHECKING:
@@ -39,14 +41,37 @@ class CloseConnection(Exception):
     """Stop serving this client (after logging why)."""
 
 
+_CID = struct.Struct(">i")
+# Enough of a request to read its header and, for Produce, the transactional id and acks.
+_HEAD_BYTES = 1 << 16
+
+
+class _Lazy:
+    """The body of a request without its size prefix, copied only if someone needs it."""
+
+    __slots__ = ("_bytes", "framed")
+
+    def __init__(self, framed: bytearray) -> None:
+        self.framed = framed
+        self._bytes: bytes | None = None
+
+    def body(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = bytes(memoryview(self.framed)[4:])
+        return self._bytes
+
+    def head(self) -> bytes:
+        return bytes(memoryview(self.framed)[4 : 4 + _HEAD_BYTES])
+
+
 class Slot:
     __slots__ = ("data", "event")
 
     def __init__(self) -> None:
         self.event = trio.Event()
-        self.data: bytes | None = None
+        self.data: bytes | bytearray | None = None
 
-    def set(self, data: bytes | None) -> None:
+    def set(self, data: bytes | bytearray | None) -> None:
         self.data = data
         self.event.set()
 
@@ -110,29 +135,22 @@ class ClientConnection:
                 await self.stream.aclose()
 
     async def _reader(self, send: trio.MemorySendChannel[Slot], nursery: trio.Nursery) -> None:
-        buf = FrameBuffer(self.proxy.config.max_frame_bytes)
+        reader = FrameReader(self.stream.socket, self.proxy.config.max_frame_bytes)
         while True:
             try:
-                chunk = await self.stream.receive_some(65536)
+                framed = await reader.next_frame()
+            except TruncatedFrame as e:
+                log.info("%s closed mid-frame (%d bytes pending)", self.describe(), e.pending)
+                return
+            except FrameError as e:
+                raise CloseConnection(str(e)) from e
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
-            if not chunk:
-                if buf.buffered:
-                    log.info(
-                        "%s closed mid-frame (%d bytes pending)", self.describe(), buf.buffered
-                    )
+            if framed is None:
                 return
-            buf.feed(chunk)
-            while True:
-                try:
-                    payload = buf.next_frame()
-                except FrameError as e:
-                    raise CloseConnection(str(e)) from e
-                if payload is None:
-                    break
-                slot = await self._dispatch(payload, nursery)
-                if slot is not None:
-                    await send.send(slot)
+            slot = await self._dispatch(framed, nursery)
+            if slot is not None:
+                await send.send(slot)
 
     async def _writer(
         self, receive: trio.MemoryReceiveChannel[Slot], scope: trio.CancelScope
@@ -149,22 +167,25 @@ class ClientConnection:
                 return
 
     # ------------------------------------------------------------------ routing
-    async def _dispatch(self, payload: bytes, nursery: trio.Nursery) -> Slot | None:
+    async def _dispatch(self, framed: bytearray, nursery: trio.Nursery) -> Slot | None:
+        """Route one request. ``framed`` still has its size prefix: relayed requests go out
+        as they came, and only the requests the proxy decodes are copied."""
         try:
-            head = wire.peek_head(payload)
+            head = wire.peek_head(framed, 4)
         except FrameError as e:
             raise CloseConnection(str(e)) from e
+        payload = _Lazy(framed)
         key, version = head.api_key, head.api_version
         if key == wire.API_VERSIONS:
             slot = Slot()
-            slot.set(await self._api_versions(payload, head))
+            slot.set(await self._api_versions(payload.body(), head))
             return slot
         share = self.proxy.share_handler
         if share is not None and key in share.api_keys:
             low, high = share.api_keys[key]
             if not low <= version <= high:
                 raise CloseConnection(f"unsupported version {version} of API {key}")
-            request = self._decode(payload, head)
+            request = self._decode(payload.body(), head)
             slot = Slot()
             nursery.start_soon(self._answer_locally, share, request, head, slot)
             return slot
@@ -176,18 +197,18 @@ class ClientConnection:
             raise CloseConnection(f"unsupported version {version} of API key {key}")
         local = self.proxy.local_handlers.get(key)
         if local is not None:
-            request = self._decode(payload, head)
+            request = self._decode(payload.body(), head)
             slot = Slot()
             nursery.start_soon(self._answer_with, local, request, head, slot)
             return slot
         if not self.client_id:
-            self._learn_client_id(payload, head)
+            self._learn_client_id(payload.head(), head)
         try:
-            expects = key != wire.PRODUCE or wire.produce_expects_response(payload, head)
+            expects = key != wire.PRODUCE or wire.produce_expects_response(payload.head(), head)
         except FrameError as e:
             raise CloseConnection(str(e)) from e
         relay_slot = Slot() if expects else None
-        await self._relay(payload, head, relay_slot, nursery)
+        await self._relay(framed, head, relay_slot, nursery)
         return relay_slot
 
     def _decode(self, payload: bytes, head: wire.RequestHead) -> Any:
@@ -251,7 +272,7 @@ class ClientConnection:
 
     # ------------------------------------------------------------------ relay
     async def _relay(
-        self, payload: bytes, head: wire.RequestHead, slot: Slot | None, nursery: trio.Nursery
+        self, framed: bytearray, head: wire.RequestHead, slot: Slot | None, nursery: trio.Nursery
     ) -> None:
         async with self._send_lock:
             if self._upstream is None:
@@ -266,28 +287,23 @@ class ClientConnection:
             if slot is not None:
                 self._pending.append((slot, head))
             try:
-                await self._upstream.send_all(frame(payload))
+                await self._upstream.send_all(framed)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 raise UpstreamError(f"send to broker {self.node_id} failed: {e}") from e
 
     async def _upstream_reader(self, upstream: trio.SocketStream) -> None:
-        buf = FrameBuffer(self.proxy.config.max_frame_bytes)
+        reader = FrameReader(upstream.socket, self.proxy.config.max_frame_bytes)
         try:
-            async for chunk in upstream:
-                buf.feed(chunk)
-                while (payload := buf.next_frame()) is not None:
-                    if not self._pending:
-                        raise UpstreamError("an answer came for no request")
-                    slot, head = self._pending.popleft()
-                    if (
-                        len(payload) < 4
-                        or int.from_bytes(payload[:4], "big", signed=True) != head.correlation_id
-                    ):
-                        raise UpstreamError("answers came out of order")
-                    if head.api_key in REWRITTEN:
-                        slot.set(self._rewrite(payload, head))
-                    else:
-                        slot.set(frame(payload))
+            while (framed := await reader.next_frame()) is not None:
+                if not self._pending:
+                    raise UpstreamError("an answer came for no request")
+                slot, head = self._pending.popleft()
+                if len(framed) < 8 or _CID.unpack_from(framed, 4)[0] != head.correlation_id:
+                    raise UpstreamError("answers came out of order")
+                if head.api_key in REWRITTEN:
+                    slot.set(self._rewrite(bytes(memoryview(framed)[4:]), head))
+                else:
+                    slot.set(framed)  # passed on untouched, size prefix and all
         except (
             trio.BrokenResourceError,
             trio.ClosedResourceError,

@@ -47,7 +47,8 @@ class FrameBuffer:
         if len(buf) < end:
             self._compact()
             return None
-        frame = bytes(buf[pos + 4 : end])
+        with memoryview(buf) as view:
+            frame = bytes(view[pos + 4 : end])  # one copy
         self._pos = end
         if self._pos == len(buf):
             buf.clear()

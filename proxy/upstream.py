@@ -21,7 +21,8 @@ from typing import Any
 import trio
 
 from proxy import wire
-from proxy.framing import FrameBuffer
+from proxy.framing import FrameError
+from proxy.streams import FrameReader
 
 log = logging.getLogger("sharegroup.upstream")
 
@@ -128,18 +129,17 @@ class BrokerConnection:
 
     async def _reader(self) -> None:
         assert self._stream is not None
-        buf = FrameBuffer(self._max_frame_bytes)
+        reader = FrameReader(self._stream.socket, self._max_frame_bytes)
         try:
-            async for chunk in self._stream:
-                buf.feed(chunk)
-                while (payload := buf.next_frame()) is not None:
-                    _cid, api_key, version, done, box = self._pending.popleft()
-                    try:
-                        box.append(wire.decode_response(payload, api_key, version))
-                    except Exception as e:  # noqa: BLE001 - handed to the waiting caller
-                        box.append(e)
-                    done.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            while (framed := await reader.next_frame()) is not None:
+                _cid, api_key, version, done, box = self._pending.popleft()
+                try:
+                    with memoryview(framed) as view:
+                        box.append(wire.decode_response(bytes(view[4:]), api_key, version))
+                except Exception as e:  # noqa: BLE001 - handed to the waiting caller
+                    box.append(e)
+                done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, FrameError) as e:
             log.info("upstream %s:%s closed: %s", self.host, self.port, e)
         finally:
             await self.aclose()

@@ -81,10 +81,13 @@ def max_version(api_key: int) -> int | None:
     return None if cls is None else int(cls.max_version)
 
 
-def peek_head(frame: bytes) -> RequestHead:
-    if len(frame) < _HEAD.size:
-        raise FrameError(f"request of {len(frame)} bytes is too short for a request header")
-    return RequestHead(*_HEAD.unpack_from(frame, 0))
+def peek_head(frame: bytes | bytearray, offset: int = 0) -> RequestHead:
+    """The fixed start of a request header, at ``offset`` (4 when the size prefix is there)."""
+    if len(frame) - offset < _HEAD.size:
+        raise FrameError(
+            f"request of {len(frame) - offset} bytes is too short for a request header"
+        )
+    return RequestHead(*_HEAD.unpack_from(frame, offset))
 
 
 def decode_request(frame: bytes, head: RequestHead) -> Any:
