@@ -24,7 +24,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import re
 import socket
 import struct
 import threading
@@ -506,9 +505,6 @@ class ProxyInThread:
         self._thread.join(15)
 
 
-CONTAINED = re.compile(r"unexpected error on connection of client 127\.0\.0\.1:\d+ ")
-
-
 class Errors(logging.Handler):
     """ERROR lines of the proxy, from its thread."""
 
@@ -522,19 +518,13 @@ class Errors(logging.Handler):
             self._records.append(record)
 
     def take_uncontained(self) -> list[str]:
-        """The ERROR lines since the last call that are not about one client connection.
-
-        A request that reaches a bug in a handler is logged by the server as an unexpected
-        error on that client's connection, which it then closes: contained, so allowed here
-        (this test is about isolation); anything else is not.
-        """
+        """The ERROR lines since the last call."""
         with self._lock:
             taken, self._records = self._records, []
-        return [
-            self.format(r)
-            for r in taken
-            if r.levelno >= logging.ERROR and not CONTAINED.match(r.getMessage())
-        ]
+        # Since the two bugs this test found (a Metadata refresh built from dicts, a null member
+        # id reaching len()) are fixed, no request may reach a bug at all: even a contained
+        # "unexpected error" fails the test.
+        return [self.format(r) for r in taken if r.levelno >= logging.ERROR]
 
 
 class Fuzzed:
