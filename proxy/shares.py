@@ -873,6 +873,9 @@ class ShareService:
             parts.append((topic_id, partition))
         if not parts:
             return results
+        # MaxBytes is split evenly over the partitions (Kafka's UNIFORM strategy), at most
+        # 1 MiB each; as in Kafka, a first batch larger than that still comes whole.
+        per_partition_bytes = max(1, min(PARTITION_FETCH_BYTES, req.max_bytes // len(parts)))
         first_attempt = True
         while True:
             budget = max_records
@@ -892,6 +895,7 @@ class ShareService:
                     mode,
                     isolation,
                     not first_attempt,
+                    per_partition_bytes,
                 )
                 if got is None:
                     waiting_for_data.append((topic_id, partition))
@@ -922,6 +926,7 @@ class ShareService:
         mode: AcquireMode,
         isolation: int,
         trust_hwm: bool,
+        max_bytes: int = PARTITION_FETCH_BYTES,
     ) -> tuple[dict[str, Any], int] | None:
         """Fetch and acquire from one partition. None when there is nothing new in the log."""
         key = (group_id, topic_id, partition)
@@ -953,7 +958,7 @@ class ShareService:
             try:
                 bc = await self._fetch_conn(conn, leader)
                 resp = await self._upstream_fetch(
-                    bc, [(name, partition, fetch_offset, PARTITION_FETCH_BYTES)], 1, isolation
+                    bc, [(name, partition, fetch_offset, max_bytes)], 1, isolation
                 )
             except UpstreamError as e:
                 log.warning("fetch %s-%s from broker %s failed: %s", name, partition, leader, e)
