@@ -42,9 +42,12 @@ class ShareOffsets:
         out: dict[PartitionKey, int] = {}
         store = self.service.store
         if store is not None:
+            # What is durable, as Kafka answers from the share coordinator: an acknowledgement
+            # whose write is still in flight (and may fail) does not move the start offset yet.
             for key, durable in store.replay.partitions.items():
                 if key[0] == group_id:
                     out[key] = durable.start_offset
+            return out
         for key, sp in self.service.engine.partitions.items():
             if key[0] == group_id:
                 out[key] = sp.start_offset

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -206,6 +207,21 @@ class ShareService:
                 self._reload(key)
             return failed
         return {}
+
+    @asynccontextmanager
+    async def _partition_locks(
+        self, group_id: str, partitions: Sequence[tuple[UUID, int]]
+    ) -> AsyncIterator[None]:
+        """Hold the locks of these share partitions (in a fixed order: no deadlock) while an
+        acknowledgement is applied and persisted. A second acknowledgement of the same
+        partition must not be applied while the first one's write may still fail: rebuilding
+        the partition from its durable state would throw the second one away even though its
+        own write, queued behind, then succeeds and is confirmed."""
+        async with AsyncExitStack() as stack:
+            for topic_id, partition in sorted(set(partitions), key=lambda tp: (str(tp[0]), tp[1])):
+                watch = self.watches.setdefault((group_id, topic_id, partition), PartitionWatch())
+                await stack.enter_async_context(watch.lock)
+            yield
 
     def _persist_later(self, changes: Sequence[Change]) -> None:
         if self.store is not None and changes:
@@ -652,21 +668,23 @@ class ShareService:
         now = now_ms()
         outcomes: list[tuple[UUID, int, ErrorCode, str | None]] = []
         changes: list[Change] = []
-        for t in req.topics:
-            for p in t.partitions:
-                code, message, change = self._apply_acks(
-                    req.group_id,
-                    req.member_id,
-                    t.topic_id,
-                    p.partition_index,
-                    p.acknowledgement_batches,
-                    now,
-                )
-                outcomes.append((t.topic_id, p.partition_index, code, message))
-                if change is not None:
-                    changes.append(change)
-        # The answer goes out only once the acknowledgements are durable.
-        failed = await self._persist(changes)
+        touched = [(t.topic_id, p.partition_index) for t in req.topics for p in t.partitions]
+        async with self._partition_locks(req.group_id, touched):
+            for t in req.topics:
+                for p in t.partitions:
+                    code, message, change = self._apply_acks(
+                        req.group_id,
+                        req.member_id,
+                        t.topic_id,
+                        p.partition_index,
+                        p.acknowledgement_batches,
+                        now,
+                    )
+                    outcomes.append((t.topic_id, p.partition_index, code, message))
+                    if change is not None:
+                        changes.append(change)
+            # The answer goes out only once the acknowledgements are durable.
+            failed = await self._persist(changes)
         by_topic: dict[UUID, list[Any]] = {}
         for topic_id, partition, code, message in outcomes:
             lost = failed.get((req.group_id, topic_id, partition))
@@ -746,21 +764,22 @@ class ShareService:
         now = now_ms()
         results: dict[tuple[UUID, int], dict[str, Any]] = {}
         changes: list[Change] = []
-        for topic_id, partition, batches in acks:
-            code, message, change = self._apply_acks(
-                group_id, member_id, topic_id, partition, batches, now
-            )
-            results[(topic_id, partition)] = {
-                "acknowledge_error_code": int(code),
-                "acknowledge_error_message": message,
-            }
-            if change is not None:
-                changes.append(change)
-        for (_, topic_id, partition), code in (await self._persist(changes)).items():
-            results[(topic_id, partition)] = {
-                "acknowledge_error_code": int(code),
-                "acknowledge_error_message": "the acknowledgement could not be persisted",
-            }
+        async with self._partition_locks(group_id, [(t, p) for t, p, _ in acks]):
+            for topic_id, partition, batches in acks:
+                code, message, change = self._apply_acks(
+                    group_id, member_id, topic_id, partition, batches, now
+                )
+                results[(topic_id, partition)] = {
+                    "acknowledge_error_code": int(code),
+                    "acknowledge_error_message": message,
+                }
+                if change is not None:
+                    changes.append(change)
+            for (_, topic_id, partition), code in (await self._persist(changes)).items():
+                results[(topic_id, partition)] = {
+                    "acknowledge_error_code": int(code),
+                    "acknowledge_error_message": "the acknowledgement could not be persisted",
+                }
         if ctx.final:
             self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
         elif not renew and req.max_records != 0 and req.max_bytes != 0:
@@ -773,7 +792,10 @@ class ShareService:
         # Which partitions the answer lists (digest 2.3): all of a new session's; otherwise those
         # with records, errors or acknowledgement results, and the newly added ones (once).
         report: list[Any] = list(ctx.session.partitions) if ctx.full else []
-        report += [tp for tp in [*results, *ctx.added] if tp not in report]
+        candidate: Any
+        for candidate in [*results, *ctx.added]:
+            if candidate not in report:  # once each: a repeat would deliver records twice
+                report.append(candidate)
         topics: dict[UUID, list[Any]] = {}
         for tp in report:
             topic_id, partition = tp

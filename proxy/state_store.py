@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -49,6 +50,7 @@ class StoreConfig:
     min_isr: int | None = None  # None: min(2, replication factor)
     updates_per_snapshot: int = 500
     write_timeout_s: float = 10.0
+    commit_retry_s: float = 120.0  # how long a commit may stay unresolved (broker away)
 
 
 @dataclass
@@ -225,6 +227,10 @@ class StateStore:
                 p.done.set()
 
     def _commit(self, records: list[Record]) -> None:
+        """One transaction (runs in a worker thread). A retriable failure of the commit (the
+        broker is away, a timeout) leaves the commit in progress: it is retried until it
+        resolves, because librdkafka allows nothing else until then, and because giving up
+        would leave us not knowing whether the records are in the topic."""
         producer = self._producer
         assert producer is not None
         try:
@@ -232,23 +238,50 @@ class StateStore:
             for r in records:
                 key, value = encode(r)
                 producer.produce(self.config.topic, key=key, value=value, partition=0)
-            producer.commit_transaction(self.config.write_timeout_s)
         except KafkaException as e:
-            err = e.args[0]
-            fenced = err.fatal() or err.name() in (
-                "_FENCED",
-                "PRODUCER_FENCED",
-                "INVALID_PRODUCER_EPOCH",
-            )
-            if fenced:
+            self._failed(producer, e.args[0])
+            raise StateWriteError(f"state write failed: {e.args[0]}") from e
+        deadline = time.monotonic() + self.config.commit_retry_s
+        while True:
+            try:
+                producer.commit_transaction(self.config.write_timeout_s)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if not self._is_fenced(err) and not err.txn_requires_abort() and err.retriable():
+                    if time.monotonic() < deadline:
+                        log.warning("state commit not done yet (%s); retrying", err)
+                        time.sleep(0.5)
+                        continue
+                    # Still unresolved: this writer cannot go on safely. Stop serving share
+                    # groups (as when fenced) rather than risk answering from unknown state.
+                    self.fenced = True
+                    log.error(
+                        "state commit unresolved after %.0fs: stopping share-group service",
+                        self.config.commit_retry_s,
+                    )
+                    raise StateWriteError(f"state commit unresolved: {err}", fenced=True) from e
+                self._failed(producer, err)
+                raise StateWriteError(f"state write failed: {err}", fenced=self.fenced) from e
+
+    @staticmethod
+    def _is_fenced(err: Any) -> bool:
+        return bool(err.fatal()) or err.name() in (
+            "_FENCED",
+            "PRODUCER_FENCED",
+            "INVALID_PRODUCER_EPOCH",
+        )
+
+    def _failed(self, producer: Producer, err: Any) -> None:
+        if self._is_fenced(err):
+            self.fenced = True
+            log.error("state topic writer fenced: another proxy instance took over (%s)", err)
+        elif err.txn_requires_abort():
+            try:
+                producer.abort_transaction(self.config.write_timeout_s)
+            except KafkaException as abort_error:
+                log.error("aborting the state transaction failed: %s", abort_error)
                 self.fenced = True
-                log.error("state topic writer fenced: another proxy instance took over (%s)", err)
-            elif err.txn_requires_abort():
-                try:
-                    producer.abort_transaction(self.config.write_timeout_s)
-                except KafkaException as abort_error:
-                    log.error("aborting the state transaction failed: %s", abort_error)
-            raise StateWriteError(f"state write failed: {err}", fenced=fenced) from e
 
     async def prune(self, snapshots: Sequence[Record]) -> int:
         """Write fresh snapshots of everything, then delete the records below them."""

@@ -10,7 +10,7 @@ from proxy import messages, wire
 from sharegroup.brokers import Broker
 from sharegroup.offsets_cli import WireClient
 from tests.harness import ProxyThread
-from tests.integration.test_share_consumers import consumer, new_topic, poll_until
+from tests.integration.test_share_consumers import consumer, key_of, new_topic, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +63,42 @@ def test_share_groups_are_listed_and_described_with_their_type(tansu: Broker) ->
                 assert member.assignment.topic_partitions[0].topic_name == topic
         finally:
             c.close()
+
+
+def test_a_partition_added_back_to_a_session_is_answered_once(tansu: Broker) -> None:
+    """Regression: a partition both newly added to a live share session and carrying records
+    was listed twice in one ShareFetch answer, so librdkafka delivered its records twice."""
+    from collections import Counter
+
+    from confluent_kafka import Producer
+
+    from tests.integration.test_share_consumers import set_group_configs
+
+    with ProxyThread(tansu.bootstrap, {"sharegroup.state.enable": "false"}) as p:
+        topic = new_topic(p.bootstrap, 2)
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        set_group_configs(p.bootstrap, group, {"share.auto.offset.reset": "earliest"})
+        seen: Counter[tuple[int, int]] = Counter()
+
+        def count(m: object) -> None:
+            seen[key_of(m)] += 1  # type: ignore[arg-type]
+
+        a = consumer(p.bootstrap, group, topic)
+        try:
+            poll_until(a, lambda: False, 3, count)  # A alone: both partitions in its session
+            b = consumer(p.bootstrap, group, topic)
+            poll_until(b, lambda: False, 3, count)  # B joins: A's session forgets one
+            poll_until(a, lambda: False, 2, count)
+            producer = Producer({"bootstrap.servers": tansu.bootstrap})
+            for _ in range(10):
+                for part in (0, 1):
+                    producer.produce(topic, b"y", partition=part)
+            assert producer.flush(10) == 0
+            b.close()  # B leaves before consuming: A gets the partition back, records waiting
+            poll_until(a, lambda: sum(seen.values()) >= 20, 20, count)
+            poll_until(a, lambda: False, 2, count)
+            a.commit_sync()
+        finally:
+            a.close()
+        assert {k: n for k, n in seen.items() if n > 1} == {}
+        assert len(seen) == 20
