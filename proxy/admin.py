@@ -13,6 +13,7 @@ Everything here talks to the upstream through ``Cluster`` connections with kafka
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from model import ConfigError, ErrorCode
@@ -54,44 +55,57 @@ class AdminHandlers:
         return await target.request(request, version)
 
     # ------------------------------------------------------------------ configs
+    async def _split_resources(
+        self,
+        conn: ClientConnection,
+        head: wire.RequestHead,
+        resources: list[Any],
+        local: Callable[[Any], Awaitable[Any]],
+        upstream_request: Callable[[list[Any]], Any],
+        answers_of: Callable[[Any], list[Any]],
+    ) -> list[Any]:
+        """Answer GROUP resources here and send the others upstream (BROKER resources to
+        their own broker), one request per broker; answers come back in request order."""
+        answers: dict[int, Any] = {}
+        by_node: dict[int | None, list[tuple[int, Any]]] = {}
+        for i, res in enumerate(resources):
+            if res.resource_type == GROUP_RESOURCE:
+                answers[i] = await local(res)
+                continue
+            own_broker = res.resource_type in BROKER_RESOURCES and res.resource_name.isdigit()
+            by_node.setdefault(int(res.resource_name) if own_broker else None, []).append((i, res))
+        for node, items in by_node.items():
+            resp = await self._upstream(conn, upstream_request([r for _, r in items]), head, node)
+            for (i, _), answer in zip(items, answers_of(resp), strict=True):
+                answers[i] = answer
+        return [answers[i] for i in range(len(resources))]
+
     async def incremental_alter_configs(
         self, conn: ClientConnection, req: Any, head: wire.RequestHead
     ) -> Any:
         resp_cls = wire.response_class(wire.INCREMENTAL_ALTER_CONFIGS)
-        entry_cls = resp_cls.AlterConfigsResourceResponse
-        answers: dict[int, Any] = {}
-        upstream_by_node: dict[int | None, list[tuple[int, Any]]] = {}
-        for i, res in enumerate(req.resources):
-            if res.resource_type == GROUP_RESOURCE:
-                code, message = await self._alter_group(res, req.validate_only)
-                answers[i] = entry_cls(
-                    error_code=int(code),
-                    error_message=message,
-                    resource_type=res.resource_type,
-                    resource_name=res.resource_name,
-                )
-            else:
-                node = (
-                    int(res.resource_name)
-                    if res.resource_type in BROKER_RESOURCES and res.resource_name.isdigit()
-                    else None
-                )
-                upstream_by_node.setdefault(node, []).append((i, res))
         req_cls = wire.request_class(wire.INCREMENTAL_ALTER_CONFIGS)
-        for node, items in upstream_by_node.items():
-            sub = req_cls(
-                version=head.api_version,
-                resources=[r for _, r in items],
-                validate_only=req.validate_only,
+
+        async def local(res: Any) -> Any:
+            code, message = await self._alter_group(res, req.validate_only)
+            return resp_cls.AlterConfigsResourceResponse(
+                error_code=int(code),
+                error_message=message,
+                resource_type=res.resource_type,
+                resource_name=res.resource_name,
             )
-            resp = await self._upstream(conn, sub, head, node)
-            for (i, _), answer in zip(items, resp.responses, strict=True):
-                answers[i] = answer
-        return resp_cls(
-            version=head.api_version,
-            throttle_time_ms=0,
-            responses=[answers[i] for i in range(len(req.resources))],
+
+        responses = await self._split_resources(
+            conn,
+            head,
+            req.resources,
+            local,
+            lambda rs: req_cls(
+                version=head.api_version, resources=rs, validate_only=req.validate_only
+            ),
+            lambda resp: list(resp.responses),
         )
+        return resp_cls(version=head.api_version, throttle_time_ms=0, responses=responses)
 
     async def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
         group_id = res.resource_name
@@ -151,35 +165,25 @@ class AdminHandlers:
         self, conn: ClientConnection, req: Any, head: wire.RequestHead
     ) -> Any:
         resp_cls = wire.response_class(wire.DESCRIBE_CONFIGS)
-        result_cls = resp_cls.DescribeConfigsResult
-        answers: dict[int, Any] = {}
-        upstream_by_node: dict[int | None, list[tuple[int, Any]]] = {}
-        for i, res in enumerate(req.resources):
-            if res.resource_type == GROUP_RESOURCE:
-                answers[i] = self._describe_group(result_cls, res, head.api_version)
-            else:
-                node = (
-                    int(res.resource_name)
-                    if res.resource_type in BROKER_RESOURCES and res.resource_name.isdigit()
-                    else None
-                )
-                upstream_by_node.setdefault(node, []).append((i, res))
         req_cls = wire.request_class(wire.DESCRIBE_CONFIGS)
-        for node, items in upstream_by_node.items():
-            sub = req_cls(
+
+        async def local(res: Any) -> Any:
+            return self._describe_group(resp_cls.DescribeConfigsResult, res, head.api_version)
+
+        results = await self._split_resources(
+            conn,
+            head,
+            req.resources,
+            local,
+            lambda rs: req_cls(
                 version=head.api_version,
-                resources=[r for _, r in items],
+                resources=rs,
                 include_synonyms=req.include_synonyms,
                 include_documentation=req.include_documentation,
-            )
-            resp = await self._upstream(conn, sub, head, node)
-            for (i, _), answer in zip(items, resp.results, strict=True):
-                answers[i] = answer
-        return resp_cls(
-            version=head.api_version,
-            throttle_time_ms=0,
-            results=[answers[i] for i in range(len(req.resources))],
+            ),
+            lambda resp: list(resp.results),
         )
+        return resp_cls(version=head.api_version, throttle_time_ms=0, results=results)
 
     def _describe_group(self, result_cls: Any, res: Any, version: int) -> Any:
         engine = self.shares.engine

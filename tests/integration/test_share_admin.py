@@ -102,3 +102,62 @@ def test_a_partition_added_back_to_a_session_is_answered_once(tansu: Broker) -> 
             a.close()
         assert {k: n for k, n in seen.items() if n > 1} == {}
         assert len(seen) == 20
+
+
+def test_group_and_topic_configs_in_one_request(tansu: Broker) -> None:
+    """GROUP resources are answered by the proxy, the others by the broker, in one answer."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+    from confluent_kafka.admin._resource import ResourceType
+
+    with ProxyThread(tansu.bootstrap) as p:
+        topic = new_topic(p.bootstrap)
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": p.bootstrap})
+        alter = [
+            ConfigResource(
+                ResourceType.GROUP,
+                group,
+                incremental_configs=[
+                    ConfigEntry(
+                        "share.delivery.count.limit",
+                        "3",
+                        incremental_operation=AlterConfigOpType.SET,
+                    )
+                ],
+            ),
+            ConfigResource(
+                ResourceType.TOPIC,
+                topic,
+                incremental_configs=[
+                    ConfigEntry(
+                        "retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET
+                    )
+                ],
+            ),
+        ]
+        for f in admin.incremental_alter_configs(alter).values():
+            f.result(10)
+        futures = admin.describe_configs(
+            [ConfigResource(ResourceType.GROUP, group), ConfigResource(ResourceType.TOPIC, topic)]
+        )
+        described = {r.name: f.result(10) for r, f in futures.items()}
+        assert described[group]["share.delivery.count.limit"].value == "3"
+        assert described[group]["share.record.lock.duration.ms"].value == "30000"
+        assert described[topic]["retention.ms"].value == "3600000"
+        bad = ConfigResource(
+            ResourceType.GROUP,
+            group,
+            incremental_configs=[
+                ConfigEntry(
+                    "share.delivery.count.limit", "99", incremental_operation=AlterConfigOpType.SET
+                )
+            ],
+        )
+        [future] = admin.incremental_alter_configs([bad]).values()
+        try:
+            future.result(10)
+        except Exception as e:  # noqa: BLE001 - the client raises KafkaException
+            assert "INVALID_CONFIG" in str(e) or "share.delivery.count.limit" in str(e), e
+        else:
+            raise AssertionError("an out-of-range group config was accepted")
