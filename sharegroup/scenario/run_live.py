@@ -1,0 +1,850 @@
+"""Run a scenario live: real librdkafka share consumers through the proxy against a real broker.
+
+Role: the ``--target live`` runner (layer 3: threads, sockets, Trio, the real clock). For one
+run it starts the proxy in-process (its own Trio loop in a thread, as ``sharegroup proxy``
+builds it) in front of the upstream cluster - a local Tansu broker started for the whole
+session unless ``--bootstrap-server`` names one - creates the scenario's topics under names
+unique to the run, sets the group's configs through the proxy (IncrementalAlterConfigs on a
+GROUP resource, as ``kafka-configs`` would), and plays the timeline in real time: producers
+are ``confluent_kafka.Producer``s, consumers ``confluent_kafka.ShareConsumer``s in explicit
+acknowledgement mode, each in its own thread, deciding per record exactly as the simulated
+consumers do (``sharegroup.sim.actors.decide``) and sleeping for its processing time.
+
+What the trace learns, and from where: deliveries from what each consumer's ``poll`` returns
+(offset, delivery count); state changes from the proxy's own change feed
+(``ShareService.on_change``: acknowledgements, lock expiries, releases on close, with the
+resulting record states); what was acknowledged how from the consumers; and that an
+acknowledgement was confirmed from librdkafka's acknowledgement-commit callback - "no
+redelivery after an acknowledged ACCEPT" counts only ACCEPTs the client was told succeeded. The expectations are
+judged on that trace at the scenario's end, before the consumers are closed.
+
+Live runs are not deterministic (real threads, real time); keep live scenarios short and their
+expectations about outcomes, not exact timings. Proxy defaults for live runs (each overridable
+in ``given.broker``): a 1 s heartbeat interval and a 1 s minimum lock duration, so membership
+changes and lock expiries happen within a short run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+from confluent_kafka import AcknowledgeType, KafkaException, Producer, ShareConsumer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.cimpl import NewTopic
+
+from model import RecordState
+from proxy.app import build_proxy
+from proxy.server import ProxyConfig
+from proxy.shares import ShareService
+from proxy.upstream import parse_servers
+from sharegroup.engine import Change
+from sharegroup.scenario import trace as tr
+from sharegroup.scenario.expect import RunResult, evaluate
+from sharegroup.scenario.load import SIM_ONLY_ACTIONS, SIM_ONLY_VERBS
+from sharegroup.scenario.spec import (
+    Advance,
+    AlterConfig,
+    ConsumerAction,
+    ConsumerSpec,
+    Produce,
+    ProducerSpec,
+    RestartProxy,
+    Scenario,
+    Step,
+)
+from sharegroup.scenario.trace import Trace
+from sharegroup.sim.actors import NO_ACK, decide, draw_processing_ms, partition_for_key
+
+LIVE_PROXY_DEFAULTS = {
+    "group.share.heartbeat.interval.ms": "1000",
+    "group.share.min.heartbeat.interval.ms": "1000",
+    "group.share.min.record.lock.duration.ms": "1000",
+}
+SAMPLES = 200
+# librdkafka's own log lines (reconnects when the proxy restarts, ...) stay out of the output;
+# what matters reaches the trace through callbacks and errors.
+CLIENT_LOG = logging.getLogger("sharegroup.scenario.live.librdkafka")
+CLIENT_LOG.addHandler(logging.NullHandler())
+CLIENT_LOG.propagate = False
+POLL_S = 0.1
+_ACK_TYPES = {
+    1: AcknowledgeType.ACCEPT,
+    2: AcknowledgeType.RELEASE,
+    3: AcknowledgeType.REJECT,
+}
+_ACK_KIND = {1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 0: tr.GAP}
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    config: Any = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
+    return AdminClient(config)
+
+
+class _ProxyThread:
+    """The proxy in a thread with its own Trio loop (``port`` 0 picks a free one)."""
+
+    def __init__(self, upstream: str, configs: dict[str, str], port: int = 0) -> None:
+        self.configs = configs
+        self.config = ProxyConfig(bootstrap=parse_servers(upstream), listen_port=port)
+        self.bootstrap = ""
+        self.port = 0
+        self.service: ShareService | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="sharegroup-proxy", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+            self._error = e
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        proxy, self.service = build_proxy(self.config, dict(self.configs))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.run)
+            host, self.port = proxy.bootstrap_address
+            self.bootstrap = f"{host}:{self.port}"
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def start(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(30) or self._error is not None:
+            raise RuntimeError(f"the proxy did not start: {self._error!r}")
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` inside the proxy's Trio loop (to read engine state safely)."""
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._token is not None and self._stop is not None and self._thread.is_alive():
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(15)
+
+
+@dataclass(slots=True)
+class _Obs:
+    """One observation for the trace, in the order it arrived."""
+
+    kind: str  # acquire | acked | confirmed | ack-error | change | produce | lifecycle
+    time_ms: int
+    actor: str = ""
+    topic: str = ""
+    partition: int = -1
+    first: int = -1
+    last: int = -1
+    info: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ConsumerEnv:
+    """What a live consumer needs to know of its run (in a thread or a child process)."""
+
+    bootstrap: str
+    group_id: str
+    live_topic: dict[str, str]  # scenario topic -> the run's topic
+    seed: int
+    t0: float  # time.monotonic() at the start of the run (one clock for all processes)
+
+    @property
+    def scenario_topic(self) -> dict[str, str]:
+        return {v: k for k, v in self.live_topic.items()}
+
+    def now_ms(self) -> int:
+        return int((time.monotonic() - self.t0) * 1000)
+
+
+def consume(
+    spec: ConsumerSpec,
+    env: _ConsumerEnv,
+    emit: Callable[[_Obs], None],
+    stopping: threading.Event,
+    crash: Callable[[], None] | None = None,
+) -> None:
+    """One ShareConsumer's life: poll, decide per record as the simulated consumer would,
+    process, acknowledge, until ``stopping`` is set (then close, which acknowledges what was
+    processed and releases the rest). ``crash`` is called after ``crash.after-records``."""
+    rng = random.Random(f"{env.seed}/{spec.id}")
+    processed = 0
+    config: dict[str, object] = {
+        "bootstrap.servers": env.bootstrap,
+        "group.id": env.group_id,
+        "share.acknowledgement.mode": "implicit" if spec.implicit else "explicit",
+        "max.poll.records": spec.max_poll_records,
+        "client.id": spec.id,
+        "logger": CLIENT_LOG,
+    }
+    env_topics = env.scenario_topic
+    consumer = ShareConsumer(config)
+
+    def on_commit(offsets: dict[Any, set[int]], error: KafkaException | None) -> None:
+        # The broker's answer to acknowledgements: only now is an ACCEPT confirmed.
+        kind = "confirmed" if error is None else "ack-error"
+        for tp, offs in offsets.items():
+            topic = env_topics.get(tp.topic, tp.topic)
+            for o in sorted(offs):
+                emit(_Obs(kind, env.now_ms(), spec.id, topic, tp.partition, o, o, str(error)))
+
+    consumer.set_acknowledgement_commit_callback(on_commit)
+    consumer.subscribe([env.live_topic[t] for t in spec.topics])
+    try:
+        while not stopping.is_set():
+            messages = consumer.poll(POLL_S)
+            polled_at = env.now_ms()
+            good = []
+            for m in messages:
+                if m.error() is not None:
+                    emit(_Obs("lifecycle", polled_at, spec.id, info=f"error {m.error()}"))
+                    continue
+                good.append(m)
+                topic = env_topics.get(m.topic() or "", m.topic() or "")
+                emit(
+                    _Obs(
+                        "acquire",
+                        polled_at,
+                        spec.id,
+                        topic,
+                        m.partition() or 0,
+                        m.offset() or 0,
+                        m.offset() or 0,
+                        m.delivery_count() or 1,
+                    )
+                )
+            for m in good:
+                topic = env_topics.get(m.topic() or "", m.topic() or "")
+                partition = m.partition() or 0
+                offset = m.offset() or 0
+                count = m.delivery_count() or 1
+                now = env.now_ms()
+                key = m.key()
+                outcome, proc = decide(
+                    spec,
+                    topic,
+                    partition,
+                    offset,
+                    lambda key=key: key.decode() if key is not None else None,  # type: ignore[misc]
+                    count,
+                    now,
+                    rng,
+                )
+                delay_s = draw_processing_ms(proc, rng) / 1000
+                if delay_s > 0:
+                    stopping.wait(delay_s)
+                if stopping.is_set():
+                    break  # closing: the rest of the poll is released by the close
+                processed += 1
+                if (
+                    crash is not None
+                    and spec.crash_after_records is not None
+                    and processed >= spec.crash_after_records
+                ):
+                    crash()  # the process dies here: nothing more is acknowledged
+                if outcome != NO_ACK and not spec.implicit:
+                    consumer.acknowledge(m, _ACK_TYPES[outcome])
+                    emit(
+                        _Obs(
+                            "acked",
+                            env.now_ms(),
+                            spec.id,
+                            topic,
+                            partition,
+                            offset,
+                            offset,
+                            outcome,
+                        )
+                    )
+                elif spec.implicit:
+                    emit(_Obs("acked", env.now_ms(), spec.id, topic, partition, offset, offset, 1))
+            if spec.commit_sync and messages and not stopping.is_set():
+                consumer.commit_sync(10)
+    finally:
+        consumer.close()
+
+
+class _LiveConsumer:
+    """A live consumer in a thread of the runner, or - when the scenario kills it - in a child
+    process of its own, so that a kill drops its connections as a crash does."""
+
+    def __init__(self, run: _LiveRun, spec: ConsumerSpec, *, child: bool = False) -> None:
+        self.run = run
+        self.spec = spec
+        self.child = child
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.stopping.clear()
+        target = self._run_child if self.child else self._loop
+        self.thread = threading.Thread(target=target, name=f"consumer-{self.spec.id}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        proc = self.process
+        if proc is not None and proc.poll() is None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
+
+    def kill(self) -> None:
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+
+    def join(self, timeout_s: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        try:
+            consume(self.spec, self.run.env, self.run.emit, self.stopping)
+        except Exception as e:  # noqa: BLE001 - a consumer that breaks fails the run
+            self.run.errors.append(f"consumer {self.spec.id}: {type(e).__name__}: {e}")
+
+    def _run_child(self) -> None:
+        run = self.run
+        env = run.env
+        args = {
+            "scenario": run.scenario.path,
+            "consumer": self.spec.id,
+            "bootstrap": env.bootstrap,
+            "group": env.group_id,
+            "topics": env.live_topic,
+            "seed": env.seed,
+            "t0": env.t0,
+        }
+        with subprocess.Popen(
+            [sys.executable, "-m", "sharegroup.scenario.run_live", json.dumps(args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as proc:
+            self.process = proc
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                run.emit(_Obs(**json.loads(line)))
+            proc.wait()
+        if proc.returncode not in (0, -signal.SIGKILL):
+            run.errors.append(
+                f"consumer {self.spec.id}: child process exited with {proc.returncode}"
+            )
+
+
+def _child_main(raw: str) -> None:
+    """``python -m sharegroup.scenario.run_live ARGS``: one live consumer in its own process,
+    reporting observations as JSON lines on stdout; "stop" on stdin closes it."""
+    from sharegroup.scenario.load import load
+
+    args = json.loads(raw)
+    scenario = load(args["scenario"])
+    spec = scenario.consumer(args["consumer"])
+    env = _ConsumerEnv(args["bootstrap"], args["group"], args["topics"], args["seed"], args["t0"])
+    stopping = threading.Event()
+    lock = threading.Lock()
+
+    def emit(o: _Obs) -> None:
+        with lock:
+            sys.stdout.write(json.dumps(asdict(o)) + "\n")
+            sys.stdout.flush()
+
+    def watch_stdin() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+        stopping.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+
+    def crash() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    consume(spec, env, emit, stopping, crash)
+
+
+class _LiveRun:
+    def __init__(self, scenario: Scenario, seed: int, upstream: str) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.upstream = upstream
+        suffix = uuid.uuid4().hex[:8]
+        self.group_id = f"{scenario.group_id}-{suffix}"
+        self.live_topic = {name: f"{name}-{suffix}" for name in scenario.topics}
+        self.scenario_topic = {v: k for k, v in self.live_topic.items()}
+        self.queue: queue.SimpleQueue[_Obs] = queue.SimpleQueue()
+        self.trace = Trace()
+        for name, topic in sorted(scenario.topics.items()):
+            for p in range(topic.partitions):
+                self.trace.add_partition(name, p)
+        configs = {**LIVE_PROXY_DEFAULTS, **dict(scenario.broker_configs)}
+        self.proxy_configs = configs
+        self.proxy: _ProxyThread | None = None
+        self.proxy_bootstrap = ""
+        killed = {
+            cid
+            for step in scenario.steps
+            if isinstance(step.action, ConsumerAction) and step.action.verb == "kill"
+            for cid in step.action.consumers
+        }
+        self.consumers = {
+            c.id: _LiveConsumer(self, c, child=c.id in killed or c.crash_after_records is not None)
+            for c in scenario.consumers
+        }
+        self.t0 = time.monotonic()
+        self.env = _ConsumerEnv("", self.group_id, self.live_topic, seed, self.t0)
+        self.sent: dict[tuple[str, int, int], int] = {}  # last acknowledgement type sent
+        self.topic_by_id: dict[uuid.UUID, str] = {}
+        self.errors: list[str] = []
+        self._kafka_producer: Producer | None = None
+        self._producer_lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        return int((time.monotonic() - self.t0) * 1000)
+
+    def emit(self, obs: _Obs) -> None:
+        self.queue.put(obs)
+
+    # ------------------------------------------------------------------ the proxy
+    def _start_proxy(self, port: int = 0) -> None:
+        proxy = _ProxyThread(self.upstream, self.proxy_configs, port).start()
+        self.proxy = proxy
+        self.proxy_bootstrap = proxy.bootstrap
+        assert proxy.service is not None
+        proxy.service.on_change.append(self._on_change)
+
+    def _on_change(self, change: Change) -> None:  # called in the proxy's Trio thread
+        self.queue.put(_Obs("change", self.now_ms(), info=change))
+
+    # ------------------------------------------------------------------ the run
+    def run(self, progress: Callable[[float], None] | None) -> RunResult:
+        s = self.scenario
+        result = RunResult(s, "live", self.seed, self.trace)
+        self._start_proxy()
+        try:
+            self._setup()
+            self.t0 = time.monotonic()
+            self.env = _ConsumerEnv(
+                self.proxy_bootstrap, self.group_id, self.live_topic, self.seed, self.t0
+            )
+            stop_producers = threading.Event()
+            producers = [
+                threading.Thread(target=self._producer_loop, args=(p, stop_producers), daemon=True)
+                for p in s.producers
+            ]
+            for t in producers:
+                t.start()
+            try:
+                self._play(progress)
+            finally:
+                stop_producers.set()
+                for t in producers:
+                    t.join(30)
+            self._drain()
+            self.trace.end_ms = s.duration_ms
+            self._finish_stats()
+            result.virtual_ms = s.duration_ms
+            result.verdicts = evaluate(s, self.trace, "live")
+        except Exception as e:  # noqa: BLE001 - a broken run is reported, not raised
+            result.error = f"{type(e).__name__}: {e}"
+        finally:
+            for c in self.consumers.values():
+                c.stop()
+            for c in self.consumers.values():
+                c.join(20)
+            if self._kafka_producer is not None:
+                self._kafka_producer.flush(5)
+                self._kafka_producer = None
+            if self.proxy is not None:
+                self.proxy.stop()
+                # Let the stopped proxy's clients (its state-store producer) go now, while
+                # the broker they talk to is still up.
+                self.proxy = None
+                gc.collect()
+            self._cleanup()
+        if self.errors and result.error is None:
+            result.error = "; ".join(self.errors[:3])
+        return result
+
+    def _setup(self) -> None:
+        admin = _admin(self.proxy_bootstrap)
+        topics = [
+            NewTopic(
+                self.live_topic[name],
+                spec.partitions,
+                1,
+                config={"cleanup.policy": "compact"} if spec.compacted else {},
+            )
+            for name, spec in self.scenario.topics.items()
+        ]
+        for f in admin.create_topics(topics).values():
+            f.result(30)
+        if self.scenario.group_configs:
+            self._alter_group(dict(self.scenario.group_configs))
+
+    def _alter_group(self, configs: dict[str, str | None]) -> None:
+        admin = _admin(self.proxy_bootstrap)
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            if v is not None
+            else ConfigEntry(k, "", incremental_operation=AlterConfigOpType.DELETE)
+            for k, v in configs.items()
+        ]
+        resource = ConfigResource(ResourceType.GROUP, self.group_id, incremental_configs=entries)
+        for f in admin.incremental_alter_configs([resource]).values():
+            f.result(30)
+
+    def _cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            admin = _admin(self.upstream)
+            for f in admin.delete_topics(list(self.live_topic.values())).values():
+                f.result(10)
+
+    def _play(self, progress: Callable[[float], None] | None) -> None:
+        s = self.scenario
+        todo: list[tuple[int, int, Callable[[], None]]] = []
+        for i, c in enumerate(s.consumers):
+            if c.start_ms is not None:
+                todo.append((c.start_ms, i, self._starter(c.id)))
+        for j, step in enumerate(s.steps):
+            todo.append((step.at_ms, 1000 + j, self._stepper(step)))
+        todo.sort(key=lambda x: (x[0], x[1]))
+        sample_every = max(s.duration_ms // SAMPLES, 20)
+        next_sample = 0
+        for at_ms, _, action in [*todo, (s.duration_ms, 10**9, lambda: None)]:
+            while True:
+                now = self.now_ms()
+                if now >= next_sample:
+                    self._drain()
+                    self.trace.sample(next_sample)
+                    next_sample += sample_every
+                    if progress is not None:
+                        progress(min(1.0, now / max(s.duration_ms, 1)))
+                if now >= at_ms:
+                    break
+                self._drain()
+                time.sleep(min(0.02, max(0.0, (min(at_ms, next_sample) - now) / 1000)))
+            action()
+
+    def _starter(self, cid: str) -> Callable[[], None]:
+        def start() -> None:
+            self.trace.lifecycle(self.now_ms(), "start", cid)
+            self.consumers[cid].start()
+
+        return start
+
+    def _stepper(self, step: Step) -> Callable[[], None]:
+        def run_step() -> None:
+            self._drain()
+            self._step(step)
+
+        return run_step
+
+    def _step(self, step: Step) -> None:
+        a = step.action
+        now = self.now_ms()
+        if isinstance(a, SIM_ONLY_ACTIONS) or (
+            isinstance(a, ConsumerAction) and a.verb in SIM_ONLY_VERBS
+        ):
+            raise RuntimeError(f"{step.where}: this step runs only in sim")
+        if isinstance(a, Produce):
+            self._produce(a)
+        elif isinstance(a, ConsumerAction):
+            for cid in a.consumers:
+                self.trace.lifecycle(now, a.verb, cid)
+                if a.verb == "start":
+                    self.consumers[cid].start()
+                elif a.verb == "kill":
+                    self.consumers[cid].kill()  # SIGKILL to its process
+                else:
+                    self.consumers[cid].stop()
+        elif isinstance(a, AlterConfig):
+            self.trace.lifecycle(
+                now, "alter-config", "admin", ", ".join(f"{k}={v}" for k, v in a.configs.items())
+            )
+            self._alter_group(dict(a.configs))
+        elif isinstance(a, RestartProxy):
+            self.trace.lifecycle(now, "restart-proxy", "proxy", f"down {a.downtime_ms} ms")
+            assert self.proxy is not None
+            port = self.proxy.port
+            self.proxy.stop()
+            self._drain()
+            for topic, partition in self.trace.topic_partitions:
+                self.trace.unlock(now, "proxy-restart", topic, partition, 0, 1 << 40, tr.AVAILABLE)
+            time.sleep(a.downtime_ms / 1000)
+            self._start_proxy(port)
+        elif isinstance(a, Advance):
+            self.trace.lifecycle(now, "advance", "clock", f"{a.duration_ms} ms")
+
+    def _producer_loop(self, spec: ProducerSpec, stop: threading.Event) -> None:
+        """A ``given.producers`` entry: ``batch`` records at a time at its rate. A producer that
+        falls behind (the proxy restarting) catches up: it writes as many records as the
+        simulated one would."""
+        total = spec.count
+        if total is None:
+            assert spec.until_ms is not None
+            total = int((spec.until_ms - spec.from_ms) * spec.rate_per_s / 1000 + 0.5)
+        sent = 0
+        due = spec.from_ms / 1000
+        while sent < total and not stop.is_set():
+            wait = due - (time.monotonic() - self.t0)
+            if wait > 0 and stop.wait(wait):
+                return
+            n = min(spec.batch, total - sent)
+            self._produce(
+                Produce(spec.topic, n, spec.partition, n, None, spec.keys, None, spec.record_bytes),
+                start_index=sent,
+            )
+            sent += n
+            due += n / spec.rate_per_s
+
+    def _producer(self) -> Producer:
+        with self._producer_lock:
+            if self._kafka_producer is None:
+                self._kafka_producer = Producer(
+                    {
+                        "bootstrap.servers": self.proxy_bootstrap,
+                        "linger.ms": 5,
+                        "logger": CLIENT_LOG,
+                    }
+                )
+            return self._kafka_producer
+
+    def _produce(self, a: Produce, start_index: int = 0) -> None:
+        producer = self._producer()
+        topic = self.live_topic[a.topic]
+        partitions = self.scenario.topics[a.topic].partitions
+        batch = a.batch or min(a.records, 100)
+        failures: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+                return
+            self.emit(
+                _Obs(
+                    "produce",
+                    self.now_ms(),
+                    "produce",
+                    a.topic,
+                    msg.partition(),
+                    msg.offset(),
+                    msg.offset(),
+                )
+            )
+
+        for i in range(start_index, start_index + a.records):
+            key = a.key if a.key is not None else f"k{i % a.keys}" if a.keys else None
+            partition = a.partition
+            if partition is None:
+                partition = (
+                    partition_for_key(key, partitions)
+                    if key is not None
+                    else (i // batch) % partitions
+                )
+            producer.produce(
+                topic,
+                value=f"{a.topic}:{i}".encode(),
+                key=key.encode() if key is not None else None,
+                partition=partition,
+                on_delivery=delivered,
+            )
+            if (i + 1) % batch == 0:
+                producer.flush(30)
+        if producer.flush(30) != 0 or failures:
+            raise RuntimeError(f"produce to {a.topic} failed: {failures[:3]}")
+
+    # ------------------------------------------------------------------ observations -> trace
+    def _drain(self) -> None:
+        trace = self.trace
+        while True:
+            try:
+                o = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if o.kind == "produce":
+                trace.produce(o.time_ms, o.actor, o.topic, o.partition, o.first, o.last)
+            elif o.kind == "acquire":
+                trace.acquire(
+                    o.time_ms, o.actor, o.topic, o.partition, o.first, o.last, int(str(o.info))
+                )
+                trace.fetched(o.time_ms, o.actor, 1)
+            elif o.kind == "acked":
+                self.sent[(o.topic, o.partition, o.first)] = int(str(o.info))
+            elif o.kind == "confirmed":
+                trace.confirm(o.topic, o.partition, o.first, o.last)
+            elif o.kind == "ack-error":
+                trace.ack_error(
+                    o.time_ms, o.actor, o.topic, o.partition, o.first, o.last, str(o.info)
+                )
+            elif o.kind == "lifecycle":
+                trace.lifecycle(o.time_ms, "error", o.actor, o.info)
+            elif o.kind == "change":
+                assert isinstance(o.info, Change)
+                self._apply_change(o.time_ms, o.info)
+
+    def _topic_of(self, topic_id: uuid.UUID) -> str | None:
+        name = self.topic_by_id.get(topic_id)
+        if name is None and self.proxy is not None and self.proxy.service is not None:
+            live = self.proxy.service.proxy.cluster.topic_names.get(topic_id)
+            if live is not None and live in self.scenario_topic:
+                name = self.topic_by_id[topic_id] = self.scenario_topic[live]
+        return name
+
+    def _apply_change(self, time_ms: int, change: Change) -> None:
+        key = change.key
+        if key[0] != self.group_id:
+            return
+        topic = self._topic_of(key[1])
+        if topic is None:
+            return
+        p = key[2]
+        trace = self.trace
+        for b in change.delta.batches:
+            if change.cause in ("expiry", "session-close", "connection-close"):
+                trace.unlock(
+                    time_ms, change.cause, topic, p, b.first_offset, b.last_offset, b.state.name
+                )
+                continue
+            if change.cause == "log-start":
+                trace.archive(time_ms, topic, p, b.first_offset, b.last_offset, "log-start")
+                continue
+            if change.cause != "ack":
+                if b.state is RecordState.ARCHIVED:
+                    trace.archive(time_ms, topic, p, b.first_offset, b.last_offset, "compacted")
+                continue
+            # An acknowledgement: split the range by who held it and by what was sent.
+            for offset in range(b.first_offset, b.last_offset + 1):
+                view = trace.record_at(topic, p, offset)
+                if view is None:
+                    continue
+                sent = self.sent.get((topic, p, offset), 1)
+                if b.state is RecordState.ACKNOWLEDGED:
+                    kind = tr.ACCEPT
+                elif b.state is RecordState.AVAILABLE:
+                    kind = tr.RELEASE
+                else:
+                    kind = _ACK_KIND.get(sent, tr.REJECT)
+                trace.ack(
+                    time_ms,
+                    view.owner or "?",
+                    topic,
+                    p,
+                    offset,
+                    offset,
+                    kind,
+                    b.state.name,
+                    confirmed=False,
+                )
+
+    def _finish_stats(self) -> None:
+        proxy = self.proxy
+        if proxy is None or proxy.service is None:
+            return
+        service = proxy.service
+
+        def read() -> tuple[dict[tuple[str, int], dict[str, int]], dict[str, object]]:
+            stats: dict[tuple[str, int], dict[str, int]] = {}
+            for key, sp in service.engine.partitions.items():
+                if key[0] != self.group_id:
+                    continue
+                topic = self._topic_of(key[1])
+                if topic is not None:
+                    stats[(topic, key[2])] = {
+                        "start-offset": sp.start_offset,
+                        "in-flight-max": sp.in_flight_count,
+                    }
+            entry = service.engine.group(self.group_id)
+            group: dict[str, object] = {
+                "members": len(entry.group.members) if entry else 0,
+                "state": entry.group.state if entry else "Empty",
+            }
+            return stats, group
+
+        stats, group = proxy.call(read)
+        self.trace.partition_stats.update(stats)
+        self.trace.group = group
+
+
+class LiveRunner:
+    """Runs scenarios live, one after another, against one upstream cluster.
+
+    Without a bootstrap server a local Tansu broker is started on first use and stopped by
+    ``close`` (or on leaving a ``with`` block)."""
+
+    def __init__(self, bootstrap: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self._broker: Any = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+
+    def _upstream(self) -> str:
+        if self.bootstrap:
+            return self.bootstrap
+        if self._broker is None:
+            from sharegroup.brokers import start_tansu
+
+            self._broker = start_tansu()
+        return str(self._broker.bootstrap)
+
+    def run(
+        self,
+        scenario: Scenario,
+        seed: int | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> RunResult:
+        used_seed = scenario.seed if seed is None else seed
+        if "live" not in scenario.targets:
+            result = RunResult(scenario, "live", used_seed, Trace())
+            result.skipped = "simulation only (targets: [sim])"
+            return result
+        return _LiveRun(scenario, used_seed, self._upstream()).run(progress)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

@@ -1,0 +1,139 @@
+"""The simulator's parts on their own: the in-memory log, the event loop, the trace ledger."""
+
+from __future__ import annotations
+
+from sharegroup.scenario import trace as tr
+from sharegroup.scenario.trace import Trace
+from sharegroup.sim.actors import _ack_batches, partition_for_key
+from sharegroup.sim.loop import EventLoop
+from sharegroup.sim.memlog import PartitionLog
+
+
+def test_the_log_reads_whole_batches_from_the_one_holding_the_offset() -> None:
+    log = PartitionLog()
+    for _ in range(5):
+        log.append(10, 0, record_bytes=100)
+    got = log.read(15, 2500)
+    assert [(b.base_offset, b.last_offset) for b in got] == [(10, 19), (20, 29), (30, 39)]
+    assert log.read(50, 1 << 20) == []
+    assert [b.base_offset for b in log.read(0, 1)] == [0]  # at least one batch
+
+
+def test_markers_and_compaction_leave_holes_that_hold_no_record() -> None:
+    log = PartitionLog()
+    log.append(4, 0, keys=("a", "b", "a", "b"))
+    log.append_marker(0, 7, abort=False)
+    log.append(2, 0, keys=("a", "c"))
+    assert log.data_runs(0, 6) == [(0, 3), (5, 6)]
+    removed = log.compact()
+    assert removed == [(0, 2)]  # a@0 and a@2 are superseded by a@5, b@1 by b@3
+    assert log.data_runs(0, 6) == [(3, 3), (5, 6)]
+    first = log.batches[0]
+    assert (first.base_offset, first.last_offset) == (0, 3), "compaction keeps the batch span"
+    assert log.key_of(3) == "b"
+
+
+def test_a_batch_compaction_empties_vanishes() -> None:
+    log = PartitionLog()
+    log.append(2, 0, keys=("a", "a"))
+    log.append(2, 0, keys=("a", "b"))
+    log.compact()
+    assert [(b.base_offset, b.last_offset) for b in log.batches] == [(2, 3)]
+    assert log.data_runs(0, 3) == [(2, 3)]
+
+
+def test_delete_records_and_timestamps() -> None:
+    log = PartitionLog()
+    for t in (100, 200, 300):
+        log.append(10, t)
+    assert log.offset_for_timestamp(150) == 10
+    assert log.offset_for_timestamp(301) is None
+    assert log.delete_records(15) == 15
+    assert log.log_start_offset == 15
+    assert log.batches[0].base_offset == 10, "the batch holding the new start stays"
+    assert log.delete_records(99) == 30, "never past the high watermark"
+
+
+def test_the_loop_runs_in_time_order_timers_first_then_in_scheduling_order() -> None:
+    loop = EventLoop()
+    seen: list[str] = []
+    loop.at(10, seen.append, "b")
+    loop.at(5, seen.append, "a")
+    loop.at(10, seen.append, "c")
+    loop.timer(10, seen.append, "timer")
+    loop.at(11, seen.append, "late")
+    loop.run_until(10)
+    assert seen == ["a", "timer", "b", "c"]
+    assert loop.now_ms == 10
+    loop.run_until(20)
+    assert seen[-1] == "late"
+
+
+def test_acknowledgement_batches_join_adjacent_runs_of_one_type() -> None:
+    batches = _ack_batches([(5, 9, 1), (0, 4, 1), (10, 10, 0), (11, 12, 1)])
+    assert [(b.first_offset, b.last_offset, b.ack_types) for b in batches] == [
+        (0, 9, (1,)),
+        (10, 10, (0,)),
+        (11, 12, (1,)),
+    ]
+
+
+def test_keyed_records_go_where_librdkafka_puts_them() -> None:
+    # consistent_random: CRC32 of the key modulo the partition count.
+    assert [partition_for_key(k, 8) for k in ("a", "b", "order-17")] == [3, 1, 4]
+
+
+def _trace() -> Trace:
+    t = Trace()
+    t.add_partition("t", 0)
+    t.produce(0, "p", "t", 0, 0, 9)
+    return t
+
+
+def test_the_ledger_tells_rejected_from_delivery_limit() -> None:
+    t = _trace()
+    t.acquire(1, "c1", "t", 0, 0, 9, 1)
+    t.ack(2, "c1", "t", 0, 0, 4, tr.REJECT, tr.ARCHIVED)
+    t.ack(2, "c1", "t", 0, 5, 9, tr.RELEASE, tr.ARCHIVED)
+    totals = t.totals()
+    assert totals["archived-rejected"] == 5
+    assert totals["archived-delivery-limit"] == 5
+    view = t.record_at("t", 0, 7)
+    assert view is not None and view.reason == "delivery-limit"
+
+
+def test_the_ledger_flags_a_redelivery_after_an_accept_and_a_second_owner() -> None:
+    t = _trace()
+    t.acquire(1, "c1", "t", 0, 0, 9, 1)
+    t.ack(2, "c1", "t", 0, 0, 4, tr.ACCEPT, tr.ACKNOWLEDGED)
+    assert not t.violations
+    t.acquire(3, "c2", "t", 0, 3, 6, 3)  # count 3 after one delivery: also wrong
+    kinds = sorted({v.invariant for v in t.violations})
+    assert kinds == ["delivery-counts-agree", "no-redelivery-after-ack", "single-owner"]
+
+
+def test_lock_expiry_is_charged_to_the_owner() -> None:
+    t = _trace()
+    t.acquire(1, "c1", "t", 0, 0, 4, 1)
+    t.acquire(1, "c2", "t", 0, 5, 9, 1)
+    t.unlock(30_001, "expiry", "t", 0, 0, 9, tr.AVAILABLE)
+    assert t.consumer("c1").lock_lost == 5
+    assert t.consumer("c2").lock_lost == 5
+    assert t.in_flight == 0
+    assert [(e[2], e[5], e[6]) for e in t.events if e[1] == tr.EXPIRE] == [
+        ("c1", 0, 4),
+        ("c2", 5, 9),
+    ]
+
+
+def test_only_a_confirmed_accept_makes_a_redelivery_a_violation() -> None:
+    t = _trace()
+    t.acquire(1, "c1", "t", 0, 0, 9, 1)
+    t.ack(2, "c1", "t", 0, 0, 9, tr.ACCEPT, tr.ACKNOWLEDGED, confirmed=False)
+    t.reset(3, "t", 0, 0)  # as if the state were lost: the records come again
+    t.acquire(4, "c2", "t", 0, 0, 4, 1)
+    assert not [v for v in t.violations if v.invariant == "no-redelivery-after-ack"]
+    t.ack(5, "c2", "t", 0, 0, 4, tr.ACCEPT, tr.ACKNOWLEDGED, confirmed=False)
+    t.confirm("t", 0, 0, 4)
+    t.acquire(6, "c1", "t", 0, 2, 2, 2)
+    assert [v.invariant for v in t.violations] == ["no-redelivery-after-ack"]
