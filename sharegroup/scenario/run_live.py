@@ -44,7 +44,6 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import trio
 from confluent_kafka import AcknowledgeType, KafkaException, Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
@@ -52,10 +51,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from model import RecordState
-from proxy.app import build_proxy
-from proxy.server import ProxyConfig
-from proxy.shares import ShareService
-from proxy.upstream import parse_servers
+from proxy.thread import ProxyThread
 from sharegroup.engine import Change
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.expect import RunResult, evaluate
@@ -97,58 +93,6 @@ _ACK_KIND = {1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 0: tr.GAP}
 def _admin(bootstrap: str) -> AdminClient:
     config: Any = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
     return AdminClient(config)
-
-
-class _ProxyThread:
-    """The proxy in a thread with its own Trio loop (``port`` 0 picks a free one)."""
-
-    def __init__(self, upstream: str, configs: dict[str, str], port: int = 0) -> None:
-        self.configs = configs
-        self.config = ProxyConfig(bootstrap=parse_servers(upstream), listen_port=port)
-        self.bootstrap = ""
-        self.port = 0
-        self.service: ShareService | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="sharegroup-proxy", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
-            self._error = e
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        proxy, self.service = build_proxy(self.config, dict(self.configs))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(proxy.run)
-            host, self.port = proxy.bootstrap_address
-            self.bootstrap = f"{host}:{self.port}"
-            self._ready.set()
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
-
-    def start(self) -> Self:
-        self._thread.start()
-        if not self._ready.wait(30) or self._error is not None:
-            raise RuntimeError(f"the proxy did not start: {self._error!r}")
-        return self
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` inside the proxy's Trio loop (to read engine state safely)."""
-        assert self._token is not None
-        return trio.from_thread.run_sync(fn, trio_token=self._token)
-
-    def stop(self) -> None:
-        if self._token is not None and self._stop is not None and self._thread.is_alive():
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(15)
 
 
 @dataclass(slots=True)
@@ -410,7 +354,7 @@ class _LiveRun:
                 self.trace.add_partition(name, p)
         configs = {**LIVE_PROXY_DEFAULTS, **dict(scenario.broker_configs)}
         self.proxy_configs = configs
-        self.proxy: _ProxyThread | None = None
+        self.proxy: ProxyThread | None = None
         self.proxy_bootstrap = ""
         killed = {
             cid
@@ -438,11 +382,11 @@ class _LiveRun:
 
     # ------------------------------------------------------------------ the proxy
     def _start_proxy(self, port: int = 0) -> None:
-        proxy = _ProxyThread(self.upstream, self.proxy_configs, port).start()
+        proxy = ProxyThread(self.upstream, self.proxy_configs, port).start()
         self.proxy = proxy
         self.proxy_bootstrap = proxy.bootstrap
-        assert proxy.service is not None
-        proxy.service.on_change.append(self._on_change)
+        assert proxy.shares is not None
+        proxy.shares.on_change.append(self._on_change)
 
     def _on_change(self, change: Change) -> None:  # called in the proxy's Trio thread
         self.queue.put(_Obs("change", self.now_ms(), info=change))
@@ -716,8 +660,8 @@ class _LiveRun:
 
     def _topic_of(self, topic_id: uuid.UUID) -> str | None:
         name = self.topic_by_id.get(topic_id)
-        if name is None and self.proxy is not None and self.proxy.service is not None:
-            live = self.proxy.service.proxy.cluster.topic_names.get(topic_id)
+        if name is None and self.proxy is not None and self.proxy.shares is not None:
+            live = self.proxy.shares.proxy.cluster.topic_names.get(topic_id)
             if live is not None and live in self.scenario_topic:
                 name = self.topic_by_id[topic_id] = self.scenario_topic[live]
         return name
@@ -770,9 +714,9 @@ class _LiveRun:
 
     def _finish_stats(self) -> None:
         proxy = self.proxy
-        if proxy is None or proxy.service is None:
+        if proxy is None or proxy.shares is None:
             return
-        service = proxy.service
+        service = proxy.shares
 
         def read() -> tuple[dict[tuple[str, int], dict[str, int]], dict[str, object]]:
             stats: dict[tuple[str, int], dict[str, int]] = {}

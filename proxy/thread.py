@@ -1,0 +1,94 @@
+"""The proxy in a thread of its own with its own Trio loop.
+
+For callers that are not Trio code — tests with blocking Kafka clients, the live scenario
+runner — and want a proxy in-process: ``with ProxyThread("127.0.0.1:9092") as p: p.bootstrap``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+
+from proxy.app import build_proxy
+from proxy.server import Proxy, ProxyConfig
+from proxy.shares import ShareService
+from proxy.upstream import parse_servers
+
+
+class ProxyThread:
+    def __init__(
+        self,
+        upstream: str,
+        configs: dict[str, str] | None = None,
+        port: int = 0,
+        **options: object,
+    ) -> None:
+        """``port`` 0 picks free ports; ``options`` set ``ProxyConfig`` fields."""
+        self.configs = dict(configs or {})
+        self.config = ProxyConfig(bootstrap=parse_servers(upstream), listen_port=port)
+        for key, value in options.items():
+            setattr(self.config, key, value)
+        self.bootstrap = ""
+        self.port = 0
+        self.proxy: Proxy | None = None
+        self.shares: ShareService | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="sharegroup-proxy", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+            self._error = e
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        proxy, self.shares = build_proxy(self.config, dict(self.configs))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.run)
+            self.proxy = proxy
+            host, self.port = proxy.bootstrap_address
+            self.bootstrap = f"{host}:{self.port}"
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def start(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the proxy did not start within 30 s")
+        if self._error is not None:
+            raise RuntimeError(f"the proxy failed to start: {self._error!r}") from self._error
+        return self
+
+    def call(self, fn: Callable[..., Any], *args: object) -> Any:
+        """Run a sync function inside the proxy's Trio loop (to read its state safely)."""
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._token is not None and self._stop is not None and self._thread.is_alive():
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(15)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
