@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from proxy.thread import ProxyThread
 from sharegroup.brokers import Broker, start_kafka, start_tansu
 from sharegroup.kafka_dist import KAFKA3_VERSION, KAFKA4_VERSION
 
@@ -29,3 +31,31 @@ def kafka4() -> Iterator[Broker]:
     """Newest Apache Kafka 4.x with share groups on (share.version=1), shared by the session."""
     with start_kafka(KAFKA4_VERSION, share_groups=True) as broker:
         yield broker
+
+
+@dataclass
+class Target:
+    """Where share consumers connect: the proxy on some upstream, or Kafka 4.x itself."""
+
+    name: str
+    bootstrap: str
+
+
+# Short heartbeats and locks for tests; the same bounds the Kafka 4.x fixture uses.
+PROXY_CONFIGS = {
+    "group.share.min.record.lock.duration.ms": "1000",
+    "group.share.heartbeat.interval.ms": "1000",
+    "group.share.min.heartbeat.interval.ms": "1000",
+}
+
+
+@pytest.fixture(params=["proxy-tansu", "proxy-kafka39", "kafka4"])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The same test against the proxy on Tansu, on Kafka 3.9, and Kafka 4.x share groups."""
+    if request.param == "kafka4":
+        broker: Broker = request.getfixturevalue("kafka4")
+        yield Target("kafka4", broker.bootstrap)
+        return
+    broker = request.getfixturevalue(request.param.removeprefix("proxy-"))
+    with ProxyThread(broker.bootstrap, PROXY_CONFIGS) as p:
+        yield Target(request.param, p.bootstrap)

@@ -14,44 +14,19 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from sharegroup.brokers import Broker
-from tests.harness import ProxyThread
+from tests.conftest import Target
 from tests.java_probe import Action, Mode, ProbeResult, ProbeRun
 
 pytestmark = pytest.mark.integration
 
-PROXY_CONFIGS = {
-    "group.share.min.record.lock.duration.ms": "1000",
-    "group.share.heartbeat.interval.ms": "1000",
-    "group.share.min.heartbeat.interval.ms": "1000",
-}
 PROBE_TIMEOUT_S = 60.0
 LINGER_MS = 3000  # after the expected count: poll on, so that a duplicate would show
-
-
-@dataclass
-class Target:
-    name: str
-    bootstrap: str
-
-
-@pytest.fixture(params=["proxy-tansu", "proxy-kafka39", "kafka4"])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    if request.param == "kafka4":
-        broker: Broker = request.getfixturevalue("kafka4")
-        yield Target("kafka4", broker.bootstrap)
-        return
-    broker = request.getfixturevalue(request.param.removeprefix("proxy-"))
-    with ProxyThread(broker.bootstrap, PROXY_CONFIGS) as p:
-        yield Target(request.param, p.bootstrap)
 
 
 def new_topic(bootstrap: str, partitions: int = 1) -> str:

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import pytest
 from confluent_kafka import AcknowledgeType, Message, Producer, ShareConsumer
@@ -26,32 +25,10 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from sharegroup.brokers import Broker
+from tests.conftest import PROXY_CONFIGS, Target
 from tests.harness import ProxyThread
 
 pytestmark = pytest.mark.integration
-
-PROXY_CONFIGS = {
-    "group.share.min.record.lock.duration.ms": "1000",
-    "group.share.heartbeat.interval.ms": "1000",
-    "group.share.min.heartbeat.interval.ms": "1000",
-}
-
-
-@dataclass
-class Target:
-    name: str
-    bootstrap: str
-
-
-@pytest.fixture(params=["proxy-tansu", "proxy-kafka39", "kafka4"])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    if request.param == "kafka4":
-        broker: Broker = request.getfixturevalue("kafka4")
-        yield Target("kafka4", broker.bootstrap)
-        return
-    broker = request.getfixturevalue(request.param.removeprefix("proxy-"))
-    with ProxyThread(broker.bootstrap, PROXY_CONFIGS) as p:
-        yield Target(request.param, p.bootstrap)
 
 
 def new_topic(bootstrap: str, partitions: int = 1) -> str:
