@@ -146,6 +146,8 @@ class StateStore:
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": 0,
                 "auto.offset.reset": "earliest",
             }
         )
@@ -154,7 +156,9 @@ class StateStore:
             consumer.assign([tp])
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                messages = consumer.consume(1000, 1.0)
+                # consume() waits its whole timeout unless it fills the batch: keep the
+                # timeout short so the end-of-partition event is seen at once.
+                messages = consumer.consume(10000, 0.05)
                 at_end = False
                 for m in messages:
                     err = m.error()
