@@ -355,7 +355,15 @@ class SharePartition:
             if lo < self._next:
                 cached_hi = min(hi, self._next - 1)
                 stop = self._reacquire(
-                    member_id, lo, cached_hi, deadline, budget, taken, record_limit, pieces
+                    member_id,
+                    lo,
+                    cached_hi,
+                    deadline,
+                    budget,
+                    taken,
+                    record_limit,
+                    pieces,
+                    min(self._next - 1, batches[-1].last_offset),
                 )
                 taken = sum(p[1] - p[0] + 1 for p in pieces)
                 if stop:
@@ -410,8 +418,11 @@ class SharePartition:
         taken: int,
         record_limit: bool,
         pieces: list[tuple[int, int, int]],
+        read_hi: int,
     ) -> bool:
-        """Re-acquire AVAILABLE offsets in [lo, hi]; True when the acquisition must stop here."""
+        """Re-acquire AVAILABLE offsets in [lo, hi]; True when the acquisition must stop here.
+        ``read_hi`` is the last cached offset whose records were read (throttling may go past
+        ``hi``, the end of the current log batch, up to it)."""
         limit = self.delivery_count_limit
         throttle = max(2, -(-limit // 2))
         for first in list(self._available.irange(self._floor_key(lo), hi)):
@@ -430,7 +441,10 @@ class SharePartition:
                 # Poison-record isolation (3.9): hand out fewer records per attempt, alone.
                 if pieces:
                     return True
-                n = max(1, (self._available_run_end(r, hi) - start + 1) >> (r.count - throttle + 1))
+                # Kafka halves the in-flight batch the record is cached in, which may span
+                # several log batches: the whole AVAILABLE run of equal count here.
+                run_end = self._available_run_end(r, read_hi)
+                n = max(1, (run_end - start + 1) >> (r.count - throttle + 1))
                 if limit > 2 and r.count == limit - 1:
                     n = 1
                 if record_limit:
@@ -477,12 +491,14 @@ class SharePartition:
             fast = self._acknowledge_fast(member_id, batches[0], now_ms)
             if fast is not None:
                 return fast
-        plan: list[tuple[int, int, AckType]] = []
+        # The shape of the request, for the whole partition (Kafka's request validation):
+        # INVALID_REQUEST. A batch may start at the previous one's last offset (Kafka allows
+        # it; that offset is then met twice, see below).
         prev_last = -1
         for b in batches:
             if b.last_offset < b.first_offset or b.first_offset < 0:
                 raise ShareApiError(ErrorCode.INVALID_REQUEST, f"bad acknowledgement range {b}")
-            if b.first_offset <= prev_last:
+            if b.first_offset < prev_last:
                 raise ShareApiError(
                     ErrorCode.INVALID_REQUEST, "acknowledgement batches overlap or are unordered"
                 )
@@ -496,30 +512,48 @@ class SharePartition:
             for t in b.ack_types:
                 if not 0 <= t <= 4:
                     raise ShareApiError(ErrorCode.INVALID_REQUEST, f"unknown acknowledge type {t}")
+        # Then batch by batch, in order, as Kafka's share partition does: the first batch that
+        # fails decides the error, and nothing is applied.
+        plan: list[tuple[int, int, AckType]] = []
+        moved = -1  # an offset an earlier batch already took out of ACQUIRED
+        for b in batches:
             if b.last_offset < self._start:
                 continue  # below SPSO: already done, skipped silently
-            if not self._ranges or b.last_offset >= self._next:
+            if not self._ranges:
+                raise ShareApiError(
+                    ErrorCode.INVALID_RECORD_STATE, "no records are in flight to acknowledge"
+                )
+            if b.last_offset >= self._next:
                 raise ShareApiError(
                     ErrorCode.INVALID_REQUEST,
                     f"offsets {b.first_offset}-{b.last_offset} beyond the last fetched offset "
                     f"{self.end_offset}",
                 )
             skip = max(0, self._start - b.first_offset)
+            width = b.last_offset - b.first_offset + 1
+            runs: list[tuple[int, int, AckType]] = []
             if len(b.ack_types) == 1:
-                plan.append((b.first_offset + skip, b.last_offset, AckType(b.ack_types[0])))
+                runs.append((b.first_offset + skip, b.last_offset, AckType(b.ack_types[0])))
             else:
                 run_first = b.first_offset + skip
                 types = b.ack_types
                 for i in range(skip + 1, width + 1):
                     if i == width or types[i] != types[i - 1]:
-                        plan.append((run_first, b.first_offset + i - 1, AckType(types[i - 1])))
+                        runs.append((run_first, b.first_offset + i - 1, AckType(types[i - 1])))
                         run_first = b.first_offset + i
-        for first, last, ack in plan:
-            if ack is AckType.RENEW and not self.renew_enabled:
-                raise ShareApiError(
-                    ErrorCode.INVALID_RECORD_STATE, "share.renew.acknowledge.enable is false"
-                )
-            self._check_owned(member_id, first, last, now_ms)
+            for first, last, ack in runs:
+                if first <= moved:
+                    raise ShareApiError(
+                        ErrorCode.INVALID_RECORD_STATE,
+                        f"offset {moved} was acknowledged by the previous batch",
+                    )
+                if ack is AckType.RENEW and not self.renew_enabled:
+                    raise ShareApiError(
+                        ErrorCode.INVALID_RECORD_STATE, "share.renew.acknowledge.enable is false"
+                    )
+                self._check_owned(member_id, first, last, now_ms)
+            plan.extend(runs)
+            moved = b.last_offset if runs[-1][2] is not AckType.RENEW else -1
         changed: list[_Range] = []
         for first, last, ack in plan:
             if ack is AckType.RENEW:

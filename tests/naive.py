@@ -138,8 +138,8 @@ class NaivePartition:
                         break
                     run = 0
                     while (
-                        o + run <= hi
-                        and o + run < self.next
+                        o + run < self.next
+                        and o + run <= batches[-1].last_offset
                         and self.slots[o + run].state is S.AVAILABLE
                         and self.slots[o + run].count == slot.count
                     ):
@@ -211,28 +211,37 @@ class NaivePartition:
     def acknowledge(
         self, member: str, batches: Sequence[AckBatch], now: int
     ) -> dict[int, tuple[S, int]]:
-        plan: list[tuple[int, int]] = []
         prev = -1
-        for b in batches:
-            if b.last_offset < b.first_offset or b.first_offset < 0 or b.first_offset <= prev:
+        for b in batches:  # the request's shape first, for the whole partition
+            if b.last_offset < b.first_offset or b.first_offset < 0 or b.first_offset < prev:
                 raise ShareApiError(ErrorCode.INVALID_REQUEST, "bad batch")
             prev = b.last_offset
             width = b.last_offset - b.first_offset + 1
             if len(b.ack_types) not in (1, width) or any(not 0 <= t <= 4 for t in b.ack_types):
                 raise ShareApiError(ErrorCode.INVALID_REQUEST, "bad types")
+        plan: list[tuple[int, int]] = []
+        done: set[int] = set()  # offsets an earlier batch moved out of ACQUIRED
+        for b in batches:  # then batch by batch, offset by offset
             if b.last_offset < self.start:
                 continue
-            if self.next == self.start or b.last_offset >= self.next:
+            if self.next == self.start:
+                raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "nothing in flight")
+            if b.last_offset >= self.next:
                 raise ShareApiError(ErrorCode.INVALID_REQUEST, "beyond end")
             for i, o in enumerate(range(b.first_offset, b.last_offset + 1)):
-                if o >= self.start:
-                    plan.append((o, b.ack_types[0 if len(b.ack_types) == 1 else i]))
-        for o, t in plan:
-            s = self.slots[o]
-            if t == 4 and not self.renew:
-                raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "renew off")
-            if s.state is not S.ACQUIRED or s.member != member or s.deadline <= now:
-                raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "not owned")
+                if o < self.start:
+                    continue
+                t = b.ack_types[0 if len(b.ack_types) == 1 else i]
+                s = self.slots[o]
+                if o in done:
+                    raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "acknowledged twice")
+                if t == 4 and not self.renew:
+                    raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "renew off")
+                if s.state is not S.ACQUIRED or s.member != member or s.deadline <= now:
+                    raise ShareApiError(ErrorCode.INVALID_RECORD_STATE, "not owned")
+                plan.append((o, t))
+                if t != 4:
+                    done.add(o)
         changed: dict[int, tuple[S, int]] = {}
         for o, t in plan:
             s = self.slots[o]
