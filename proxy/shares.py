@@ -448,10 +448,20 @@ class ShareService:
             return await self._offset_for_timestamp(conn, topic, partition, ts)
         # Log start and high watermark from a Fetch answer: correct on every broker (Tansu's
         # ListOffsets(LATEST) is not, see env-notes).
-        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
         if reset == "earliest":
-            return max(int(getattr(part, "log_start_offset", 0)), 0)
+            return await self._log_start(conn, topic, partition)
+        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
         return int(part.high_watermark)
+
+    async def _log_start(self, conn: BrokerConnection, topic: str, partition: int) -> int:
+        """The partition's log start offset. A Fetch at offset 0 tells it while 0 is still in the
+        log; once the log start has moved, Kafka answers OFFSET_OUT_OF_RANGE with log start -1,
+        so ListOffsets(EARLIEST) is asked then."""
+        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
+        start = int(getattr(part, "log_start_offset", -1))
+        if part.error_code == 0 and start >= 0:
+            return start
+        return max(await self._offset_for_timestamp(conn, topic, partition, -2), 0)
 
     async def _offset_for_timestamp(
         self, conn: BrokerConnection, topic: str, partition: int, ts: int
@@ -615,8 +625,12 @@ class ShareService:
         partition: int,
         batches: Sequence[Any],
         now: int,
+        renew: bool,
     ) -> tuple[ErrorCode, str | None, Change | None]:
         key = (group_id, topic_id, partition)
+        if not renew and any(4 in b.acknowledge_types for b in batches):
+            # Kafka: acknowledge type 4 (RENEW) only in a request with IsRenewAck set.
+            return ErrorCode.INVALID_REQUEST, "RENEW acknowledgement without IsRenewAck", None
         if self.fenced:
             return ErrorCode.NOT_LEADER_OR_FOLLOWER, "this proxy instance was fenced", None
         if topic_id not in self.proxy.cluster.topic_names:
@@ -660,6 +674,7 @@ class ShareService:
             return top_error(ErrorCode.INVALID_REQUEST, "group id must not be null")
         if getattr(req, "is_renew_ack", False) is None:
             return top_error(ErrorCode.INVALID_REQUEST, "bad IsRenewAck")
+        renew = head.api_version >= 2 and bool(req.is_renew_ack)
         cache = self.engine.session_cache(conn.node_id)
         try:
             ctx = cache.acknowledge_context(req.group_id, req.member_id, req.share_session_epoch)
@@ -679,6 +694,7 @@ class ShareService:
                         p.partition_index,
                         p.acknowledgement_batches,
                         now,
+                        renew,
                     )
                     outcomes.append((t.topic_id, p.partition_index, code, message))
                     if change is not None:
@@ -767,7 +783,7 @@ class ShareService:
         async with self._partition_locks(group_id, [(t, p) for t, p, _ in acks]):
             for topic_id, partition, batches in acks:
                 code, message, change = self._apply_acks(
-                    group_id, member_id, topic_id, partition, batches, now
+                    group_id, member_id, topic_id, partition, batches, now, renew
                 )
                 results[(topic_id, partition)] = {
                     "acknowledge_error_code": int(code),
@@ -780,6 +796,11 @@ class ShareService:
                     "acknowledge_error_code": int(code),
                     "acknowledge_error_message": "the acknowledgement could not be persisted",
                 }
+        if acks:
+            # Kafka takes the acknowledgements of every partition in Topics once one carries
+            # some: a partition without batches gets an acknowledgement result too (NONE).
+            for tp in add:
+                results.setdefault(tp, {"acknowledge_error_code": 0})
         if ctx.final:
             self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
         elif not renew and req.max_records != 0 and req.max_bytes != 0:
@@ -996,7 +1017,13 @@ class ShareService:
             if p is None:
                 return None
             if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
-                start = max(int(getattr(p, "log_start_offset", -1)), 0)
+                start = int(getattr(p, "log_start_offset", -1))
+                if start <= sp.start_offset:  # Kafka answers -1 here: ask for it
+                    try:
+                        conn0 = await self.proxy.cluster.connection(leader)
+                        start = await self._log_start(conn0, name, partition)
+                    except UpstreamError as e:
+                        log.warning("log start of %s-%s: %s", name, partition, e)
                 if start > sp.start_offset:
                     self._publish([Change(key, sp.move_log_start(start), "log-start")])
                     return {}, 0
