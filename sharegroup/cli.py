@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sharegroup.scenario.cli import add_scenario_commands
 
     add_scenario_commands(sub)
+    from sharegroup.conformance.cli import add_conformance_command
+
+    add_conformance_command(sub)
     return parser
 
 

@@ -1,0 +1,258 @@
+"""The named conformance checks, what they cover, and how results are counted.
+
+Every request the conformance machine sends is tagged with the checks it exercises (an
+epoch-0 ShareFetch with acknowledgements exercises ``session.epoch0-acks``, a fetch after a
+lock expired exercises ``lock.expiry``, ...). When the answer agrees with the model's
+prediction every tag counts as a pass; when it does not, the failure is attributed to the most
+specific tag and raised as that check's own exception class, so that Hypothesis shrinks and
+reports each failing check separately.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    title: str
+    refs: str  # digest sections / Kafka test names it stands for
+
+
+CHECKS: dict[str, Check] = {
+    c.name: c
+    for c in [
+        # --- sessions (digest 2.2, 9.4 items 1-3)
+        Check("session.open", "epoch-0 ShareFetch opens a session; next epoch is 1", "9.4.1, 2.2"),
+        Check(
+            "session.epoch0-acks",
+            "acknowledgements in an epoch-0 ShareFetch: top-level INVALID_REQUEST",
+            "9.4.1, testShareFetchInitialEpochWithAcknowledgements",
+        ),
+        Check(
+            "session.ack-epoch0",
+            "ShareAcknowledge with epoch 0: INVALID_SHARE_SESSION_EPOCH",
+            "9.4.1, testShareAcknowledgeInitialRequestError",
+        ),
+        Check(
+            "session.epoch-mismatch",
+            "wrong session epoch: INVALID_SHARE_SESSION_EPOCH",
+            "testShareFetchRequestInvalidShareSessionEpoch, testShareAcknowledgeRequestInvalidShareSessionEpoch",
+        ),
+        Check(
+            "session.not-found",
+            "epoch != 0 without a session: SHARE_SESSION_NOT_FOUND",
+            "testShareFetchRequestShareSessionNotFound, testShareAcknowledgeRequestShareSessionNotFound",
+        ),
+        Check(
+            "session.incremental",
+            "later epochs add (Topics) and remove (ForgottenTopicsData) partitions, fetch all "
+            "session partitions, list only partitions with news",
+            "9.4.2, 2.3, testShareFetchRequestForgetTopicPartitions",
+        ),
+        Check(
+            "session.close",
+            "epoch -1 applies acknowledgements, fetches nothing, closes the session and releases "
+            "the member's records",
+            "9.4.3, testShareSessionCloseWithShareFetch, testShareSessionCloseWithShareAcknowledge",
+        ),
+        Check(
+            "session.connection-drop",
+            "closing the connection evicts its sessions and releases the member's records",
+            "2.1, testShareSessionEvictedOnConnectionDrop",
+        ),
+        Check(
+            "session.multi-partition",
+            "one session over several partitions; MaxRecords shared by all of them",
+            "2.5, testShareFetchRequestSuccessMultiplePartitions",
+        ),
+        # --- where a share partition starts and how it follows the log (3.3)
+        Check(
+            "init.auto-offset-reset",
+            "a new share partition starts at share.auto.offset.reset: earliest, latest "
+            "(also when unset) or by_duration",
+            "3.3, testMaybeInitializeDefaultStartEpochGroupConfigReturnsEarliest/Latest/ByDuration",
+        ),
+        Check(
+            "log-start.move",
+            "after DeleteRecords the share partition moves to the log start: records below it "
+            "are never delivered again, acknowledgements below it are skipped",
+            "3.3, testLsoMovementForArchivingBatches, testAcknowledgeBatchPostLsoMovement",
+        ),
+        # --- acquisition (3.5, 3.6, 9.4 items 4, 8, 9)
+        Check(
+            "acquire.batch-optimized",
+            "batch_optimized acquisition: whole log batches (may exceed MaxRecords), "
+            "AcquiredRecords cut near BatchSize at batch boundaries",
+            "9.4.8, 3.6, testAcquireWithMaxFetchRecords, testAcquireWithBatchSizeAndMultipleBatches",
+        ),
+        Check(
+            "acquire.record-limit",
+            "record_limit acquisition: at most MaxRecords, one range; the rest stays available",
+            "9.4.8, KIP-1206, testAcquireSingleBatchInRecordLimitMode",
+        ),
+        Check(
+            "acquire.max-records",
+            "MaxRecords smaller than what is acquirable",
+            "3.6, testShareFetchRequestWithMaxRecordsAndBatchSize",
+        ),
+        Check(
+            "acquire.delivery-count",
+            "delivery count 1 on first acquisition, +1 per re-acquisition; archived at the limit",
+            "9.4.4, 3.5, testMaxDeliveryCountLimitExceededForRecordBatch",
+        ),
+        Check(
+            "acquire.in-flight-limit",
+            "at share.partition.max.record.locks no new records are acquired; re-delivery inside "
+            "the window still is",
+            "9.4.9, testAcquireWithMaxInFlightRecordsAndTryAcquireNewBatch",
+        ),
+        Check(
+            "acquire.throttling",
+            "records near the delivery limit are handed out in smaller groups, the last "
+            "attempt alone",
+            "3.9, testAcquireRecordsHalvesBatchSizeOnEachFailureUntilSingleRecordOnLastAttempt",
+        ),
+        Check(
+            "acquire.sharing",
+            "members of one group get disjoint records of a partition",
+            "testShareFetchRequestSuccessfulSharingBetweenMultipleConsumers",
+        ),
+        Check(
+            "records.delivered",
+            "the Records of a response hold every acquired record",
+            "9.4.10, 1.3",
+        ),
+        # --- acknowledgement (3.7, 9.4 items 5, 7)
+        Check(
+            "ack.accept",
+            "ACCEPT is terminal (not redelivered), SPSO moves over terminal prefix",
+            "9.4.5, testShareAcknowledgeRequestSuccessAccept",
+        ),
+        Check(
+            "ack.release",
+            "RELEASE makes records available again (redelivered with count+1)",
+            "9.4.5, testShareAcknowledgeRequestSuccessRelease",
+        ),
+        Check(
+            "ack.reject", "REJECT is terminal", "9.4.5, testShareAcknowledgeRequestSuccessReject"
+        ),
+        Check("ack.gap", "GAP is terminal", "9.4.5, testAckTypeToRecordStateMapping"),
+        Check(
+            "ack.per-offset",
+            "one acknowledge type per offset",
+            "testAcknowledgeMultipleRecordBatchWithGapOffsets",
+        ),
+        Check(
+            "ack.piggybacked",
+            "acknowledgements carried by ShareFetch",
+            "testShareFetchRequestPiggybackedAccept/Release/Reject",
+        ),
+        Check(
+            "ack.ownership",
+            "acknowledging another member's records: INVALID_RECORD_STATE, nothing applied",
+            "9.4.7, testAcknowledgeWithAnotherMember, testAcknowledgeRollbackWithFullBatchError",
+        ),
+        Check(
+            "ack.not-acquired",
+            "acknowledging records that are not acquired (available, terminal): "
+            "INVALID_RECORD_STATE",
+            "testAcknowledgeWhenOffsetNotAcquired",
+        ),
+        Check(
+            "ack.out-of-range",
+            "acknowledging beyond the fetched offsets: INVALID_REQUEST",
+            "testAcknowledgeOutOfRangeCachedData, testAcknowledgeOutOfRangeCachedDataFirstBatch",
+        ),
+        Check(
+            "ack.malformed",
+            "malformed acknowledgement batches (order, type count, type value): INVALID_REQUEST",
+            "KafkaApis.validateAcknowledgementBatches, testInvalidAcknowledgeTypeInBatchAcknowledgement",
+        ),
+        Check(
+            "ack.renew",
+            "RENEW keeps records acquired and restarts the lock (IsRenewAck)",
+            "KIP-1222, testRenewAcknowledgeWithCompleteBatchAck",
+        ),
+        # --- time (3.8, 9.4 item 6)
+        Check(
+            "lock.expiry",
+            "after AcquisitionLockTimeoutMs records are available again (same count); "
+            "acknowledging them fails with INVALID_RECORD_STATE",
+            "9.4.6, testAcquisitionLockForAcquiringSingleRecord, "
+            "testAcknowledgeAfterAcquisitionLockTimeout",
+        ),
+        Check(
+            "lock.timeout-field",
+            "AcquisitionLockTimeoutMs is the group's lock duration (0 with a top-level error)",
+            "1.3, testScheduleAcquisitionLockTimeoutValueFromGroupConfig",
+        ),
+        # --- configs (4.4)
+        Check(
+            "config.dynamic",
+            "share.delivery.count.limit and share.partition.max.record.locks changed while running",
+            "testDynamicDeliveryCountDecreaseCausesArchival, testDynamicPartitionMaxRecordLocksDecrease",
+        ),
+        # --- membership (7)
+        Check(
+            "member.join", "ShareGroupHeartbeat epoch 0 joins; epoch -1 leaves", "7, 9.1 heartbeat"
+        ),
+        Check(
+            "member.errors",
+            "unknown member: UNKNOWN_MEMBER_ID; wrong epoch: FENCED_MEMBER_EPOCH",
+            "7, testFencedMemberCanRejoinWithEpochZero",
+        ),
+        # --- the protocol itself
+        Check(
+            "protocol.answer",
+            "every request gets a well-formed answer on an open connection",
+            "1.3",
+        ),
+    ]
+}
+
+
+class ConformanceFailure(AssertionError):
+    """A target's answer that differs from the model's prediction."""
+
+    check = ""
+
+    def __init__(self, message: str, steps: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.steps = list(steps or [])
+
+
+_FAILURE_CLASSES: dict[str, type[ConformanceFailure]] = {}
+
+
+def failure_class(check: str) -> type[ConformanceFailure]:
+    """One exception class per check: Hypothesis tells failures apart by their type."""
+    cls = _FAILURE_CLASSES.get(check)
+    if cls is None:
+        name = "Failure_" + check.replace(".", "_").replace("-", "_")
+        cls = type(name, (ConformanceFailure,), {"check": check})
+        _FAILURE_CLASSES[check] = cls
+    return cls
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters shared by every example of one run."""
+
+    passed: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    examples: int = 0
+    steps: int = 0
+    inconclusive: int = 0
+    known: Counter[str] = field(default_factory=Counter)  # tolerated known differences
+
+    def merge(self, other: Stats) -> None:
+        self.passed.update(other.passed)
+        self.failed.update(other.failed)
+        self.known.update(other.known)
+        self.examples += other.examples
+        self.steps += other.steps
+        self.inconclusive += other.inconclusive
