@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import queue
 import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,128 +41,21 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
-from sharegroup.brokers import Broker, free_port, start_kafka, start_tansu  # noqa: E402
+from sharegroup.brokers import Broker, start_kafka, start_tansu  # noqa: E402
 from sharegroup.kafka_dist import KAFKA3_VERSION  # noqa: E402
+from sharegroup.proxy_process import (  # noqa: E402
+    SIGNALS,
+    BenchError,
+    ProxyProcess,
+    running_proxy,
+    stop_on_signal,
+)
 
 RECORD_BYTES = 1024
-PROXY_READY_TIMEOUT_S = 60.0
-PROXY_STOP_TIMEOUT_S = 10.0
 STALL_TIMEOUT_S = 60.0  # a produce or consume making no progress for this long has failed
-SHAREGROUP = Path(sys.executable).with_name("sharegroup")
 
 Route = Literal["direct", "proxy"]
 Kind = Literal["produce", "consume"]
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: no dlopen between fork and exec
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # In the child between fork and exec: SIGKILL the proxy if this script dies without
-    # running its `finally` (SIGKILL, a crash); the broker gets the same from brokers.py.
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-_SIGNALS: list[int] = []  # the signals that asked us to stop
-
-
-def _stop_on_signal(signum: int, _frame: object) -> None:
-    # Ctrl-C and SIGTERM alike unwind through the `finally` blocks that stop proxy and broker.
-    _SIGNALS.append(signum)
-    raise KeyboardInterrupt
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run (proxy did not start, records went missing, ...)."""
-
-
-# ---------------------------------------------------------------------------- the proxy process
-
-
-class ProxyProcess:
-    """``sharegroup proxy`` as a child process; its output goes to a drain thread."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.bootstrap = ""
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._tail: list[str] = []
-
-    def start(self) -> ProxyProcess:
-        argv = [
-            str(SHAREGROUP),
-            "proxy",
-            "--bootstrap-server",
-            self.upstream,
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--log-level",
-            "WARNING",
-        ]
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop the proxy in `finally`
-            preexec_fn=_die_with_parent,
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BenchError(
-                    f"proxy not ready after {PROXY_READY_TIMEOUT_S:.0f} s" + self.tail()
-                )
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise BenchError(f"proxy exited with {self._proc.wait()}" + self.tail())
-            if "bootstrap.servers=" in line:
-                self.bootstrap = line.split("bootstrap.servers=", 1)[1].split()[0]
-                return self
-
-    def _drain(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self._tail = [*self._tail[-40:], line.rstrip()]
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def tail(self) -> str:
-        return "".join(f"\n  proxy: {line}" for line in self._tail)
-
-    def check_alive(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            code = None if self._proc is None else self._proc.returncode
-            raise BenchError(f"proxy process exited with {code}" + self.tail())
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(PROXY_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def running_proxy(upstream: str) -> Iterator[ProxyProcess]:
-    proxy = ProxyProcess(upstream)
-    try:
-        yield proxy.start()
-    finally:
-        proxy.stop()
 
 
 @contextlib.contextmanager
@@ -386,17 +275,17 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         sys.exit(main())
     except (KeyboardInterrupt, SystemError) as stop:
         # confluent-kafka turns an exception raised in a delivery callback into SystemError
         # ("returned NULL without setting an exception"): after a signal, that is the signal.
-        if isinstance(stop, SystemError) and not _SIGNALS:
+        if isinstance(stop, SystemError) and not SIGNALS:
             raise
         print("interrupted", file=sys.stderr)
-        sys.exit(128 + (_SIGNALS[0] if _SIGNALS else signal.SIGINT))
+        sys.exit(128 + (SIGNALS[0] if SIGNALS else signal.SIGINT))
     except BenchError as e:
         print(f"passthrough: {e}", file=sys.stderr)
         sys.exit(1)

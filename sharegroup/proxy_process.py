@@ -1,0 +1,140 @@
+"""Running ``sharegroup proxy`` as a child process, for the benchmarks under bench/.
+
+The benchmarks measure the proxy as a user runs it: its own process (and GIL), started with the
+installed ``sharegroup`` command. ``running_proxy`` starts it, waits for the line that names the
+bootstrap address, and stops it however the benchmark ends; the child is also killed if the
+benchmark itself dies (PR_SET_PDEATHSIG). ``stop_on_signal`` turns SIGINT/SIGTERM into
+KeyboardInterrupt so that ``finally`` blocks stop proxies and brokers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from sharegroup.brokers import free_port
+
+PROXY_READY_TIMEOUT_S = 60.0
+PROXY_STOP_TIMEOUT_S = 10.0
+SHAREGROUP = Path(sys.executable).with_name("sharegroup")
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: no dlopen between fork and exec
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    # SIGKILL this child if the script dies without running its `finally` (SIGKILL, a crash).
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+SIGNALS: list[int] = []  # the signals that asked us to stop
+
+
+def stop_on_signal(signum: int, _frame: object) -> None:
+    # Ctrl-C and SIGTERM alike unwind through the `finally` blocks that stop everything.
+    SIGNALS.append(signum)
+    raise KeyboardInterrupt
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (proxy did not start, records went missing, ...)."""
+
+
+# ---------------------------------------------------------------------------- the proxy process
+
+
+class ProxyProcess:
+    """``sharegroup proxy`` as a child process; its output goes to a drain thread."""
+
+    def __init__(
+        self, upstream: str, configs: Sequence[str] = (), profile: str | None = None
+    ) -> None:
+        self.upstream = upstream
+        self.configs = list(configs)
+        self.profile = profile
+        self.bootstrap = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._tail: list[str] = []
+
+    def start(self) -> ProxyProcess:
+        argv = [str(SHAREGROUP), "proxy", "--bootstrap-server", self.upstream]
+        argv += ["--listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING"]
+        for config in self.configs:
+            argv += ["--config", config]
+        if self.profile:
+            argv = [sys.executable, "-m", "cProfile", "-o", self.profile, *argv]
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the proxy in `finally`
+            preexec_fn=die_with_parent,
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(
+                    f"proxy not ready after {PROXY_READY_TIMEOUT_S:.0f} s" + self.tail()
+                )
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise BenchError(f"proxy exited with {self._proc.wait()}" + self.tail())
+            if "bootstrap.servers=" in line:
+                self.bootstrap = line.split("bootstrap.servers=", 1)[1].split()[0]
+                return self
+
+    def _drain(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._tail = [*self._tail[-40:], line.rstrip()]
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def tail(self) -> str:
+        return "".join(f"\n  proxy: {line}" for line in self._tail)
+
+    def check_alive(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            code = None if self._proc is None else self._proc.returncode
+            raise BenchError(f"proxy process exited with {code}" + self.tail())
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: the proxy stops cleanly (and cProfile writes its stats)
+        try:
+            proc.wait(PROXY_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_proxy(
+    upstream: str, configs: Sequence[str] = (), profile: str | None = None
+) -> Iterator[ProxyProcess]:
+    """The proxy in front of ``upstream``; ``configs`` are ``KEY=VALUE`` for ``--config``;
+    ``profile`` runs it under cProfile, writing the stats there."""
+    proxy = ProxyProcess(upstream, configs, profile)
+    try:
+        yield proxy.start()
+    finally:
+        proxy.stop()
