@@ -373,10 +373,6 @@ class SharePartition:
                     continue
             if not allow_new:
                 break
-            if record_limit and pieces and pieces[-1][2] != 1:
-                break  # one AcquiredRecords range per fetch in record_limit mode
-            if record_limit and pieces and pieces[-1][1] + 1 != max(lo, self._next):
-                break
             # Beyond the window: new records, delivery count 1.
             if lo > self._next:
                 gap = _Range(self._next, lo - 1, _ARCHIVED, 0)
@@ -433,8 +429,6 @@ class SharePartition:
                 continue
             if record_limit:
                 if taken >= budget:
-                    return True
-                if pieces and (pieces[-1][1] + 1 != start or pieces[-1][2] != r.count + 1):
                     return True
                 end = min(end, start + (budget - taken) - 1)
             if r.count >= throttle:
@@ -861,7 +855,7 @@ def _shape(
     record_limit: bool,
 ) -> tuple[AcquiredRecords, ...]:
     """Cut acquired pieces into AcquiredRecords of about ``batch_size`` offsets, cutting only at
-    log-batch base offsets (3.6). record_limit mode returns its single piece whole."""
+    log-batch base offsets (3.6). record_limit mode returns its pieces as they are."""
     if record_limit or not batch_size or batch_size <= 0:
         return tuple(AcquiredRecords(f, last, c) for f, last, c in pieces)
     out: list[AcquiredRecords] = []

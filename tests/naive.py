@@ -125,13 +125,9 @@ class NaivePartition:
                 if slot.state is not S.AVAILABLE:
                     o += 1
                     continue
-                if rl:
-                    if len(got) >= budget:
-                        stop = True
-                        break
-                    if got and (got[-1][0] + 1 != o or got[-1][1] != slot.count + 1):
-                        stop = True
-                        break
+                if rl and len(got) >= budget:
+                    stop = True
+                    break
                 if slot.count >= throttle:
                     if got:
                         stop = True
@@ -174,8 +170,6 @@ class NaivePartition:
             if lo > hi:
                 continue
             if not allow_new:
-                break
-            if rl and got and (got[-1][1] != 1 or got[-1][0] + 1 != lo):
                 break
             for g in range(self.next, lo):
                 self.slots[g] = Slot(S.ARCHIVED, 0)
