@@ -90,7 +90,7 @@ CHECKS: dict[str, Check] = {
         ),
         Check(
             "acquire.record-limit",
-            "record_limit acquisition: at most MaxRecords, one range; the rest stays available",
+            "record_limit acquisition: at most MaxRecords, over as many ranges as needed; the rest stays available",
             "9.4.8, KIP-1206, testAcquireSingleBatchInRecordLimitMode",
         ),
         Check(

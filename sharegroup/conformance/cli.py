@@ -51,6 +51,12 @@ def add_conformance_command(sub: Any) -> None:
     p.add_argument(
         "--derandomize", action="store_true", help="the same examples on every run (as in CI)"
     )
+    p.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="report a failing example as found (shrinking replays whole examples against the "
+        "cluster and can take minutes)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -82,7 +88,11 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     result = runner.run(
-        spec, examples=args.examples, steps=args.steps, derandomize=args.derandomize
+        spec,
+        examples=args.examples,
+        steps=args.steps,
+        derandomize=args.derandomize,
+        shrink=not args.no_shrink,
     )
     print(runner.table(result))
     print()

@@ -29,17 +29,18 @@ KNOWN: dict[str, KnownDifference] = {
             "counts across cached batches (same offsets and counts)",
         ),
         KnownDifference(
-            "record-limit-ranges",
-            "record_limit: Kafka goes on over further cached batches and new records until "
-            "MaxRecords (several AcquiredRecords ranges); the model stops at the first "
-            "discontinuity or change of delivery count (one range)",
-        ),
-        KnownDifference(
             "reacquire-cached-batch",
             "batch_optimized re-acquisition: Kafka acquires whole cached in-flight batches (one "
             "per earlier AcquiredRecords entry, or up to the end of the log batch for record_limit "
             "acquisitions), even past MaxRecords; the model stops at the end of the log batch "
             "where MaxRecords is reached",
+        ),
+        KnownDifference(
+            "ack-after-log-start-move",
+            "acknowledging at or past a share partition's start after DeleteRecords moved it past "
+            "every cached record: Kafka answers INVALID_REQUEST (its cache still ends at the old "
+            "records), the model INVALID_RECORD_STATE (nothing in flight); nothing is applied "
+            "either way",
         ),
     ]
 }

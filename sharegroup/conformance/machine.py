@@ -269,6 +269,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         self.members_model: ShareGroup | None = None
         self.member_epochs: dict[str, int] = {}  # the target's epoch of each joined member
         self.kafka_batches: dict[TP, list[tuple[int, int]]] = {}  # see track_kafka_batches
+        self.before: list[list[int]] = []  # record batches produced before the group started
         self.fresh: set[TP] = set()  # partitions nothing was acquired from yet
         type(self).stats.examples += 1
 
@@ -388,7 +389,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             f"setup: topic with partitions {[p for _, p in self.tps]}, "
             f"share.delivery.count.limit={limit}, share.partition.max.record.locks={max_locks}, "
             f"share.record.lock.duration.ms={spec.lock_ms}, share.auto.offset.reset="
-            f"{reset or '(unset)'}, batches produced before the group started: {before}; "
+            f"{reset or '(unset)'}, batches produced before the group started: {self.before}; "
             f"share partitions start at "
             f"{ {tp[1]: sp.start_offset for tp, sp in self.o.parts.items()} }"
         )
@@ -449,6 +450,12 @@ class ConformanceMachine(RuleBasedStateMachine):
         # Records produced before the group first uses the partitions: where the share
         # partitions start depends on share.auto.offset.reset (latest when unset; every record
         # is younger than the by_duration of one hour).
+        if reset is not None and reset.startswith("by_duration"):
+            # Kafka 4.4 fails a share partition for good when by_duration meets an empty
+            # partition (UNKNOWN_SERVER_ERROR on every fetch, also after records arrive; see
+            # docs/conformance.md): every partition gets a record first.
+            before = [sizes or [1] for sizes in before]
+        self.before = before
         pre: dict[TP, list[tuple[int, int]]] = {}
         for tp, sizes in zip(self.tps, before, strict=False):
             for n in sizes:
@@ -618,12 +625,13 @@ class ConformanceMachine(RuleBasedStateMachine):
     )
     @rule(data=st.data())
     def delete_records(self, data: st.DataObject) -> None:
-        """Move a partition's log start (DeleteRecords), anywhere up to the log end."""
+        """Move a partition's log start (DeleteRecords) to a later batch or the log end."""
         tps = [tp for tp in self.tps if self.o.high_watermark(tp) > self.o.log_start[tp]]
-        tp = data.draw(st.sampled_from(tps), label="partition")
-        offset = data.draw(
-            st.integers(self.o.log_start[tp] + 1, self.o.high_watermark(tp)), label="offset"
-        )
+        tp = self._pick(data, tps, "partition")
+        # Only at batch boundaries: Kafka 4.4 delivers the records of a batch that the new log
+        # start cuts, below the log start (docs/conformance.md); the model does not.
+        bounds = [b.first_offset for b in self.o.log[tp] if b.first_offset > self.o.log_start[tp]]
+        offset = self._pick(data, [*bounds, self.o.high_watermark(tp)], "offset")
         assert self.admin is not None
         try:
             low, code = kc.delete_records(self.admin, self.topic, tp[1], offset)
@@ -643,6 +651,17 @@ class ConformanceMachine(RuleBasedStateMachine):
         self.pending.add("log-start.move")
 
     # ------------------------------------------------------------------ drawing operations
+
+    # Draws whose bounds depend on the target's answers (held records, the log end) would make
+    # Hypothesis see "inconsistent data generation" when a live target's timing differs between
+    # two runs of one example: draw from fixed bounds and map into the wanted range instead.
+    @staticmethod
+    def _int(data: st.DataObject, lo: int, hi: int, label: str) -> int:
+        return lo + data.draw(st.integers(0, 1 << 16), label=label) % (hi - lo + 1)
+
+    @staticmethod
+    def _pick(data: st.DataObject, seq: Sequence[Any], label: str) -> Any:
+        return seq[data.draw(st.integers(0, 1 << 16), label=label) % len(seq)]
 
     def _epoch(self, member: str, kind: str, *, ack: bool) -> int:
         current = self.o.session_epoch(member)
@@ -664,29 +683,22 @@ class ConformanceMachine(RuleBasedStateMachine):
                 if not others:
                     kind = "any"
                 else:
-                    who = data.draw(st.sampled_from(others), label="owner")
+                    who = self._pick(data, others, "owner")
             held = o.held_by(who) if kind != "any" else {}
             if held:
-                tp = data.draw(st.sampled_from(sorted(held)), label="partition")
-                first, last, _deadline = data.draw(st.sampled_from(held[tp]), label="range")
-                lo = data.draw(st.integers(first, last), label="from")
-                hi = data.draw(st.integers(lo, min(last, lo + 30)), label="to")
+                tp = self._pick(data, sorted(held), "partition")
+                first, last, _deadline = self._pick(data, held[tp], "range")
+                lo = self._int(data, first, last, "from")
+                hi = self._int(data, lo, min(last, lo + 30), "to")
                 if kind == "renew":
                     types: list[int] = [4]
                 elif data.draw(st.booleans(), label="per-offset"):
-                    types = data.draw(
-                        st.lists(
-                            st.sampled_from([0, 1, 2, 3]),
-                            min_size=hi - lo + 1,
-                            max_size=hi - lo + 1,
-                        ),
-                        label="types",
-                    )
+                    types = [self._pick(data, [0, 1, 2, 3], "type") for _ in range(lo, hi + 1)]
                 else:
                     types = [data.draw(types_single, label="type")]
                 return {tp: [(lo, hi, types)]}
             kind = "any"
-        tp = data.draw(st.sampled_from(self.tps), label="partition")
+        tp = self._pick(data, self.tps, "partition")
         hw = o.high_watermark(tp)
         if kind == "malformed":
             flaw = data.draw(
@@ -695,13 +707,13 @@ class ConformanceMachine(RuleBasedStateMachine):
                 ),
                 label="flaw",
             )
-            f = data.draw(st.integers(0, max(hw, 1)), label="from")
+            f = self._int(data, 0, max(hw, 1), "from")
             if flaw == "reversed":
                 return {tp: [(f + 1, f, [1])]}
             if flaw == "count":
                 return {tp: [(f, f + 2, [1, 1])]}
             if flaw == "type":
-                return {tp: [(f, f, [data.draw(st.sampled_from([5, -1, 9]), label="t")])]}
+                return {tp: [(f, f, [self._pick(data, [5, -1, 9], "t")])]}
             if flaw == "overlap":
                 return {tp: [(f, f + 1, [1]), (f + 1, f + 2, [1])]}
             if flaw == "unordered":
@@ -709,8 +721,8 @@ class ConformanceMachine(RuleBasedStateMachine):
             if flaw == "renew":  # RENEW without IsRenewAck
                 return {tp: [(f, f, [4])]}
             return {tp: [(f, f, [])]}
-        f = data.draw(st.integers(0, hw + 2), label="from")
-        la = data.draw(st.integers(f, f + 4), label="to")
+        f = self._int(data, 0, hw + 2, "from")
+        la = self._int(data, f, f + 4, "to")
         return {tp: [(f, la, [data.draw(types_single, label="type")])]}
 
     def _ack_tags(self, member: str, acks: Mapping[TP, AckRanges], now: int) -> set[str]:
@@ -776,13 +788,13 @@ class ConformanceMachine(RuleBasedStateMachine):
             add = (
                 list(self.tps)
                 if len(self.tps) == 1 or data.draw(st.booleans(), "all")
-                else [data.draw(st.sampled_from(self.tps), label="open-with")]
+                else [self._pick(data, self.tps, "open-with")]
             )
         elif change == "add":
             missing = [tp for tp in self.tps if tp not in session]
-            add = [data.draw(st.sampled_from(missing or self.tps), label="add")]
+            add = [self._pick(data, missing or self.tps, "add")]
         elif change == "forget" and session:
-            forget = [data.draw(st.sampled_from(session), label="forget")]
+            forget = [self._pick(data, session, "forget")]
         params = FetchParams(max_records=max_records, batch_size=batch_size, mode=mode)
         self._do_fetch(member, epoch, add, forget, acks, params)
 
@@ -1106,8 +1118,18 @@ class ConformanceMachine(RuleBasedStateMachine):
         return diffs, known
 
     def _known_ack(self, tp: TP, ranges: AckRanges, predicted: int, observed: int) -> str | None:
-        """A documented difference in an acknowledgement's error code (none left: the two the
-        conformance test found, empty cache and touching batches, were fixed in the model)."""
+        """A documented difference in an acknowledgement's error code (nothing is applied
+        either way)."""
+        sp = self.o.parts.get(tp)
+        if sp is None or not ranges:
+            return None
+        if (
+            predicted == ErrorCode.INVALID_RECORD_STATE
+            and observed == ErrorCode.INVALID_REQUEST
+            and sp.range_count() == 0
+            and 0 < self.o.log_start[tp] == sp.start_offset
+        ):
+            return "ack-after-log-start-move"
         return None
 
     def _known_acquired(
@@ -1125,14 +1147,6 @@ class ConformanceMachine(RuleBasedStateMachine):
         want = expand(predicted)
         if got == want:
             return "acquired-split"
-        if (
-            params.mode is AcquireMode.RECORD_LIMIT
-            and want.items() <= got.items()
-            and len(got) <= params.max_records
-        ):
-            extra = runs({o: c for o, c in got.items() if o not in want})
-            if cand.replay_acquire(member, tp, extra, now_ms=now, batch_size=params.batch_size):
-                return "record-limit-ranges"
         if params.mode is AcquireMode.BATCH_OPTIMIZED and want.items() <= got.items():
             # Kafka re-acquires whole cached (in-flight) batches; see kafka_batches.
             spans = self.kafka_batches.get(tp, [])
@@ -1200,7 +1214,7 @@ class ConformanceMachine(RuleBasedStateMachine):
     ) -> None:
         with_session = [m for m in MEMBERS if self.o.session_epoch(m) is not None]
         if with_session and member not in with_session and data.draw(st.booleans(), "redirect"):
-            member = data.draw(st.sampled_from(with_session), label="member with a session")
+            member = self._pick(data, with_session, "member with a session")
         epoch = self._epoch(member, epoch_kind, ack=True)
         acks = self._draw_acks(data, member, ack_kind)
         self._do_ack(member, epoch, acks, renew=False)
@@ -1281,7 +1295,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         members = sorted(m for m in self.conns if m in MEMBERS and not self.conns[m].closed)
         if not members:
             return
-        member = data.draw(st.sampled_from(members), label="member")
+        member = self._pick(data, members, "member")
         self.settle(type(self).spec.after_drop_ms)
         self.conns[member].close(abort=abort)
         self.o.connection_closed(self.conn_ids[member])
@@ -1310,9 +1324,9 @@ class ConformanceMachine(RuleBasedStateMachine):
         self, data: st.DataObject, limit: int | None, max_locks: int | None
     ) -> None:
         """One rule for the rarer operations: a config change or a heartbeat."""
-        if data.draw(st.integers(0, 3), label="heartbeat instead") > 0:
+        if self._int(data, 0, 3, "heartbeat instead") > 0:
             self.heartbeat(
-                data.draw(st.sampled_from(MEMBERS), label="member"),
+                self._pick(data, MEMBERS, "member"),
                 data.draw(
                     st.sampled_from(["join", "join", "current", "current", "fenced", "leave"]),
                     label="kind",

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, FlakyStrategyDefinition
 from hypothesis.stateful import run_state_machine_as_test
 
 from sharegroup.conformance import client as kc
@@ -57,6 +57,7 @@ class RunResult:
     seconds: float
     checks: list[CheckResult]
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # not failures (see run)
     known: dict[str, int] = field(default_factory=dict)  # known differences met (known.py)
 
     @property
@@ -67,7 +68,9 @@ class RunResult:
         return [c for c in self.checks if c.failed]
 
 
-def ci_settings(examples: int, steps: int, *, derandomize: bool, quiet: bool) -> settings:
+def ci_settings(
+    examples: int, steps: int, *, derandomize: bool, quiet: bool, shrink: bool = True
+) -> settings:
     return settings(
         max_examples=examples,
         stateful_step_count=steps,
@@ -76,7 +79,7 @@ def ci_settings(examples: int, steps: int, *, derandomize: bool, quiet: bool) ->
         derandomize=derandomize,
         report_multiple_bugs=True,
         suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if shrink else [])],
         verbosity=Verbosity.quiet if quiet else Verbosity.normal,
         print_blob=False,
     )
@@ -97,14 +100,18 @@ def run(
     steps: int = 25,
     derandomize: bool = False,
     quiet: bool = True,
+    shrink: bool = True,
     hypothesis_settings: settings | None = None,
 ) -> RunResult:
     stats = Stats()
     machine = machine_for(spec, stats)
     started = time.monotonic()
     errors: list[str] = []
+    notes: list[str] = []
     failures: dict[str, ConformanceFailure] = {}
-    s = hypothesis_settings or ci_settings(examples, steps, derandomize=derandomize, quiet=quiet)
+    s = hypothesis_settings or ci_settings(
+        examples, steps, derandomize=derandomize, quiet=quiet, shrink=shrink
+    )
     try:
         run_state_machine_as_test(machine, settings=s)
     except BaseException as top:  # every failure is reported, none is lost
@@ -115,6 +122,13 @@ def run(
                 failures.setdefault(e.check, e)
             elif isinstance(e, SetupError):
                 errors.append(f"setup: {e}")
+            elif isinstance(e, FlakyStrategyDefinition):
+                # Not a finding: the target's timing (a lock, an initialization) differed
+                # between two runs of one example prefix, so Hypothesis stopped generating.
+                notes.append(
+                    "the run stopped early: the target's timing changed the shape of an example "
+                    f"Hypothesis had seen before ({str(e).splitlines()[0]})"
+                )
             elif isinstance(e, Flaky):
                 errors.append(f"flaky: {e}")
             else:
@@ -142,6 +156,7 @@ def run(
         seconds=round(time.monotonic() - started, 1),
         checks=checks,
         errors=errors,
+        notes=notes,
         known=dict(stats.known),
     )
 
@@ -199,7 +214,7 @@ def known_lines(result: RunResult) -> list[str]:
 
 
 def details(result: RunResult) -> str:
-    out: list[str] = known_lines(result)
+    out: list[str] = known_lines(result) + [f"note: {n}" for n in result.notes]
     for c in result.failures():
         out.append(f"== {c.name}: {c.title}")
         out.append(c.message)
