@@ -6,6 +6,13 @@ DescribeCluster), or relayed byte for byte. Answers go back in request order, as
 sends them, through a queue of *slots*: each request gets a slot when it arrives, and the writer
 task waits for slots in order.
 
+A relayed answer that is not in yet when it is read (a Fetch answer of several megabytes) is not
+assembled: once the writer has reached its slot, the upstream reader itself passes the answer on
+to the client as its bytes arrive and then marks the slot sent, so the client starts receiving
+while the broker is still sending. Until the writer gets there the upstream reader waits and the
+broker's bytes wait in the socket; nothing an earlier slot waits for depends on this connection's
+upstream reader.
+
 A client connection gets its own upstream connection, so relayed requests keep their correlation
 ids and their order without any mapping. Bad input (a frame over the size limit, garbage, an API
 or version nobody here speaks) closes this connection only, as Kafka does, with a log line naming
@@ -25,7 +32,7 @@ import trio
 from proxy import wire
 from proxy.framing import FrameError
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
-from proxy.streams import FrameReader, TruncatedFrame
+from proxy.streams import FrameReader, SendFailed, TruncatedFrame, send_nowait
 from proxy.upstream import UpstreamError, open_stream
 
 if TYPE_CHECKING:
@@ -65,14 +72,24 @@ class _Lazy:
 
 
 class Slot:
-    __slots__ = ("data", "event")
+    """The place of one answer in the reply order: ``set`` with the whole answer (or None:
+    close the connection here) for the writer to send, or ``set_streamed`` once the upstream
+    reader has sent the answer itself, in its turn (see ``ClientConnection._writer``)."""
+
+    __slots__ = ("data", "event", "streamed", "turn")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.data: bytes | bytearray | None = None
+        self.streamed = False
+        self.turn: trio.Event | None = None  # set by the writer when it reaches this slot
 
     def set(self, data: bytes | bytearray | None) -> None:
         self.data = data
+        self.event.set()
+
+    def set_streamed(self) -> None:
+        self.streamed = True
         self.event.set()
 
 
@@ -90,7 +107,9 @@ class ClientConnection:
         self.client_id = ""
         self._upstream: trio.SocketStream | None = None
         self._pending: deque[tuple[Slot, wire.RequestHead]] = deque()
-        self._send_lock = trio.Lock()
+        # The slot the writer has reached: everything before it has been sent, and nothing
+        # more will be until its event is set.
+        self._turn: Slot | None = None
 
     def describe(self) -> str:
         who = f"client {self.peer}"
@@ -150,18 +169,33 @@ class ClientConnection:
                 return
             slot = await self._dispatch(framed, nursery)
             if slot is not None:
-                await send.send(slot)
+                try:
+                    send.send_nowait(slot)  # without a trip through the scheduler
+                except trio.WouldBlock:
+                    await send.send(slot)  # max_in_flight_requests answers are pending
+            if reader.buffered:
+                # More requests are in already: let other tasks run before reading them (a
+                # reader that finds nothing waits, which lets them run anyway).
+                await trio.lowlevel.checkpoint()
 
     async def _writer(
         self, receive: trio.MemoryReceiveChannel[Slot], scope: trio.CancelScope
     ) -> None:
         async for slot in receive:
+            self._turn = slot
+            if slot.turn is not None:
+                slot.turn.set()  # the upstream reader is waiting to stream this answer
             await slot.event.wait()
+            if slot.streamed:
+                continue  # sent by the upstream reader
             if slot.data is None:
                 scope.cancel()
                 return
             try:
-                await self.stream.send_all(slot.data)
+                sent = send_nowait(self.stream.socket, slot.data)
+                if sent < len(slot.data):
+                    with memoryview(slot.data) as view:
+                        await self.stream.send_all(view[sent:])
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 scope.cancel()
                 return
@@ -274,36 +308,31 @@ class ClientConnection:
     async def _relay(
         self, framed: bytearray, head: wire.RequestHead, slot: Slot | None, nursery: trio.Nursery
     ) -> None:
-        async with self._send_lock:
-            if self._upstream is None:
-                broker = self.proxy.upstream_address(self.node_id)
-                try:
-                    self._upstream = await open_stream(*broker)
-                except (OSError, trio.TooSlowError) as e:
-                    raise UpstreamError(
-                        f"cannot reach broker {self.node_id} at {broker}: {e}"
-                    ) from e
-                nursery.start_soon(self._upstream_reader, self._upstream)
-            if slot is not None:
-                self._pending.append((slot, head))
+        # Only the reader task sends upstream, one request after the other.
+        if self._upstream is None:
+            broker = self.proxy.upstream_address(self.node_id)
             try:
-                await self._upstream.send_all(framed)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                raise UpstreamError(f"send to broker {self.node_id} failed: {e}") from e
+                self._upstream = await open_stream(*broker)
+            except (OSError, trio.TooSlowError) as e:
+                raise UpstreamError(f"cannot reach broker {self.node_id} at {broker}: {e}") from e
+            nursery.start_soon(self._upstream_reader, self._upstream, nursery.cancel_scope)
+        if slot is not None:
+            self._pending.append((slot, head))
+        try:
+            sent = send_nowait(self._upstream.socket, framed)
+            if sent < len(framed):
+                with memoryview(framed) as view:
+                    await self._upstream.send_all(view[sent:])
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise UpstreamError(f"send to broker {self.node_id} failed: {e}") from e
 
-    async def _upstream_reader(self, upstream: trio.SocketStream) -> None:
+    async def _upstream_reader(self, upstream: trio.SocketStream, scope: trio.CancelScope) -> None:
         reader = FrameReader(upstream.socket, self.proxy.config.max_frame_bytes)
         try:
-            while (framed := await reader.next_frame()) is not None:
-                if not self._pending:
-                    raise UpstreamError("an answer came for no request")
-                slot, head = self._pending.popleft()
-                if len(framed) < 8 or _CID.unpack_from(framed, 4)[0] != head.correlation_id:
-                    raise UpstreamError("answers came out of order")
-                if head.api_key in REWRITTEN:
-                    slot.set(self._rewrite(bytes(memoryview(framed)[4:]), head))
-                else:
-                    slot.set(framed)  # passed on untouched, size prefix and all
+            await self._relay_answers(reader)
+        except SendFailed:
+            scope.cancel()  # the client is gone: as the writer does
+            return
         except (
             trio.BrokenResourceError,
             trio.ClosedResourceError,
@@ -312,12 +341,38 @@ class ClientConnection:
             UpstreamError,
         ) as e:
             log.info("upstream connection for %s ended: %s", self.describe(), e)
+        finally:
+            reader.close()
         # The broker went away (or misbehaved): the client must reconnect, as it would if the
         # broker had dropped it. Everything still waiting is answered by closing.
         for slot, _ in self._pending:
             slot.set(None)
         self._pending.clear()
         raise CloseConnection("upstream broker connection closed")
+
+    async def _relay_answers(self, reader: FrameReader) -> None:
+        """Hand each upstream answer to its slot until the upstream connection ends."""
+        while (peeked := await reader.peek_frame(_CID.size)) is not None:
+            size, cid = peeked
+            if not self._pending:
+                raise UpstreamError("an answer came for no request")
+            slot, head = self._pending.popleft()
+            if size < _CID.size or _CID.unpack(cid)[0] != head.correlation_id:
+                raise UpstreamError("answers came out of order")
+            if head.api_key in REWRITTEN:
+                framed = await reader.next_frame()
+                assert framed is not None  # peeked: the frame has begun
+                slot.set(self._rewrite(bytes(memoryview(framed)[4:]), head))
+            elif reader.frame_is_buffered():
+                slot.set(await reader.next_frame())  # passed on untouched, size prefix and all
+            else:
+                # Passed on untouched too, but sent by this task as it arrives, once the
+                # writer has reached this slot (earlier answers are out, later ones wait).
+                if self._turn is not slot:
+                    slot.turn = trio.Event()
+                    await slot.turn.wait()
+                await reader.relay_frame(self.stream.socket)
+                slot.set_streamed()
 
     def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes:
         resp = wire.decode_response(payload, head.api_key, head.api_version)

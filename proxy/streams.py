@@ -1,21 +1,70 @@
-"""Reading whole Kafka frames straight off a Trio socket, with one copy.
+"""Reading Kafka frames straight off a Trio socket: whole, with one copy, or passed on to
+another socket as they arrive.
 
-The relay's hot path: a pass-through frame is read into its final buffer (``recv_into``; the
-kernel writes each byte once) and sent on as is, size prefix included, so the proxy never copies
-a record batch it does not look at. ``FrameBuffer`` (``framing.py``) stays the sans-I/O reader
-for everything else.
+The relay's hot path: a frame is read into its final buffer (``recv_into``; the kernel writes
+each byte once) and sent on as is, size prefix included, so the proxy never copies a record batch
+it does not look at. A large answer is not even assembled: ``relay_frame`` passes it on while it
+arrives (on Linux with splice(2), so its bytes never enter the process), the client receives the
+start of a multi-megabyte Fetch answer while the rest is still on its way from the broker, and
+the proxy holds one small buffer per connection instead of the whole answer. Reads and writes are
+plain system calls on POSIX: Trio's socket methods yield to the scheduler after every call, a
+round trip through the event loop that costs more than the call. ``FrameBuffer``
+(``framing.py``) stays the sans-I/O reader for everything else.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
+import sys
+from typing import ClassVar
 
 import trio
+
+if sys.platform == "linux":
+    import fcntl
 
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES, FrameError
 
 _SIZE = struct.Struct(">i")
 _FIRST_ALLOCATION = 1 << 20  # large frames from a client grow past this as bytes arrive
+# Plain system calls on the sockets' descriptors where the OS has them: Trio's socket methods
+# yield to the scheduler after every call, which costs more than the copy of a bufferful.
+_RAW_IO = hasattr(os, "readv") and os.name == "posix"
+# On Linux the rest of a relayed frame goes socket -> pipe -> socket with splice(2): the kernel
+# moves page references and the proxy never copies the bytes in or out.
+_SPLICE = _RAW_IO and sys.platform == "linux" and hasattr(os, "splice")
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size; the default 64 KiB when refused
+# Plain system calls do not yield: a reader that never has to wait lets other tasks run after
+# this many reads, a relay after this many bytes.
+_YIELD_READS = 32
+_YIELD_BYTES = 1 << 20
+
+
+def send_nowait(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> int:
+    """Send what the socket takes now, without yielding to the scheduler; how much went out
+    (0 where the OS has no plain write on sockets: the caller sends the rest as usual)."""
+    if not _RAW_IO:
+        return 0
+    fd = sock.fileno()
+    sent = 0
+    with memoryview(data) as view:
+        while sent < len(view):
+            try:
+                sent += os.write(fd, view[sent:])
+            except BlockingIOError:
+                break
+    return sent
+
+
+class _SpliceUnsupported(Exception):
+    """splice(2) refused these descriptors before moving anything."""
+
+
+class SendFailed(Exception):
+    """``relay_frame`` could not send to its destination (the cause is the OSError)."""
 
 
 class TruncatedFrame(FrameError):
@@ -27,17 +76,31 @@ class TruncatedFrame(FrameError):
 
 
 class FrameReader:
+    # splice(2) for relay_frame; switched off for good if the kernel refuses it.
+    use_splice: ClassVar[bool] = _SPLICE
+
     def __init__(
         self,
         sock: trio.socket.SocketType,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         chunk: int = 65536,
+        relay_chunk: int = 1 << 20,
     ) -> None:
         self.sock = sock
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray(chunk)
         self._start = 0
         self._end = 0
+        self._relay_chunk = max(chunk, relay_chunk)  # the buffer grows to this for relay_frame
+        self._pipe: tuple[int, int, int] | None = None  # read end, write end, capacity
+        self._unyielded = 0  # reads since this reader last let other tasks run
+
+    def close(self) -> None:
+        """Release the pipe ``relay_frame`` may have opened (not the socket)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
     @property
     def buffered(self) -> int:
@@ -51,13 +114,32 @@ class FrameReader:
             self._buf[:n] = self._buf[self._start : self._end]
             self._start, self._end = 0, n
         with memoryview(self._buf) as view:
-            got = await self.sock.recv_into(view[self._end :])
+            got = await self._recv_into(view[self._end :])
         self._end += got
         return got > 0
 
-    async def next_frame(self) -> bytearray | None:
-        """The next frame, size prefix included; None when the stream ends between frames.
-        FrameError for a size outside the limit, TruncatedFrame if it ends inside one."""
+    async def _recv_into(self, view: memoryview) -> int:
+        """Read what has arrived into ``view`` (0 at the end of the stream). With plain reads
+        this waits only when nothing has arrived, instead of yielding to the scheduler after
+        every read as Trio's socket methods do; a reader that never waits yields now and then."""
+        if not _RAW_IO:
+            return await self.sock.recv_into(view)
+        fd = self.sock.fileno()
+        got = -1
+        while got < 0:
+            try:
+                got = os.readv(fd, [view])
+            except BlockingIOError:
+                self._unyielded = 0
+                await trio.lowlevel.wait_readable(self.sock)
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_READS:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
+        return got
+
+    async def _next_size(self) -> int | None:
+        """The size of the frame at the front of the buffer, once its prefix is in."""
         while self._end - self._start < 4:
             if not await self._fill():
                 if self._end > self._start:
@@ -68,6 +150,143 @@ class FrameReader:
             raise FrameError(
                 f"frame size {size} outside 0..{self.max_frame_bytes} (socket.request.max.bytes)"
             )
+        return int(size)
+
+    async def peek_frame(self, want: int) -> tuple[int, bytes] | None:
+        """The size of the next frame and its first ``want`` bytes (fewer if the frame is
+        shorter), consuming nothing: ``next_frame`` or ``relay_frame`` then takes the frame.
+        None when the stream ends between frames; errors as ``next_frame``."""
+        size = await self._next_size()
+        if size is None:
+            return None
+        need = 4 + min(size, want)
+        if need > len(self._buf):
+            raise ValueError(f"cannot peek {want} bytes with a {len(self._buf)}-byte buffer")
+        while self._end - self._start < need:
+            if not await self._fill():
+                raise TruncatedFrame(self._end - self._start)
+        return size, bytes(self._buf[self._start + 4 : self._start + need])
+
+    def frame_is_buffered(self) -> bool:
+        """Whether the frame at the front (its size prefix already in) is wholly buffered."""
+        (size,) = _SIZE.unpack_from(self._buf, self._start)
+        return bool(self._end - self._start >= 4 + size)
+
+    async def relay_frame(self, dest: trio.socket.SocketType) -> None:
+        """Send the next frame, size prefix included, on to ``dest`` as its bytes arrive,
+        without assembling it. Call after ``peek_frame`` (which checked the size). Bytes after
+        the frame stay buffered for the next one. SendFailed if sending fails; TruncatedFrame
+        if this stream ends inside the frame (part of it has been sent by then)."""
+        (size,) = _SIZE.unpack_from(self._buf, self._start)
+        total = left = 4 + size
+        while True:
+            n = min(left, self._end - self._start)
+            if n:
+                await self._send(dest, self._start, self._start + n)
+                self._start += n
+                left -= n
+            if not left:
+                return
+            if self.use_splice:
+                try:
+                    await self._splice(dest, total, left)
+                    return
+                except _SpliceUnsupported:
+                    FrameReader.use_splice = False
+            # Everything buffered has gone out: refill the whole buffer, larger if need be.
+            self._start = self._end = 0
+            if len(self._buf) < self._relay_chunk:
+                self._buf = bytearray(self._relay_chunk)
+            with memoryview(self._buf) as view:
+                got = await self._recv_into(view)
+            if not got:
+                raise TruncatedFrame(total - left)
+            self._end = got
+            await trio.lowlevel.checkpoint()  # a bufferful at most between yields
+
+    async def _splice(self, dest: trio.socket.SocketType, total: int, left: int) -> None:
+        """Move the last ``left`` bytes of the frame (none of them buffered) from the socket
+        through a pipe to ``dest``, as they arrive."""
+        read_end, write_end, capacity = self._pipe or self._open_pipe()
+        source, target = self.sock.fileno(), dest.fileno()
+        held = 0  # in the pipe
+        first = left
+        unyielded = 0
+        while left or held:
+            moved = False
+            if left and held < capacity:
+                try:
+                    got = os.splice(
+                        source, write_end, min(left, capacity - held), flags=_SPLICE_FLAGS
+                    )
+                except BlockingIOError:
+                    pass  # nothing has arrived, or the pipe is full
+                except OSError as e:
+                    if e.errno == errno.EINVAL and left == first:
+                        raise _SpliceUnsupported from e
+                    raise
+                else:
+                    if not got:
+                        raise TruncatedFrame(total - left)
+                    left -= got
+                    held += got
+                    moved = True
+            if held:
+                try:
+                    sent = os.splice(read_end, target, held, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    pass
+                except OSError as e:
+                    raise SendFailed(str(e)) from e
+                else:
+                    held -= sent
+                    unyielded += sent
+                    moved = True
+            if not moved:
+                unyielded = 0
+                if held:
+                    await trio.lowlevel.wait_writable(dest)
+                else:
+                    await trio.lowlevel.wait_readable(self.sock)
+            elif unyielded >= _YIELD_BYTES:
+                unyielded = 0
+                await trio.lowlevel.checkpoint()
+
+    def _open_pipe(self) -> tuple[int, int, int]:
+        if sys.platform != "linux":
+            raise _SpliceUnsupported
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            capacity = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        self._pipe = read_end, write_end, capacity
+        return self._pipe
+
+    async def _send(self, dest: trio.socket.SocketType, start: int, stop: int) -> None:
+        with memoryview(self._buf) as view:
+            if not _RAW_IO:
+                while start < stop:
+                    try:
+                        start += await dest.send(view[start:stop])
+                    except OSError as e:
+                        raise SendFailed(str(e)) from e
+                return
+            fd = dest.fileno()
+            while start < stop:
+                try:
+                    start += os.write(fd, view[start:stop])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(dest)
+                except OSError as e:
+                    raise SendFailed(str(e)) from e
+
+    async def next_frame(self) -> bytearray | None:
+        """The next frame, size prefix included; None when the stream ends between frames.
+        FrameError for a size outside the limit, TruncatedFrame if it ends inside one."""
+        size = await self._next_size()
+        if size is None:
+            return None
         total = 4 + size
         have = self._end - self._start
         if have >= total:

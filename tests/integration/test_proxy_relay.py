@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +55,98 @@ def raw_request(host: str, port: int, msg: Any, version: int) -> Any:
             assert chunk, "proxy closed the connection"
             buf.feed(chunk)
     return wire.decode_response(payload, msg.API_KEY, version)
+
+
+def fetch_request(topic: str, version: int, correlation_id: int) -> bytes:
+    """A Fetch of partition 0 from offset 0, up to 16 MiB."""
+    cls = wire.request_class(wire.FETCH)
+    part = cls.FetchTopic.FetchPartition(
+        partition=0,
+        current_leader_epoch=-1,
+        fetch_offset=0,
+        last_fetched_epoch=-1,
+        log_start_offset=-1,
+        partition_max_bytes=16 << 20,
+    )
+    msg = cls(
+        version=version,
+        replica_id=-1,
+        max_wait_ms=100,
+        min_bytes=1,
+        max_bytes=16 << 20,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=[cls.FetchTopic(topic=topic, partitions=[part])],
+        forgotten_topics_data=[],
+        rack_id="",
+    )
+    msg.API_VERSION = version
+    return wire.encode_request(msg, correlation_id, "relay-test")
+
+
+def pipelined(host: str, port: int, requests: list[bytes], delay_s: float = 0.0) -> list[bytes]:
+    """Send all requests at once, wait ``delay_s``, then read one answer per request."""
+    answers: list[bytes] = []
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # a slow reader holds back
+        s.sendall(b"".join(requests))
+        time.sleep(delay_s)
+        buf = FrameBuffer()
+        while len(answers) < len(requests):
+            while len(answers) < len(requests) and (payload := buf.next_frame()) is not None:
+                answers.append(payload)
+            if len(answers) < len(requests):
+                chunk = s.recv(65536)
+                assert chunk, "proxy closed the connection"
+                buf.feed(chunk)
+    return answers
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.5])
+def test_large_fetch_answers_pipelined_with_local_ones_come_byte_for_byte_in_order(
+    proxied: ProxyThread, upstream: Broker, delay_s: float
+) -> None:
+    """Multi-megabyte Fetch answers (passed on while they arrive) between answers the proxy
+    makes itself (ApiVersions) and rewrites (Metadata): every answer in request order, the
+    Fetch answers exactly the broker's. With a delay the client reads late and slowly, so the
+    proxy must hold the broker back in the middle of an answer."""
+    topic = create_topic(proxied.bootstrap)
+    producer = Producer({"bootstrap.servers": proxied.bootstrap, "linger.ms": 5})
+    value = bytes(range(256)) * 4
+    for _ in range(3000):
+        producer.produce(topic, value=value, partition=0)
+    assert producer.flush(30) == 0
+    proxy = proxied.proxy
+    assert proxy is not None
+    host, port = proxy.bootstrap_address
+    version = min(12, proxy.advertised_versions(next(iter(proxy.brokers.ports)))[wire.FETCH][1])
+    (direct,) = pipelined(upstream.host, upstream.port, [fetch_request(topic, version, 1)])
+    assert len(direct) > 3_000_000
+
+    def api_versions(cid: int) -> bytes:
+        return wire.encode_request(wire.api_versions_request(3), cid, "relay-test")
+
+    metadata_cls = wire.request_class(wire.METADATA)
+    metadata = metadata_cls(version=9, topics=None, allow_auto_topic_creation=False)
+    metadata.API_VERSION = 9
+    requests = [
+        fetch_request(topic, version, 1),
+        api_versions(2),
+        fetch_request(topic, version, 3),
+        wire.encode_request(metadata, 4, "relay-test"),
+        fetch_request(topic, version, 5),
+        api_versions(6),
+    ]
+    answers = pipelined(host, port, requests, delay_s)
+    assert [struct.unpack_from(">i", a)[0] for a in answers] == [1, 2, 3, 4, 5, 6]
+    for fetched in (answers[0], answers[2], answers[4]):
+        assert fetched[4:] == direct[4:]
+    versions = wire.decode_response(answers[1], wire.API_VERSIONS, 3)
+    assert versions.error_code == 0
+    assert wire.decode_response(answers[5], wire.API_VERSIONS, 3).error_code == 0
+    brokers = wire.decode_response(answers[3], wire.METADATA, 9).brokers
+    assert {b.port for b in brokers} <= set(proxy.brokers.ports.values())
 
 
 def test_confluent_idempotent_producer_and_assign_consumer(proxied: ProxyThread) -> None:
