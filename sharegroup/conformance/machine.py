@@ -904,6 +904,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             if best is None:
                 best = diffs
         assert best is not None
+        self._kafka_internal_error(resp.error_code, acks)
         if self.ambiguous(t_send, t_recv, duration):
             type(self).stats.inconclusive += 1
             assume(False)
@@ -1117,6 +1118,15 @@ class ConformanceMachine(RuleBasedStateMachine):
         diffs.sort(key=lambda d: order.get(d[0], 9))
         return diffs, known
 
+    def _kafka_internal_error(self, code: int, acks: Mapping[TP, AckRanges]) -> None:
+        """Kafka 4.4 answers some acknowledgements of a partition whose log start DeleteRecords
+        moved with a top-level UNKNOWN_SERVER_ERROR (an exception inside the broker). What it
+        applied is unknown, so the model cannot follow: the example ends, counted as a known
+        difference (docs/conformance.md)."""
+        if code == ErrorCode.UNKNOWN_SERVER_ERROR and any(self.o.log_start[tp] > 0 for tp in acks):
+            self.note_known(["kafka-error-after-log-start-move"])
+            assume(False)
+
     def _known_ack(self, tp: TP, ranges: AckRanges, predicted: int, observed: int) -> str | None:
         """A documented difference in an acknowledgement's error code (nothing is applied
         either way)."""
@@ -1277,6 +1287,7 @@ class ConformanceMachine(RuleBasedStateMachine):
                 self.after_close()
             self.passed(tags)
             return
+        self._kafka_internal_error(resp.error_code, acks)
         if self.ambiguous(t_send, t_recv, 0):
             type(self).stats.inconclusive += 1
             assume(False)

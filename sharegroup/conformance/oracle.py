@@ -197,7 +197,14 @@ class Oracle:
         session_parts = base.session_partitions(member) if not ctx_final else ()
         orders = list(itertools.permutations(session_parts)) if fetching else [()]
         ack_orders = [True, False] if fetching and acks else [True]
-        for order, acks_first in itertools.product(orders, ack_orders):
+        # A share partition behind the log start is moved to it; Kafka 4.4 then answers that
+        # partition with nothing or already with records from the new start (both seen).
+        behind = fetching and any(
+            (sp := base.parts.get(tp)) is not None and sp.next_fetch_offset() < base.log_start[tp]
+            for tp in session_parts
+        )
+        refetch_modes = [False, True] if behind else [False]
+        for order, acks_first, refetch in itertools.product(orders, ack_orders, refetch_modes):
             o = base.clone()
             outcome = Outcome(0)
             results: dict[TP, PartitionOutcome] = {}
@@ -206,13 +213,15 @@ class Oracle:
             if ctx_final:
                 o._close(member)
             elif fetching:
-                o._acquire(member, order, params, now_ms, results)
+                o._acquire(member, order, params, now_ms, results, refetch=refetch)
             if not acks_first:
                 o._apply_acks(member, acks, params.renew, now_ms, results)
             listed: list[TP] = list(o.session_partitions(member)) if ctx_full else []
             listed += [tp for tp in [*results, *added] if tp not in listed]
             outcome.partitions = {tp: results.get(tp, PartitionOutcome()) for tp in listed}
-            outcome.note = f"order={[p for _, p in order]} acks_first={acks_first}"
+            outcome.note = (
+                f"order={[p for _, p in order]} acks_first={acks_first} refetch={refetch}"
+            )
             out.append((outcome, o))
         return out
 
@@ -292,6 +301,8 @@ class Oracle:
         params: FetchParams,
         now_ms: int,
         results: dict[TP, PartitionOutcome],
+        *,
+        refetch: bool = False,
     ) -> None:
         budget = params.max_records
         for tp in order:
@@ -304,9 +315,12 @@ class Oracle:
             offset = sp.next_fetch_offset()
             if offset < self.log_start[tp]:
                 # The log read fails with OFFSET_OUT_OF_RANGE: Kafka moves the share partition
-                # to the log start and answers this partition with nothing (ShareFetchUtils).
+                # to the log start and answers this partition with nothing (ShareFetchUtils),
+                # or (``refetch``) reads again from there.
                 sp.move_log_start(self.log_start[tp])
-                continue
+                if not refetch:
+                    continue
+                offset = sp.next_fetch_offset()
             batches = [b for b in self.log[tp] if b.last_offset >= offset]
             if not batches:
                 continue
