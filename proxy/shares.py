@@ -796,9 +796,10 @@ class ShareService:
                     "acknowledge_error_code": int(code),
                     "acknowledge_error_message": "the acknowledgement could not be persisted",
                 }
-        if acks:
+        if acks and not ctx.final:
             # Kafka takes the acknowledgements of every partition in Topics once one carries
-            # some: a partition without batches gets an acknowledgement result too (NONE).
+            # some: a partition without batches gets an acknowledgement result too (NONE);
+            # not in a closing request (epoch -1), which adds nothing.
             for tp in add:
                 results.setdefault(tp, {"acknowledge_error_code": 0})
         if ctx.final:

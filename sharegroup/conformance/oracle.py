@@ -186,7 +186,7 @@ class Oracle:
         if isinstance(early, Outcome):
             return [(early, base)]
         ctx_full, ctx_final, added = early
-        if acks:
+        if acks and not ctx_final:
             # Kafka takes the acknowledgements of every partition in Topics once any partition
             # carries some (KafkaApis.getAcknowledgeBatchesFromShareFetchRequest): a partition
             # without batches gets an acknowledgement result too (NONE) and so is listed.
