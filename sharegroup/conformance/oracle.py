@@ -72,6 +72,21 @@ class FetchParams:
     renew: bool = False
 
 
+def well_formed(ranges: AckRanges, renew: bool) -> bool:
+    """Do a partition's acknowledgement batches pass Kafka's request validation (ordered, one
+    type or one per offset, known types, RENEW only with IsRenewAck)?"""
+    prev_last = -1
+    for first, last, types in ranges:
+        if first < 0 or last < first or first < prev_last:
+            return False
+        prev_last = last
+        if len(types) not in (1, last - first + 1):
+            return False
+        if any(not 0 <= t <= (4 if renew else 3) for t in types):
+            return False
+    return bool(ranges)
+
+
 class Oracle:
     """The model's view of one share group on one broker (see the module docstring)."""
 
@@ -186,10 +201,12 @@ class Oracle:
         if isinstance(early, Outcome):
             return [(early, base)]
         ctx_full, ctx_final, added = early
-        if acks and not ctx_final:
-            # Kafka takes the acknowledgements of every partition in Topics once any partition
-            # carries some (KafkaApis.getAcknowledgeBatchesFromShareFetchRequest): a partition
-            # without batches gets an acknowledgement result too (NONE) and so is listed.
+        if any(well_formed(ranges, params.renew) for ranges in acks.values()):
+            # Kafka takes the acknowledgements of every partition in Topics once a partition
+            # carries well-formed ones (KafkaApis.getAcknowledgeBatchesFromShareFetchRequest):
+            # a partition without batches gets an acknowledgement result too (NONE) and so is
+            # listed. Seen against Kafka 4.4 with epoch -1 too, and not when every partition's
+            # batches fail the request validation.
             acks = {**dict.fromkeys(add, ()), **acks}
         out: list[tuple[Outcome, Oracle]] = []
         fetching = not ctx_final and not params.renew and params.max_records > 0
