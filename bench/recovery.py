@@ -121,36 +121,9 @@ def topic_bytes(bootstrap: str, topic: str) -> int:
     """Bytes of record batches stored in partition 0 of a topic, read back with Fetches."""
     total = 0
     offset = 0
-    cls = wire.request_class(wire.FETCH)
     with WireClient(bootstrap) as client:
         while True:
-            req = cls(
-                version=11,
-                replica_id=-1,
-                max_wait_ms=1,
-                min_bytes=0,
-                max_bytes=8 << 20,
-                isolation_level=0,
-                session_id=0,
-                session_epoch=-1,
-                topics=[
-                    cls.FetchTopic(
-                        topic=topic,
-                        partitions=[
-                            cls.FetchTopic.FetchPartition(
-                                partition=0,
-                                current_leader_epoch=-1,
-                                fetch_offset=offset,
-                                last_fetched_epoch=-1,
-                                log_start_offset=-1,
-                                partition_max_bytes=8 << 20,
-                            )
-                        ],
-                    )
-                ],
-                forgotten_topics_data=[],
-                rack_id="",
-            )
+            req = wire.fetch_request(11, [(topic, 0, offset, 8 << 20)], max_wait_ms=1, min_bytes=0)
             p = client.request(req, 11).responses[0].partitions[0]
             data = bytes(p.records or b"")
             if not data:

@@ -524,31 +524,12 @@ class ShareService:
         min_bytes: int = 1,
     ) -> Any:
         version = conn.version_for(wire.FETCH, 12)
-        req_cls = wire.request_class(wire.FETCH)
-        by_topic: dict[str, list[Any]] = {}
-        for topic, partition, offset, max_bytes in parts:
-            by_topic.setdefault(topic, []).append(
-                req_cls.FetchTopic.FetchPartition(
-                    partition=partition,
-                    current_leader_epoch=-1,
-                    fetch_offset=offset,
-                    last_fetched_epoch=-1,
-                    log_start_offset=-1,
-                    partition_max_bytes=max_bytes,
-                )
-            )
-        req = req_cls(
-            version=version,
-            replica_id=-1,
+        req = wire.fetch_request(
+            version,
+            parts,
             max_wait_ms=max(1, max_wait_ms),  # Tansu answers nothing at all to max_wait_ms=0
             min_bytes=min_bytes,
-            max_bytes=max(sum(p[3] for p in parts), 1),
             isolation_level=isolation_level,
-            session_id=0,
-            session_epoch=-1,
-            topics=[req_cls.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
-            forgotten_topics_data=[],
-            rack_id="",
         )
         return await conn.request(req, version, timeout_s=max_wait_ms / 1000 + 30)
 

@@ -13,7 +13,7 @@ import importlib
 import io
 import pkgutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +178,44 @@ def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 35:
             raise FrameError("varint too long")
+
+
+def fetch_request(
+    version: int,
+    parts: Sequence[tuple[str, int, int, int]],
+    *,
+    max_wait_ms: int,
+    min_bytes: int,
+    isolation_level: int = 0,
+) -> Any:
+    """A sessionless Fetch of (topic, partition, fetch offset, max bytes) entries, as a
+    consumer outside any group sends it; max_bytes is the sum of the entries'."""
+    cls = request_class(FETCH)
+    by_topic: dict[str, list[Any]] = {}
+    for topic, partition, offset, max_bytes in parts:
+        by_topic.setdefault(topic, []).append(
+            cls.FetchTopic.FetchPartition(
+                partition=partition,
+                current_leader_epoch=-1,
+                fetch_offset=offset,
+                last_fetched_epoch=-1,
+                log_start_offset=-1,
+                partition_max_bytes=max_bytes,
+            )
+        )
+    return cls(
+        version=version,
+        replica_id=-1,
+        max_wait_ms=max_wait_ms,
+        min_bytes=min_bytes,
+        max_bytes=max(sum(p[3] for p in parts), 1),
+        isolation_level=isolation_level,
+        session_id=0,
+        session_epoch=-1,
+        topics=[cls.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+        forgotten_topics_data=[],
+        rack_id="",
+    )
 
 
 def api_versions_request(version: int = 3) -> Any:

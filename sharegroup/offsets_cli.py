@@ -126,34 +126,7 @@ def metadata(client: WireClient, topics: list[str]) -> dict[str, int]:
 
 def log_bounds(client: WireClient, topic: str, partition: int) -> tuple[int, int]:
     """(log start, high watermark) from a Fetch: right on every broker."""
-    cls = wire.request_class(wire.FETCH)
-    req = cls(
-        version=11,
-        replica_id=-1,
-        max_wait_ms=1,
-        min_bytes=0,
-        max_bytes=1,
-        isolation_level=0,
-        session_id=0,
-        session_epoch=-1,
-        topics=[
-            cls.FetchTopic(
-                topic=topic,
-                partitions=[
-                    cls.FetchTopic.FetchPartition(
-                        partition=partition,
-                        current_leader_epoch=-1,
-                        fetch_offset=0,
-                        last_fetched_epoch=-1,
-                        log_start_offset=-1,
-                        partition_max_bytes=1,
-                    )
-                ],
-            )
-        ],
-        forgotten_topics_data=[],
-        rack_id="",
-    )
+    req = wire.fetch_request(11, [(topic, partition, 0, 1)], max_wait_ms=1, min_bytes=0)
     p = client.request(req, 11).responses[0].partitions[0]
     if p.error_code not in (0, 1):
         raise OffsetsError(f"{topic}-{partition}: {_error_name(p.error_code)}")

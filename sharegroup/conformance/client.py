@@ -284,33 +284,8 @@ def read_log(
 ) -> tuple[list[LogBatchInfo], int, int]:
     """The record batches of the log from ``offset``, the log start and the high watermark."""
     version = conn.version_for(wire.FETCH, 12)
-    cls = wire.request_class(wire.FETCH)
-    req = cls(
-        version=version,
-        replica_id=-1,
-        max_wait_ms=1,
-        min_bytes=0,
-        max_bytes=max_bytes,
-        isolation_level=0,
-        session_id=0,
-        session_epoch=-1,
-        topics=[
-            cls.FetchTopic(
-                topic=topic,
-                partitions=[
-                    cls.FetchTopic.FetchPartition(
-                        partition=partition,
-                        current_leader_epoch=-1,
-                        fetch_offset=offset,
-                        last_fetched_epoch=-1,
-                        log_start_offset=-1,
-                        partition_max_bytes=max_bytes,
-                    )
-                ],
-            )
-        ],
-        forgotten_topics_data=[],
-        rack_id="",
+    req = wire.fetch_request(
+        version, [(topic, partition, offset, max_bytes)], max_wait_ms=1, min_bytes=0
     )
     p = conn.request(req, version).responses[0].partitions[0]
     if p.error_code not in (0, 1):
