@@ -21,6 +21,7 @@ from model.partition import (
     SharePartition,
     StateBatch,
     StateDelta,
+    ack_shape_error,
 )
 from model.session import (
     FINAL_EPOCH,
@@ -33,6 +34,7 @@ from model.session import (
 )
 
 __all__ = [
+    "ack_shape_error",
     "FINAL_EPOCH",
     "INITIAL_EPOCH",
     "AckBatch",

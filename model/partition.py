@@ -485,27 +485,10 @@ class SharePartition:
             fast = self._acknowledge_fast(member_id, batches[0], now_ms)
             if fast is not None:
                 return fast
-        # The shape of the request, for the whole partition (Kafka's request validation):
-        # INVALID_REQUEST. A batch may start at the previous one's last offset (Kafka allows
-        # it; that offset is then met twice, see below).
-        prev_last = -1
-        for b in batches:
-            if b.last_offset < b.first_offset or b.first_offset < 0:
-                raise ShareApiError(ErrorCode.INVALID_REQUEST, f"bad acknowledgement range {b}")
-            if b.first_offset < prev_last:
-                raise ShareApiError(
-                    ErrorCode.INVALID_REQUEST, "acknowledgement batches overlap or are unordered"
-                )
-            prev_last = b.last_offset
-            width = b.last_offset - b.first_offset + 1
-            if len(b.ack_types) not in (1, width):
-                raise ShareApiError(
-                    ErrorCode.INVALID_REQUEST,
-                    f"{len(b.ack_types)} acknowledge types for {width} offsets",
-                )
-            for t in b.ack_types:
-                if not 0 <= t <= 4:
-                    raise ShareApiError(ErrorCode.INVALID_REQUEST, f"unknown acknowledge type {t}")
+        # The shape of the request, for the whole partition (Kafka's request validation).
+        shape_error = ack_shape_error(batches)
+        if shape_error is not None:
+            raise ShareApiError(ErrorCode.INVALID_REQUEST, shape_error)
         # Then batch by batch, in order, as Kafka's share partition does: the first batch that
         # fails decides the error, and nothing is applied.
         plan: list[tuple[int, int, AckType]] = []
@@ -846,6 +829,27 @@ def _append_piece(pieces: list[tuple[int, int, int]], first: int, last: int, cou
         pieces[-1] = (pieces[-1][0], last, count)
     else:
         pieces.append((first, last, count))
+
+
+def ack_shape_error(batches: Sequence[AckBatch], *, renew: bool = True) -> str | None:
+    """What is wrong with one partition's acknowledgement batches as a request (Kafka answers
+    INVALID_REQUEST), or None. Batches must be in order and may touch at one offset (Kafka
+    checks first >= previous last); one type, or one per offset; types 0-4, RENEW (4) only
+    with ``renew`` (IsRenewAck)."""
+    prev_last = -1
+    for b in batches:
+        if b.last_offset < b.first_offset or b.first_offset < 0:
+            return f"bad acknowledgement range {b}"
+        if b.first_offset < prev_last:
+            return "acknowledgement batches overlap or are unordered"
+        prev_last = b.last_offset
+        width = b.last_offset - b.first_offset + 1
+        if len(b.ack_types) not in (1, width):
+            return f"{len(b.ack_types)} acknowledge types for {width} offsets"
+        for t in b.ack_types:
+            if not 0 <= t <= (4 if renew else 3):
+                return f"unknown acknowledge type {t}"
+    return None
 
 
 def _shape(

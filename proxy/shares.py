@@ -34,6 +34,7 @@ from model import (
     LogBatch,
     ShareApiError,
     SharePartition,
+    ack_shape_error,
 )
 from proxy import messages, wire
 from proxy.state_store import StateStore, StateWriteError
@@ -777,7 +778,10 @@ class ShareService:
                     "acknowledge_error_code": int(code),
                     "acknowledge_error_message": "the acknowledgement could not be persisted",
                 }
-        if any(_well_formed(batches, renew) for _, _, batches in acks):
+        if any(
+            ack_shape_error(self._ack_batches(batches), renew=renew) is None
+            for _, _, batches in acks
+        ):
             # Kafka takes the acknowledgements of every partition in Topics once one carries
             # well-formed ones: a partition without batches gets an acknowledgement result
             # too (NONE), and so is listed.
@@ -1154,18 +1158,3 @@ def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
 
 for _key, _request_cls in messages.SHARE_REQUESTS.items():
     wire.register(_request_cls, messages.SHARE_RESPONSES[_key])
-
-
-def _well_formed(batches: Sequence[Any], renew: bool) -> bool:
-    """Do a partition's acknowledgement batches pass Kafka's request validation?"""
-    prev_last = -1
-    for b in batches:
-        first, last, types = b.first_offset, b.last_offset, b.acknowledge_types
-        if first < 0 or last < first or first < prev_last:
-            return False
-        prev_last = last
-        if len(types) not in (1, last - first + 1):
-            return False
-        if any(not 0 <= t <= (4 if renew else 3) for t in types):
-            return False
-    return bool(batches)

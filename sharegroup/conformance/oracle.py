@@ -36,6 +36,7 @@ from model import (
     ShareApiError,
     SharePartition,
     ShareSessionCache,
+    ack_shape_error,
 )
 from model.session import FINAL_EPOCH, MAX_MEMBER_ID_LENGTH
 
@@ -73,18 +74,9 @@ class FetchParams:
 
 
 def well_formed(ranges: AckRanges, renew: bool) -> bool:
-    """Do a partition's acknowledgement batches pass Kafka's request validation (ordered, one
-    type or one per offset, known types, RENEW only with IsRenewAck)?"""
-    prev_last = -1
-    for first, last, types in ranges:
-        if first < 0 or last < first or first < prev_last:
-            return False
-        prev_last = last
-        if len(types) not in (1, last - first + 1):
-            return False
-        if any(not 0 <= t <= (4 if renew else 3) for t in types):
-            return False
-    return bool(ranges)
+    """Do a partition's acknowledgement batches pass Kafka's request validation?"""
+    batches = [AckBatch(f, la, tuple(types)) for f, la, types in ranges]
+    return bool(batches) and ack_shape_error(batches, renew=renew) is None
 
 
 class Oracle:
