@@ -3,8 +3,8 @@
 1. ``recovery_s``: the state topic is filled with the state of 1,000 share partitions covering
    1,000 records each (1,000,000 records): per partition a snapshot and the updates a consumer
    would have caused — a release of 100 records, their re-acknowledgement, and acknowledgements in
-   batches of 500 — written with the proxy's own record encoder and transactional producer
-   settings. Then ``sharegroup proxy`` is started as a process and timed from exec to the line
+   batches of 500 — written as a proxy instance writes them: a writer claim, then the
+   records with the proxy's encoder and writer header, idempotent with acks=all. Then ``sharegroup proxy`` is started as a process and timed from exec to the line
    it prints once it serves (it prints it only after replaying the state topic). Median of runs.
 2. ``state_bytes_per_acked_record``: a proxy on the same broker, real ShareConsumers (implicit
    acknowledgement, max.poll.records=500, records produced in log batches of 500 so that each
@@ -40,7 +40,15 @@ from model import RecordState, StateBatch  # noqa: E402
 from proxy import wire  # noqa: E402
 from sharegroup.brokers import start_tansu  # noqa: E402
 from sharegroup.offsets_cli import WireClient  # noqa: E402
-from sharegroup.persist.records import Record, Snapshot, Update, encode  # noqa: E402
+from sharegroup.persist.records import (  # noqa: E402
+    WRITER_HEADER,
+    Record,
+    Snapshot,
+    Update,
+    WriterClaim,
+    encode,
+    writer_header,
+)
 
 SHAREGROUP = Path(sys.executable).with_name("sharegroup")
 ACK, AVAIL = RecordState.ACKNOWLEDGED, RecordState.AVAILABLE
@@ -68,20 +76,20 @@ def fill_state_topic(bootstrap: str, topic: str, records: list[Record]) -> None:
     for f in admin.create_topics([new]).values():
         f.result(30)
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "transactional.id": f"sharegroup-{topic}",
-            "acks": "all",
-            "linger.ms": 5,
-        }
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
     )
-    producer.init_transactions(30)
-    for i in range(0, len(records), 5000):
-        producer.begin_transaction()
-        for r in records[i : i + 5000]:
-            key, value = encode(r)
-            producer.produce(topic, key=key, value=value, partition=0)
-        producer.commit_transaction(30)
+    writer = uuid.uuid4()
+    for seq, r in enumerate([WriterClaim(writer), *records]):
+        key, value = encode(r)
+        header: list[tuple[str, str | bytes | None]] = [(WRITER_HEADER, writer_header(writer, seq))]
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, partition=0, headers=header)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.1)
+    if producer.flush(60):
+        raise SystemExit("could not write the state topic")
 
 
 def time_start(upstream: str, state_topic: str) -> float:

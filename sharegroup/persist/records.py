@@ -2,8 +2,8 @@
 
 Framing follows Kafka's coordinator records (digest 6.3): a key is an int16 record type and the
 key struct at version 0; a value is an int16 version and the value struct; a null value is a
-tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig and
-3 TopicId (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
+tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig,
+3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from model import RecordState, StateBatch
 
 SCHEMAS = "sharegroup.persist.schemas"
 RECORD_SNAPSHOT, RECORD_UPDATE, RECORD_GROUP_CONFIG, RECORD_TOPIC_ID = 0, 1, 2, 3
+RECORD_WRITER_CLAIM = 4
 _TYPE = struct.Struct(">h")
+
+# Every record an instance writes carries this header: its writer id (16 bytes) and the
+# record's sequence number in that instance (8 bytes, big-endian).
+WRITER_HEADER = "sharegroup.writer"
+_SEQ = struct.Struct(">q")
 
 
 class ShareSnapshotKey(ApiData, load_json=SCHEMAS):
@@ -52,6 +58,14 @@ class TopicIdKey(ApiData, load_json=SCHEMAS):
 
 
 class TopicIdValue(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class WriterClaimKey(ApiData, load_json=SCHEMAS):
+    pass
+
+
+class WriterClaimValue(ApiData, load_json=SCHEMAS):
     pass
 
 
@@ -96,7 +110,35 @@ class TopicIdAssigned:
     topic_id: UUID
 
 
-Record = Snapshot | Update | Tombstone | GroupConfigs | TopicIdAssigned
+@dataclass(frozen=True, slots=True)
+class WriterClaim:
+    """An instance takes over the state topic: from here on only its records count."""
+
+    writer_id: UUID
+    claim_timestamp: int = 0
+    host: str = ""
+    process_id: int = 0
+
+
+Record = Snapshot | Update | Tombstone | GroupConfigs | TopicIdAssigned | WriterClaim
+
+
+def writer_header(writer_id: UUID, seq: int) -> bytes:
+    return writer_id.bytes + _SEQ.pack(seq)
+
+
+def read_writer_header(value: bytes | None) -> tuple[UUID, int] | None:
+    """(writer id, sequence number) of a writer header; None when it is not one."""
+    if value is None or len(value) != 24:
+        return None
+    return UUID(bytes=bytes(value[:16])), _SEQ.unpack_from(value, 16)[0]
+
+
+def type_of_key(key: bytes | None) -> int | None:
+    """The record type of a key, without decoding the rest."""
+    if key is None or len(key) < 2:
+        return None
+    return int(_TYPE.unpack_from(key, 0)[0])
 
 
 class RecordError(ValueError):
@@ -165,6 +207,15 @@ def encode(record: Record) -> tuple[bytes, bytes | None]:
             version=0, configs=[item(name=k, value=v) for k, v in sorted(record.configs.items())]
         )
         return key, bytes(value.encode(version=0))
+    if isinstance(record, WriterClaim):
+        key = _key(RECORD_WRITER_CLAIM, WriterClaimKey(writer_id=record.writer_id))
+        claim = WriterClaimValue(
+            version=0,
+            claim_timestamp=record.claim_timestamp,
+            host=record.host,
+            process_id=record.process_id,
+        )
+        return key, bytes(claim.encode(version=0))
     key = _key(RECORD_TOPIC_ID, TopicIdKey(topic_name=record.topic_name))
     return key, bytes(TopicIdValue(version=0, topic_id=record.topic_id).encode(version=0))
 
@@ -208,6 +259,12 @@ def decode(key: bytes, value: bytes | None) -> Record:
             if value is None:
                 raise RecordError("topic id record without a value")
             return TopicIdAssigned(t.topic_name, TopicIdValue.decode(value).topic_id)
+        if record_type == RECORD_WRITER_CLAIM:
+            w = WriterClaimKey.decode(body, version=0, header=False)
+            if value is None:
+                raise RecordError("writer claim record without a value")
+            wv = WriterClaimValue.decode(value)
+            return WriterClaim(w.writer_id, wv.claim_timestamp, wv.host, wv.process_id)
     except (ValueError, EOFError, struct.error) as e:
         raise RecordError(f"unreadable state record of type {record_type}: {e}") from e
     raise RecordError(f"unknown state record type {record_type}")

@@ -23,6 +23,7 @@ from sharegroup.persist.records import (
     Tombstone,
     TopicIdAssigned,
     Update,
+    WriterClaim,
 )
 
 
@@ -105,6 +106,20 @@ class Replay:
     group_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_ids: dict[str, UUID] = field(default_factory=dict)
     records: int = 0
+    owner: UUID | None = None  # the writer of the last claim read
+    ignored: int = 0  # records of a writer that no longer owned the topic
+
+    def apply_logged(self, record: Record, writer: UUID | None) -> bool:
+        """Apply a record read from the log, written by ``writer`` (None: no writer header).
+        A claim makes its writer the owner; from then on a record of any other writer is
+        ignored (a fenced instance that went on writing). Returns whether it was applied."""
+        if not isinstance(record, WriterClaim) and (
+            writer is not None and self.owner is not None and writer != self.owner
+        ):
+            self.ignored += 1
+            return False
+        self.apply(record)
+        return True
 
     def apply(self, record: Record) -> None:
         self.records += 1
@@ -135,3 +150,5 @@ class Replay:
                 self.group_configs[record.group_id] = dict(record.configs)
         elif isinstance(record, TopicIdAssigned):
             self.topic_ids[record.topic_name] = record.topic_id
+        elif isinstance(record, WriterClaim):
+            self.owner = record.writer_id

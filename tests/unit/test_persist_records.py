@@ -14,8 +14,12 @@ from sharegroup.persist.records import (
     Tombstone,
     TopicIdAssigned,
     Update,
+    WriterClaim,
     decode,
     encode,
+    read_writer_header,
+    type_of_key,
+    writer_header,
 )
 from sharegroup.persist.recovery import DurableState, Replay
 
@@ -32,6 +36,7 @@ def test_every_record_kind_round_trips() -> None:
         GroupConfigs("g", {"share.auto.offset.reset": "earliest"}),
         GroupConfigs("g", None),
         TopicIdAssigned("orders", UUID(int=99)),
+        WriterClaim(UUID(int=5), 1700000000000, "host-a", 4242),
     ):
         key, value = encode(record)
         assert decode(key, value) == record
@@ -41,6 +46,34 @@ def test_key_framing_is_record_type_then_struct() -> None:
     key, value = encode(Update(KEY, 0, 0, 0, ()))
     assert key[:2] == b"\x00\x01"  # record type 1: ShareUpdate
     assert value is not None and value[:2] == b"\x00\x00"  # value version 0
+
+
+def test_writer_header_and_claim_key() -> None:
+    writer = UUID(int=12345)
+    assert read_writer_header(writer_header(writer, 2**40 + 3)) == (writer, 2**40 + 3)
+    assert read_writer_header(b"short") is None and read_writer_header(None) is None
+    key, _ = encode(WriterClaim(writer))
+    assert type_of_key(key) == 4 and type_of_key(b"") is None
+
+
+def test_replay_ignores_a_writer_after_another_claims_the_topic() -> None:
+    """Log-based single writer: after B's claim, A's records (a fenced instance still writing)
+    count for nobody, while A's records before the claim and B's after it do."""
+    a, b = UUID(int=1), UUID(int=2)
+    replay = Replay()
+    assert replay.apply_logged(Snapshot(KEY, 0, 0, 0, 0, 0, 0, ()), None)  # no header: counts
+    assert replay.apply_logged(WriterClaim(a), a)
+    assert replay.apply_logged(Update(KEY, 0, 0, 0, (StateBatch(0, 4, ACK, 1),)), a)
+    assert replay.apply_logged(WriterClaim(b), b)
+    assert not replay.apply_logged(Update(KEY, 0, 0, 0, (StateBatch(5, 9, ACK, 1),)), a)
+    assert not replay.apply_logged(GroupConfigs("g", {"share.auto.offset.reset": "latest"}), a)
+    assert replay.apply_logged(Update(KEY, 0, 0, 0, (StateBatch(10, 10, ARC, 5),)), b)
+    assert replay.owner == b and replay.ignored == 2
+    assert replay.partitions[KEY].batches() == (
+        StateBatch(0, 4, ACK, 1),
+        StateBatch(10, 10, ARC, 5),
+    )
+    assert "g" not in replay.group_configs
 
 
 def test_higher_delivery_count_wins_then_higher_state() -> None:
