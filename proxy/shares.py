@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -196,7 +195,13 @@ class ShareService:
 
     async def _persist(self, changes: Sequence[Change]) -> dict[PartitionKey, ErrorCode]:
         """Write changes and wait until they are durable. On failure the partitions go back
-        to their durable state (the client is told its acknowledgement failed)."""
+        to their durable state (the client is told its acknowledgement failed).
+
+        No lock is held: acknowledgements of one partition are applied and written in the
+        same order, each without a checkpoint in between, and are confirmed in that order.
+        A write refused before it leaves fails at once, before any other acknowledgement can
+        be applied, so rebuilding the partition throws nothing else away; any later failure
+        stops this instance's share-group service as a whole (StateStore._fail)."""
         if self.store is None or not changes:
             return {}
         try:
@@ -208,21 +213,6 @@ class ShareService:
                 self._reload(key)
             return failed
         return {}
-
-    @asynccontextmanager
-    async def _partition_locks(
-        self, group_id: str, partitions: Sequence[tuple[UUID, int]]
-    ) -> AsyncIterator[None]:
-        """Hold the locks of these share partitions (in a fixed order: no deadlock) while an
-        acknowledgement is applied and persisted. A second acknowledgement of the same
-        partition must not be applied while the first one's write may still fail: rebuilding
-        the partition from its durable state would throw the second one away even though its
-        own write, queued behind, then succeeds and is confirmed."""
-        async with AsyncExitStack() as stack:
-            for topic_id, partition in sorted(set(partitions), key=lambda tp: (str(tp[0]), tp[1])):
-                watch = self.watches.setdefault((group_id, topic_id, partition), PartitionWatch())
-                await stack.enter_async_context(watch.lock)
-            yield
 
     def _persist_later(self, changes: Sequence[Change]) -> None:
         if self.store is not None and changes:
@@ -665,24 +655,22 @@ class ShareService:
         now = now_ms()
         outcomes: list[tuple[UUID, int, ErrorCode, str | None]] = []
         changes: list[Change] = []
-        touched = [(t.topic_id, p.partition_index) for t in req.topics for p in t.partitions]
-        async with self._partition_locks(req.group_id, touched):
-            for t in req.topics:
-                for p in t.partitions:
-                    code, message, change = self._apply_acks(
-                        req.group_id,
-                        req.member_id,
-                        t.topic_id,
-                        p.partition_index,
-                        p.acknowledgement_batches,
-                        now,
-                        renew,
-                    )
-                    outcomes.append((t.topic_id, p.partition_index, code, message))
-                    if change is not None:
-                        changes.append(change)
-            # The answer goes out only once the acknowledgements are durable.
-            failed = await self._persist(changes)
+        for t in req.topics:
+            for p in t.partitions:
+                code, message, change = self._apply_acks(
+                    req.group_id,
+                    req.member_id,
+                    t.topic_id,
+                    p.partition_index,
+                    p.acknowledgement_batches,
+                    now,
+                    renew,
+                )
+                outcomes.append((t.topic_id, p.partition_index, code, message))
+                if change is not None:
+                    changes.append(change)
+        # The answer goes out only once the acknowledgements are durable.
+        failed = await self._persist(changes)
         by_topic: dict[UUID, list[Any]] = {}
         for topic_id, partition, code, message in outcomes:
             lost = failed.get((req.group_id, topic_id, partition))
@@ -762,22 +750,16 @@ class ShareService:
         now = now_ms()
         results: dict[tuple[UUID, int], dict[str, Any]] = {}
         changes: list[Change] = []
-        async with self._partition_locks(group_id, [(t, p) for t, p, _ in acks]):
-            for topic_id, partition, batches in acks:
-                code, message, change = self._apply_acks(
-                    group_id, member_id, topic_id, partition, batches, now, renew
-                )
-                results[(topic_id, partition)] = {
-                    "acknowledge_error_code": int(code),
-                    "acknowledge_error_message": message,
-                }
-                if change is not None:
-                    changes.append(change)
-            for (_, topic_id, partition), code in (await self._persist(changes)).items():
-                results[(topic_id, partition)] = {
-                    "acknowledge_error_code": int(code),
-                    "acknowledge_error_message": "the acknowledgement could not be persisted",
-                }
+        for topic_id, partition, batches in acks:
+            code, message, change = self._apply_acks(
+                group_id, member_id, topic_id, partition, batches, now, renew
+            )
+            results[(topic_id, partition)] = {
+                "acknowledge_error_code": int(code),
+                "acknowledge_error_message": message,
+            }
+            if change is not None:
+                changes.append(change)
         if any(
             ack_shape_error(self._ack_batches(batches), renew=renew) is None
             for _, _, batches in acks
@@ -787,15 +769,38 @@ class ShareService:
             # too (NONE), and so is listed.
             for tp in add:
                 results.setdefault(tp, {"acknowledge_error_code": 0})
-        if ctx.final:
-            self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
-        elif not renew and req.max_records != 0 and req.max_bytes != 0:
-            session_parts = list(ctx.session.partitions)
-            fetched = await self._fetch_records(
-                conn, group_id, member_id, session_parts, req, version
+        failed: dict[PartitionKey, ErrorCode] = {}
+        fetched: dict[tuple[UUID, int], dict[str, Any]] = {}
+
+        async def persist() -> None:
+            failed.update(await self._persist(changes))
+
+        async def fetch() -> None:
+            parts = list(ctx.session.partitions)
+            fetched.update(
+                await self._fetch_records(conn, group_id, member_id, parts, req, version)
             )
-            for tp, data in fetched.items():
-                results.setdefault(tp, {}).update(data)
+
+        if ctx.final:
+            await persist()
+            self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
+        elif renew or req.max_records == 0 or req.max_bytes == 0:
+            await persist()
+        elif not changes:
+            await fetch()
+        else:
+            # The acknowledgements are applied already: records are acquired while their
+            # write is out, and the answer goes once both are done (it carries the outcome).
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(persist)
+                nursery.start_soon(fetch)
+        for (_, topic_id, partition), code in failed.items():
+            results[(topic_id, partition)] = {
+                "acknowledge_error_code": int(code),
+                "acknowledge_error_message": "the acknowledgement could not be persisted",
+            }
+        for tp, data in fetched.items():
+            results.setdefault(tp, {}).update(data)
         # Which partitions the answer lists (digest 2.3): all of a new session's; otherwise those
         # with records, errors or acknowledgement results, and the newly added ones (once).
         report: list[Any] = list(ctx.session.partitions) if ctx.full else []
@@ -905,14 +910,27 @@ class ShareService:
         # MaxBytes is split evenly over the partitions (Kafka's UNIFORM strategy), at most
         # 1 MiB each; as in Kafka, a first batch larger than that still comes whole.
         per_partition_bytes = max(1, min(PARTITION_FETCH_BYTES, req.max_bytes // len(parts)))
+        # As Kafka does (round robin by session epoch), each request starts at another
+        # partition, so that members sharing partitions do not all queue on the first one. A
+        # partition another request is fetching (its lock is held) is passed over, and waited
+        # for only when no other partition gave records.
+        shift = max(req.share_session_epoch, 0) % len(parts)
+        parts = parts[shift:] + parts[:shift]
         first_attempt = True
         while True:
             budget = max_records
             acquired_any = False
             waiting_for_data: list[tuple[UUID, int]] = []
-            for topic_id, partition in parts:
-                if budget <= 0:
-                    break
+            todo, blocking = list(parts), False
+            busy: list[tuple[UUID, int]] = []
+            while budget > 0 and (todo or (busy and not acquired_any)):
+                if not todo:
+                    todo, busy, blocking = busy, [], True
+                topic_id, partition = todo.pop(0)
+                watch = self.watches.setdefault((group_id, topic_id, partition), PartitionWatch())
+                if not blocking and watch.lock.locked():
+                    busy.append((topic_id, partition))
+                    continue
                 got = await self._acquire_from(
                     conn,
                     group_id,
@@ -995,6 +1013,8 @@ class ShareService:
                     "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
                     "error_message": str(e),
                 }, 0
+            if self.engine.share_partition(key) is not sp:
+                return {}, 0  # rebuilt or reset while the fetch was out: look again later
             p = (
                 resp.responses[0].partitions[0]
                 if resp.responses and resp.responses[0].partitions
