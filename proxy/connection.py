@@ -25,6 +25,7 @@ import itertools
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -91,6 +92,11 @@ class Slot:
     def set_streamed(self) -> None:
         self.streamed = True
         self.event.set()
+
+
+async def _after_answer(slot: Slot, then: Callable[[], None]) -> None:
+    await slot.event.wait()
+    then()
 
 
 class ClientConnection:
@@ -242,6 +248,12 @@ class ClientConnection:
         except FrameError as e:
             raise CloseConnection(str(e)) from e
         relay_slot = Slot() if expects else None
+        if key == wire.DELETE_RECORDS and share is not None:
+            # Share partitions' read-ahead may hold records this deletes: drop it now, and
+            # again once the broker answered (a read-ahead may have raced the deletion).
+            share.log_deleted()
+            if relay_slot is not None:
+                nursery.start_soon(_after_answer, relay_slot, share.log_deleted)
         await self._relay(framed, head, relay_slot, nursery)
         return relay_slot
 

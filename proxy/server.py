@@ -51,6 +51,8 @@ class ShareHandler(Protocol):
 
     async def start(self, nursery: trio.Nursery) -> None: ...
 
+    def log_deleted(self) -> None: ...
+
 
 @dataclass
 class ProxyConfig:

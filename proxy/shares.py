@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,10 @@ SHARE_API_VERSIONS = {
 }
 _HEADER = DefaultRecordBase.HEADER_STRUCT
 PARTITION_FETCH_BYTES = 1 << 20
+# Read-ahead (ShareService._read_ahead): how much is fetched ahead of the consumers of a share
+# partition in one upstream request, and how much of the log a share partition keeps at most.
+READ_AHEAD_BYTES = 2 << 20
+READ_AHEAD_MAX_BYTES = 8 << 20
 
 
 def now_ms() -> int:
@@ -93,10 +98,81 @@ class PartitionWatch:
     event: trio.Event = field(default_factory=trio.Event)
     high_watermark: int = -1
     lock: trio.Lock = field(default_factory=trio.Lock)
+    # Read-ahead: record batches of the log from ``ra_start`` to ``ra_end`` (exclusive) as the
+    # upstream returned them (any gap between them is a gap of the log), read for the share
+    # partition object ``ra_owner`` at isolation level ``ra_isolation``.
+    ra_batches: deque[tuple[LogBatch, memoryview]] = field(default_factory=deque)
+    ra_start: int = 0
+    ra_end: int = 0
+    ra_bytes: int = 0
+    ra_owner: object = None
+    ra_isolation: int = -1
+    ra_pending: trio.Event | None = None  # set when the read-ahead in flight is done
 
     def notify(self) -> None:
         self.event.set()
         self.event = trio.Event()
+
+    def forget_read_ahead(self) -> None:
+        self.ra_batches.clear()
+        self.ra_bytes = 0
+        self.ra_owner = None
+
+    def cached(
+        self, owner: object, isolation: int, offset: int, max_bytes: int
+    ) -> list[tuple[LogBatch, memoryview]] | None:
+        """The read-ahead batches from the one holding ``offset``, up to ``max_bytes`` (at
+        least one): what a Fetch at ``offset`` would return. None when the window does not
+        hold ``offset`` or holds less than ``max_bytes`` from it: the log may have grown past
+        the window since, and a Fetch would return more."""
+        if (
+            self.ra_owner is not owner
+            or self.ra_isolation != isolation
+            or not self.ra_start <= offset < self.ra_end
+        ):
+            return None
+        out: list[tuple[LogBatch, memoryview]] = []
+        size = 0
+        for batch, data in self.ra_batches:
+            if batch.last_offset < offset:
+                continue
+            if out and size + len(data) > max_bytes:
+                return out
+            out.append((batch, data))
+            size += len(data)
+        return out if size >= max_bytes else None
+
+    def keep(
+        self, owner: object, isolation: int, start: int, batches: list[tuple[LogBatch, memoryview]]
+    ) -> None:
+        """Replace the read-ahead with what one fetch at ``start`` returned."""
+        self.forget_read_ahead()
+        self.ra_owner, self.ra_isolation, self.ra_start = owner, isolation, start
+        self.ra_end = start
+        self.extend(batches)
+
+    def extend(self, batches: list[tuple[LogBatch, memoryview]]) -> None:
+        for batch, data in batches:
+            if batch.last_offset < self.ra_end:
+                continue
+            self.ra_batches.append((batch, data))
+            self.ra_bytes += len(data)
+            self.ra_end = batch.last_offset + 1
+
+    def trim(self, below: int) -> None:
+        """Drop batches wholly below ``below`` (SPSO), then the oldest beyond the size cap."""
+        batches = self.ra_batches
+        while batches and (
+            batches[0][0].last_offset < below or self.ra_bytes > READ_AHEAD_MAX_BYTES
+        ):
+            batch, data = batches.popleft()
+            self.ra_bytes -= len(data)
+            self.ra_start = batch.last_offset + 1
+        if not batches:
+            self.ra_owner = None
+
+    def bytes_from(self, offset: int) -> int:
+        return sum(len(d) for b, d in self.ra_batches if b.last_offset >= offset)
 
 
 class ShareService:
@@ -111,6 +187,11 @@ class ShareService:
         self.watches: dict[PartitionKey, PartitionWatch] = {}
         self._timer_wakeup = trio.Event()
         self._fetch_conns: dict[tuple[int, int], BrokerConnection] = {}
+        self._ra_conns: dict[tuple[int, int], BrokerConnection] = {}
+        self.log_generation = 0  # counts DeleteRecords seen: read-ahead from before is stale
+        # Where acquisitions got their records: an upstream fetch on demand, or the read-ahead
+        # (and how many read-ahead fetches were made).
+        self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
         self.on_change: list[Any] = []  # observers of every change (tests, reports)
         self.updates_per_snapshot = 500
         self.offsets: Any = None  # proxy.share_offsets.ShareOffsets, set by attach()
@@ -992,78 +1073,103 @@ class ShareService:
             expired = sp.expire_locks(now)
             if not expired.empty:
                 self._publish([Change(key, expired, "expiry")])
-            fetch_offset = sp.next_fetch_offset()
             if not sp.has_available() and sp.in_flight_count >= sp.max_in_flight:
                 return {}, 0  # at the in-flight limit: wait for acknowledgements
+            fetch_offset = sp.next_fetch_offset()
+            batches = watch.cached(sp, isolation, fetch_offset, max_bytes)
+            pending = watch.ra_pending
             if (
-                trust_hwm
-                and watch.high_watermark >= 0
-                and fetch_offset >= watch.high_watermark
-                and not sp.has_available()
+                batches is None
+                and pending is not None
+                and watch.ra_owner is sp
+                and watch.ra_start <= fetch_offset <= watch.ra_end
             ):
-                return None  # nothing new since we looked a moment ago
-            try:
-                bc = await self._fetch_conn(conn, leader)
-                resp = await self._upstream_fetch(
-                    bc, [(name, partition, fetch_offset, max_bytes)], 1, isolation
-                )
-            except UpstreamError as e:
-                log.warning("fetch %s-%s from broker %s failed: %s", name, partition, leader, e)
-                return {
-                    "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
-                    "error_message": str(e),
-                }, 0
-            if self.engine.share_partition(key) is not sp:
-                return {}, 0  # rebuilt or reset while the fetch was out: look again later
-            p = (
-                resp.responses[0].partitions[0]
-                if resp.responses and resp.responses[0].partitions
-                else None
-            )
-            if p is None:
-                return None
-            if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
-                start = int(getattr(p, "log_start_offset", -1))
-                if start <= sp.start_offset:  # Kafka answers -1 here: ask for it
-                    try:
-                        conn0 = await self.proxy.cluster.connection(leader)
-                        start = await self._log_start(conn0, name, partition)
-                    except UpstreamError as e:
-                        log.warning("log start of %s-%s: %s", name, partition, e)
-                if start > sp.start_offset:
-                    self._publish([Change(key, sp.move_log_start(start), "log-start")])
+                await pending.wait()  # the read-ahead in flight reads what this needs
+                if self.engine.share_partition(key) is not sp:
                     return {}, 0
+                fetch_offset = sp.next_fetch_offset()
+                batches = watch.cached(sp, isolation, fetch_offset, max_bytes)
+            if batches is None:
+                if (
+                    trust_hwm
+                    and watch.high_watermark >= 0
+                    and fetch_offset >= watch.high_watermark
+                    and not sp.has_available()
+                ):
+                    return None  # nothing new since we looked a moment ago
+                generation = self.log_generation
+                try:
+                    bc = await self._fetch_conn(conn, leader)
+                    resp = await self._upstream_fetch(
+                        bc, [(name, partition, fetch_offset, max_bytes)], 1, isolation
+                    )
+                except UpstreamError as e:
+                    log.warning("fetch %s-%s from broker %s failed: %s", name, partition, leader, e)
+                    return {
+                        "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                        "error_message": str(e),
+                    }, 0
+                if self.engine.share_partition(key) is not sp:
+                    return {}, 0  # rebuilt or reset while the fetch was out: look again later
+                p = (
+                    resp.responses[0].partitions[0]
+                    if resp.responses and resp.responses[0].partitions
+                    else None
+                )
+                if p is None:
+                    return None
+                if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
+                    start = int(getattr(p, "log_start_offset", -1))
+                    if start <= sp.start_offset:  # Kafka answers -1 here: ask for it
+                        try:
+                            conn0 = await self.proxy.cluster.connection(leader)
+                            start = await self._log_start(conn0, name, partition)
+                        except UpstreamError as e:
+                            log.warning("log start of %s-%s: %s", name, partition, e)
+                    if start > sp.start_offset:
+                        watch.forget_read_ahead()
+                        self._publish([Change(key, sp.move_log_start(start), "log-start")])
+                        return {}, 0
+                    watch.high_watermark = int(p.high_watermark)
+                    return None
+                if p.error_code:
+                    return {
+                        "error_code": int(p.error_code),
+                        "error_message": "upstream fetch error",
+                    }, 0
                 watch.high_watermark = int(p.high_watermark)
-                return None
-            if p.error_code:
-                return {"error_code": int(p.error_code), "error_message": "upstream fetch error"}, 0
-            watch.high_watermark = int(p.high_watermark)
-            records = p.records if isinstance(p.records, (bytes, bytearray, memoryview)) else b""
-            batches = scan_batches(bytes(records))
-            if not batches:
-                return None
-            aborted = _aborted_batches(p, batches) if isolation else set()
-            log_batches = [LogBatch(b[2], b[3], i in aborted) for i, b in enumerate(batches)]
+                batches = _log_batches(p, isolation)
+                if not batches:
+                    return None
+                self.fetch_counts["on_demand"] += 1
+                if generation == self.log_generation:
+                    watch.keep(sp, isolation, fetch_offset, batches)
+            else:
+                self.fetch_counts["from_read_ahead"] += 1
             acq = sp.acquire(
                 member_id,
                 fetch_offset,
-                log_batches,
+                [batch for batch, _ in batches],
                 now_ms=now,
                 max_records=budget,
                 batch_size=batch_size,
                 mode=mode,
             )
+            watch.trim(sp.start_offset)
+            self._maybe_read_ahead(sp, watch, (leader, name, partition, isolation))
         if not acq.delta.empty:
             self._publish([Change(key, acq.delta, "acquire")])
         if not acq.records:
             return {}, 0
         self._kick_timers()
-        view = memoryview(bytes(records))
         chosen = [
-            bytes(view[start:end])
-            for (start, end, first, last, _), aborted_flag in zip(batches, log_batches, strict=True)
-            if not aborted_flag.aborted
-            and any(r.first_offset <= last and first <= r.last_offset for r in acq.records)
+            data
+            for batch, data in batches
+            if not batch.aborted
+            and any(
+                r.first_offset <= batch.last_offset and batch.first_offset <= r.last_offset
+                for r in acq.records
+            )
         ]
         return (
             {
@@ -1074,6 +1180,83 @@ class ShareService:
             },
             acq.count,
         )
+
+    # ------------------------------------------------------------------ read-ahead
+    def _maybe_read_ahead(
+        self, sp: SharePartition, watch: PartitionWatch, source: tuple[int, str, int, int]
+    ) -> None:
+        """Start reading the next part of the log before the consumers ask for it, when the
+        read-ahead of this share partition holds less than READ_AHEAD_BYTES past what is
+        handed out and the log is known to have more. Kafka reads share fetches from its local
+        log; here every read is a round trip to the upstream broker, and without read-ahead
+        the members sharing a partition wait for those one after the other."""
+        if (
+            watch.ra_pending is not None
+            or watch.ra_owner is not sp
+            or watch.high_watermark < 0
+            or watch.ra_end >= watch.high_watermark
+            or watch.ra_bytes >= READ_AHEAD_MAX_BYTES - READ_AHEAD_BYTES
+        ):
+            return
+        offset, ahead = sp.next_fetch_offset(), 0
+        for batch, data in reversed(watch.ra_batches):
+            if batch.last_offset < offset or ahead >= READ_AHEAD_BYTES:
+                break
+            ahead += len(data)
+        if ahead >= READ_AHEAD_BYTES:
+            return
+        watch.ra_pending = trio.Event()
+        self.proxy.cluster._nursery.start_soon(self._read_ahead, sp, watch, source)
+
+    async def _read_ahead(
+        self, sp: SharePartition, watch: PartitionWatch, source: tuple[int, str, int, int]
+    ) -> None:
+        """Extend the read-ahead window by one upstream Fetch; ``source`` is the leader,
+        topic name, partition and isolation level."""
+        leader, name, partition, isolation = source
+        start, generation = watch.ra_end, self.log_generation
+        try:
+            slot = (leader, partition % 4)
+            bc = self._ra_conns.get(slot)
+            if bc is None or bc.closed:
+                info = self.proxy.cluster.brokers.get(leader)
+                if info is None:
+                    return
+                bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
+                await bc.start(self.proxy.cluster._nursery)
+                self._ra_conns[slot] = bc
+            self.fetch_counts["read_ahead_fetches"] += 1
+            resp = await self._upstream_fetch(
+                bc, [(name, partition, start, READ_AHEAD_BYTES)], 1, isolation
+            )
+            p = (
+                resp.responses[0].partitions[0]
+                if resp.responses and resp.responses[0].partitions
+                else None
+            )
+            if p is None or p.error_code:
+                return  # the next fetch on demand sees the error and deals with it
+            watch.high_watermark = int(p.high_watermark)
+            if (
+                watch.ra_owner is sp
+                and watch.ra_isolation == isolation
+                and watch.ra_end == start
+                and generation == self.log_generation
+            ):
+                watch.extend(_log_batches(p, isolation))
+        except UpstreamError as e:
+            log.info("read-ahead of %s-%s at %d failed: %s", name, partition, start, e)
+        finally:
+            done, watch.ra_pending = watch.ra_pending, None
+            if done is not None:
+                done.set()
+
+    def log_deleted(self) -> None:
+        """Records were deleted (a DeleteRecords went through): read-ahead may hold records
+        below the new log start, which must not be handed out."""
+        self.log_generation += 1
+        for watch in self.watches.values():
+            watch.forget_read_ahead()
 
     async def _wait_for_records(
         self,
@@ -1130,6 +1313,20 @@ class ShareService:
                 nursery.start_soon(on_new_data, tp)
             await trio.sleep(remaining_s)
             done.cancel()
+
+
+def _log_batches(p: Any, isolation: int) -> list[tuple[LogBatch, memoryview]]:
+    """The whole record batches of an upstream Fetch answer's partition, each with its bytes
+    (slices of the answer, not copies) and whether read_committed skips it."""
+    records = p.records if isinstance(p.records, (bytes, bytearray, memoryview)) else b""
+    raw = records if isinstance(records, bytes) else bytes(records)
+    spans = scan_batches(raw)
+    aborted = _aborted_batches(p, spans) if isolation else set()
+    view = memoryview(raw)
+    return [
+        (LogBatch(first, last, i in aborted), view[start:end])
+        for i, (start, end, first, last, _control) in enumerate(spans)
+    ]
 
 
 def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]]) -> set[int]:
