@@ -270,8 +270,18 @@ class StateStore:
     async def _run_tail(self) -> None:
         try:
             await trio.to_thread.run_sync(self._tail, abandon_on_cancel=True)
+        except Exception as e:  # noqa: BLE001 - the proxy stays up; share groups stop
+            log.error("the state topic reader failed: %r", e)
         finally:
             self._stop.set()
+            # Nothing is read back any more (the proxy is stopping, or the reader failed):
+            # writes still waiting get an error now rather than at their timeout. They may be
+            # in the log or not; their clients are told the acknowledgement failed.
+            self.fenced = True
+            waiting = len(self._waiters)
+            self._fail(StateWriteError("the state topic reader stopped", fenced=True))
+            if waiting:
+                log.info("state reader stopped with %d writes unconfirmed", waiting)
 
     def _tail(self) -> None:
         """Read the topic after the claim (worker thread): confirm our own writes in order,
