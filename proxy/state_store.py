@@ -185,6 +185,7 @@ class StateStore:
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 0,
+                "socket.nagle.disable": True,
                 "message.timeout.ms": int(self.config.commit_retry_s * 1000),
             }
         )
@@ -221,6 +222,7 @@ class StateStore:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 100,
+                "socket.nagle.disable": True,
                 "fetch.queue.backoff.ms": 0,
                 "fetch.error.backoff.ms": 50,
                 "auto.offset.reset": "earliest",
