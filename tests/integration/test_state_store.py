@@ -20,8 +20,8 @@ def test_writes_are_confirmed_and_a_stop_fails_the_unconfirmed_at_once(tansu: Br
     outcome: list[object] = []
 
     async def main() -> None:
-        # A short delivery timeout: without the stop handling the wait below ends after 31 s.
-        store = StateStore(StoreConfig(bootstrap=tansu.bootstrap, topic=topic, commit_retry_s=1))
+        # A short delivery timeout: without the stop handling the wait below ends after 33 s.
+        store = StateStore(StoreConfig(bootstrap=tansu.bootstrap, topic=topic, commit_retry_s=3))
         async with trio.open_nursery() as nursery:
             await store.start(nursery)
             await store.write([GroupConfigs("g", {"share.auto.offset.reset": "earliest"})])
