@@ -63,6 +63,14 @@ PARTITION_FETCH_BYTES = 1 << 20
 # partition in one upstream request, and how much of the log a share partition keeps at most.
 READ_AHEAD_BYTES = 2 << 20
 READ_AHEAD_MAX_BYTES = 8 << 20
+# No new read-ahead starts while the windows of all share partitions together hold this much.
+READ_AHEAD_TOTAL_BYTES = 256 << 20
+
+
+class ReadAheadHeld:
+    """Bytes held by every read-ahead window in this process."""
+
+    bytes = 0
 
 
 def now_ms() -> int:
@@ -114,6 +122,7 @@ class PartitionWatch:
         self.event = trio.Event()
 
     def forget_read_ahead(self) -> None:
+        ReadAheadHeld.bytes -= self.ra_bytes
         self.ra_batches.clear()
         self.ra_bytes = 0
         self.ra_owner = None
@@ -157,6 +166,7 @@ class PartitionWatch:
                 continue
             self.ra_batches.append((batch, data))
             self.ra_bytes += len(data)
+            ReadAheadHeld.bytes += len(data)
             self.ra_end = batch.last_offset + 1
 
     def trim(self, below: int) -> None:
@@ -167,6 +177,7 @@ class PartitionWatch:
         ):
             batch, data = batches.popleft()
             self.ra_bytes -= len(data)
+            ReadAheadHeld.bytes -= len(data)
             self.ra_start = batch.last_offset + 1
         if not batches:
             self.ra_owner = None
@@ -319,17 +330,22 @@ class ShareService:
 
     # ------------------------------------------------------------------ plumbing
     async def run_timers(self) -> None:
-        while True:
-            deadline = self.engine.next_deadline_ms()
-            now = now_ms()
-            wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / 1000)
-            with trio.move_on_after(min(wait_s, 1.0)):
-                await self._timer_wakeup.wait()
-            self._timer_wakeup = trio.Event()
-            changes, fenced = self.engine.tick(now_ms(), self._partition_counts())
-            for member in fenced:
-                log.info("share group member %s fenced: session timeout", member)
-            self._publish(changes)
+        """Runs while the proxy runs; when it stops, the read-ahead windows are let go."""
+        try:
+            while True:
+                deadline = self.engine.next_deadline_ms()
+                now = now_ms()
+                wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / 1000)
+                with trio.move_on_after(min(wait_s, 1.0)):
+                    await self._timer_wakeup.wait()
+                self._timer_wakeup = trio.Event()
+                changes, fenced = self.engine.tick(now_ms(), self._partition_counts())
+                for member in fenced:
+                    log.info("share group member %s fenced: session timeout", member)
+                self._publish(changes)
+        finally:
+            for watch in self.watches.values():
+                watch.forget_read_ahead()
 
     def group_configs_changed(self, group_id: str) -> None:
         """Limits or lock durations changed: let waiting fetches look again."""
@@ -1196,6 +1212,7 @@ class ShareService:
             or watch.high_watermark < 0
             or watch.ra_end >= watch.high_watermark
             or watch.ra_bytes >= READ_AHEAD_MAX_BYTES - READ_AHEAD_BYTES
+            or ReadAheadHeld.bytes >= READ_AHEAD_TOTAL_BYTES
         ):
             return
         offset, ahead = sp.next_fetch_offset(), 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model import LogBatch
-from proxy.shares import READ_AHEAD_MAX_BYTES, PartitionWatch
+from proxy.shares import READ_AHEAD_MAX_BYTES, PartitionWatch, ReadAheadHeld
 
 
 def batch(first: int, last: int, size: int = 10) -> tuple[LogBatch, memoryview]:
@@ -68,3 +68,18 @@ def test_trim_holds_the_size_cap_and_forget_drops_everything() -> None:
     assert w.ra_bytes <= READ_AHEAD_MAX_BYTES and w.ra_start == 20
     w.forget_read_ahead()
     assert w.ra_bytes == 0 and w.cached(owner, 0, 40, 10) is None
+
+
+def test_the_bytes_held_by_all_windows_are_counted() -> None:
+    before = ReadAheadHeld.bytes
+    a, b = PartitionWatch(), PartitionWatch()
+    a.keep(object(), 0, 0, [batch(0, 9, 100), batch(10, 19, 100)])
+    b.keep(object(), 0, 0, [batch(0, 9, 50)])
+    assert ReadAheadHeld.bytes == before + 250
+    a.trim(10)
+    assert ReadAheadHeld.bytes == before + 150
+    a.keep(object(), 0, 0, [batch(0, 4, 30)])  # replaces a's window
+    assert ReadAheadHeld.bytes == before + 80
+    a.forget_read_ahead()
+    b.forget_read_ahead()
+    assert ReadAheadHeld.bytes == before
