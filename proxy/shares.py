@@ -182,9 +182,6 @@ class PartitionWatch:
         if not batches:
             self.ra_owner = None
 
-    def bytes_from(self, offset: int) -> int:
-        return sum(len(d) for b, d in self.ra_batches if b.last_offset >= offset)
-
 
 class ShareService:
     api_keys = SHARE_API_VERSIONS
@@ -942,15 +939,20 @@ class ShareService:
         """A connection of this client's own to the leader: long polls never block others.
         ``purpose`` 0 is for acquiring fetches, 1 for long polls that wait for new records
         (kept apart so that a pending long poll never delays an acquisition)."""
-        key = (conn.id, node_id * 2 + purpose)
-        bc = self._fetch_conns.get(key)
+        return await self._pooled_conn(self._fetch_conns, (conn.id, node_id * 2 + purpose), node_id)
+
+    async def _pooled_conn(
+        self, pool: dict[tuple[int, int], BrokerConnection], key: tuple[int, int], node_id: int
+    ) -> BrokerConnection:
+        """The connection of ``pool`` under ``key`` to broker ``node_id``, opened if needed."""
+        bc = pool.get(key)
         if bc is None or bc.closed:
             info = self.proxy.cluster.brokers.get(node_id)
             if info is None:
                 raise UpstreamError(f"unknown broker {node_id}")
             bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
             await bc.start(self.proxy.cluster._nursery)
-            self._fetch_conns[key] = bc
+            pool[key] = bc
         return bc
 
     async def _fetch_records(
@@ -1127,11 +1129,7 @@ class ShareService:
                     }, 0
                 if self.engine.share_partition(key) is not sp:
                     return {}, 0  # rebuilt or reset while the fetch was out: look again later
-                p = (
-                    resp.responses[0].partitions[0]
-                    if resp.responses and resp.responses[0].partitions
-                    else None
-                )
+                p = _first_partition(resp)
                 if p is None:
                     return None
                 if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
@@ -1233,24 +1231,12 @@ class ShareService:
         leader, name, partition, isolation = source
         start, generation = watch.ra_end, self.log_generation
         try:
-            slot = (leader, partition % 4)
-            bc = self._ra_conns.get(slot)
-            if bc is None or bc.closed:
-                info = self.proxy.cluster.brokers.get(leader)
-                if info is None:
-                    return
-                bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
-                await bc.start(self.proxy.cluster._nursery)
-                self._ra_conns[slot] = bc
+            bc = await self._pooled_conn(self._ra_conns, (leader, partition % 4), leader)
             self.fetch_counts["read_ahead_fetches"] += 1
             resp = await self._upstream_fetch(
                 bc, [(name, partition, start, READ_AHEAD_BYTES)], 1, isolation
             )
-            p = (
-                resp.responses[0].partitions[0]
-                if resp.responses and resp.responses[0].partitions
-                else None
-            )
+            p = _first_partition(resp)
             if p is None or p.error_code:
                 return  # the next fetch on demand sees the error and deals with it
             watch.high_watermark = int(p.high_watermark)
@@ -1330,6 +1316,13 @@ class ShareService:
                 nursery.start_soon(on_new_data, tp)
             await trio.sleep(remaining_s)
             done.cancel()
+
+
+def _first_partition(resp: Any) -> Any:
+    """The one partition of a Fetch answer for one partition, or None when it has none."""
+    return (
+        resp.responses[0].partitions[0] if resp.responses and resp.responses[0].partitions else None
+    )
 
 
 def _log_batches(p: Any, isolation: int) -> list[tuple[LogBatch, memoryview]]:
