@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -85,6 +85,13 @@ class _Waiter:
     error: StateWriteError | None = None
 
 
+def _poll_batch(consumer: Consumer, timeout_s: float) -> list[Message]:
+    """What the consumer has: waits up to ``timeout_s`` for the first message only (consume()
+    would wait its whole timeout unless it fills its batch), then takes all that is queued."""
+    first = consumer.poll(timeout_s)
+    return [] if first is None else [first, *consumer.consume(10000, 0)]
+
+
 def _writer_of(message: Message) -> tuple[UUID, int] | None:
     headers: Any = message.headers() or ()
     for name, value in headers:
@@ -110,8 +117,6 @@ class StateStore:
         self._waiters: deque[_Waiter] = deque()
         self._stop = threading.Event()
         self._token: trio.lowlevel.TrioToken | None = None
-        self.writes = 0
-        self.records_written = 0
 
     # ------------------------------------------------------------------ start-up
     async def start(self, nursery: trio.Nursery) -> Replay:
@@ -193,15 +198,7 @@ class StateStore:
         claim = WriterClaim(
             self.writer_id, int(time.time() * 1000), socket.gethostname(), os.getpid()
         )
-        key, value = encode(claim)
-        self._producer.produce(
-            self.config.topic,
-            key=key,
-            value=value,
-            partition=0,
-            headers=[(WRITER_HEADER, writer_header(self.writer_id, 0))],
-            on_delivery=lambda err, msg: outcome.append((err, msg)),
-        )
+        self._send(claim, 0, lambda err, msg: outcome.append((err, msg)))
         self._producer.flush(self.config.write_timeout_s * 3)
         if not outcome:
             raise StateWriteError(f"claiming {self.config.topic}: no answer from the cluster")
@@ -242,10 +239,7 @@ class StateStore:
         consumer.assign([TopicPartition(self.config.topic, 0, start)])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            first = consumer.poll(0.1)
-            if first is None:
-                continue
-            for m in [first, *consumer.consume(10000, 0)]:
+            for m in _poll_batch(consumer, 0.1):
                 err = m.error()
                 if err is not None:
                     if err.code() == _PARTITION_EOF:
@@ -298,11 +292,11 @@ class StateStore:
     def _tail_loop(self, consumer: Consumer, producer: Producer) -> None:
         while not self._stop.is_set():
             producer.poll(0)  # delivery reports: a failed write stops the writer
-            first = consumer.poll(0.05)
-            if first is None:
+            messages = _poll_batch(consumer, 0.05)
+            if not messages:
                 continue
             confirmed, fenced_by = 0, None
-            for m in [first, *consumer.consume(10000, 0)]:
+            for m in messages:
                 err = m.error()
                 if err is not None:
                     if err.code() != _PARTITION_EOF:
@@ -366,20 +360,10 @@ class StateStore:
         sequence number of the last one."""
         if self.fenced:
             raise StateWriteError("this proxy instance no longer writes the state", fenced=True)
-        producer = self._producer
-        assert producer is not None
         for i, record in enumerate(records):
-            key, value = encode(record)
             self._seq += 1
             try:
-                producer.produce(
-                    self.config.topic,
-                    key=key,
-                    value=value,
-                    partition=0,
-                    headers=[(WRITER_HEADER, writer_header(self.writer_id, self._seq))],
-                    on_delivery=self._delivered,
-                )
+                self._send(record, self._seq, self._delivered)
             except (KafkaException, BufferError) as e:
                 error = StateWriteError(f"state write refused: {e}")
                 if i:  # part of the write is on its way: its outcome is unknown
@@ -387,9 +371,20 @@ class StateStore:
                     raise StateWriteError(str(error), fenced=True) from e
                 raise error from e
             self.replay.apply(record)
-        self.writes += 1
-        self.records_written += len(records)
         return self._seq
+
+    def _send(self, record: Record, seq: int, on_delivery: Callable[[Any, Message], None]) -> None:
+        """Hand one record, tagged with this writer and ``seq``, to the producer."""
+        assert self._producer is not None
+        key, value = encode(record)
+        self._producer.produce(
+            self.config.topic,
+            key=key,
+            value=value,
+            partition=0,
+            headers=[(WRITER_HEADER, writer_header(self.writer_id, seq))],
+            on_delivery=on_delivery,
+        )
 
     async def write(self, records: Sequence[Record]) -> None:
         """Persist records; returns once they are durable and this instance still owns the
