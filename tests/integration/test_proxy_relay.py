@@ -59,28 +59,7 @@ def raw_request(host: str, port: int, msg: Any, version: int) -> Any:
 
 def fetch_request(topic: str, version: int, correlation_id: int) -> bytes:
     """A Fetch of partition 0 from offset 0, up to 16 MiB."""
-    cls = wire.request_class(wire.FETCH)
-    part = cls.FetchTopic.FetchPartition(
-        partition=0,
-        current_leader_epoch=-1,
-        fetch_offset=0,
-        last_fetched_epoch=-1,
-        log_start_offset=-1,
-        partition_max_bytes=16 << 20,
-    )
-    msg = cls(
-        version=version,
-        replica_id=-1,
-        max_wait_ms=100,
-        min_bytes=1,
-        max_bytes=16 << 20,
-        isolation_level=0,
-        session_id=0,
-        session_epoch=-1,
-        topics=[cls.FetchTopic(topic=topic, partitions=[part])],
-        forgotten_topics_data=[],
-        rack_id="",
-    )
+    msg = wire.fetch_request(version, [(topic, 0, 0, 16 << 20)], max_wait_ms=100, min_bytes=1)
     msg.API_VERSION = version
     return wire.encode_request(msg, correlation_id, "relay-test")
 

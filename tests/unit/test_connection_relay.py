@@ -75,20 +75,7 @@ class StubProxy:
 
 
 def fetch(correlation_id: int) -> bytes:
-    cls = wire.request_class(wire.FETCH)
-    msg = cls(
-        version=12,
-        replica_id=-1,
-        max_wait_ms=100,
-        min_bytes=1,
-        max_bytes=1 << 24,
-        isolation_level=0,
-        session_id=0,
-        session_epoch=-1,
-        topics=[],
-        forgotten_topics_data=[],
-        rack_id="",
-    )
+    msg = wire.fetch_request(12, [], max_wait_ms=100, min_bytes=1)  # the stub never reads it
     msg.API_VERSION = 12
     return wire.encode_request(msg, correlation_id, "relay-unit")
 
