@@ -221,9 +221,9 @@ def encode(record: Record) -> tuple[bytes, bytes | None]:
 
 
 def decode(key: bytes, value: bytes | None) -> Record:
-    if len(key) < 2:
+    record_type = type_of_key(key)
+    if record_type is None:
         raise RecordError("state record without a key")
-    (record_type,) = _TYPE.unpack_from(key, 0)
     body = io.BytesIO(key[2:])
     try:
         if record_type in (RECORD_SNAPSHOT, RECORD_UPDATE):
