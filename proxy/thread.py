@@ -7,6 +7,7 @@ runner — and want a proxy in-process: ``with ProxyThread("127.0.0.1:9092") as 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -18,6 +19,8 @@ from proxy.app import build_proxy
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService
 from proxy.upstream import parse_servers
+
+log = logging.getLogger("sharegroup.proxy")
 
 
 class ProxyThread:
@@ -46,7 +49,9 @@ class ProxyThread:
     def _run(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as e:  # reported to the starting thread, or logged
+            if self._ready.is_set():  # it was serving: nobody else will hear of it
+                log.exception("the proxy stopped on an error")
             self._error = e
             self._ready.set()
 
