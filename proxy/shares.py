@@ -1249,6 +1249,11 @@ class ShareService:
                 watch.extend(_log_batches(p, isolation))
         except UpstreamError as e:
             log.info("read-ahead of %s-%s at %d failed: %s", name, partition, start, e)
+        except Exception:  # it runs in the proxy's own nursery: never fatal
+            # Read-ahead only saves round trips; the fetch on demand reads the same records
+            # and reports any error to its client. A bug here must not stop the proxy.
+            log.exception("read-ahead of %s-%s at %d failed", name, partition, start)
+            watch.forget_read_ahead()
         finally:
             done, watch.ra_pending = watch.ra_pending, None
             if done is not None:

@@ -132,6 +132,8 @@ class BrokerConnection:
         reader = FrameReader(self._stream.socket, self._max_frame_bytes)
         try:
             while (framed := await reader.next_frame()) is not None:
+                if not self._pending:  # an answer nobody waits for (closed meanwhile)
+                    raise FrameError("an answer to no request")
                 _cid, api_key, version, done, box = self._pending.popleft()
                 try:
                     with memoryview(framed) as view:
