@@ -294,7 +294,7 @@ class ClientConnection:
             return
         slot.set(wire.encode_response(response, head.correlation_id))
 
-    async def _api_versions(self, payload: bytes, head: wire.RequestHead) -> bytes:
+    async def _api_versions(self, payload: bytes, head: wire.RequestHead) -> bytes | bytearray:
         table = self.proxy.advertised_versions(self.node_id)
         top = wire.max_version(wire.API_VERSIONS) or 0
         if not 0 <= head.api_version <= top:
@@ -386,7 +386,7 @@ class ClientConnection:
                 await reader.relay_frame(self.stream.socket)
                 slot.set_streamed()
 
-    def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes:
+    def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes | bytearray:
         resp = wire.decode_response(payload, head.api_key, head.api_version)
         proxy = self.proxy
         if head.api_key == wire.METADATA:

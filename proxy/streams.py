@@ -85,8 +85,13 @@ class FrameReader:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         chunk: int = 65536,
         relay_chunk: int = 1 << 20,
+        *,
+        trusted: bool = False,
     ) -> None:
         self.sock = sock
+        # A trusted peer (an upstream broker) gets the whole of a large frame allocated at
+        # once; a client's frame grows as its bytes arrive (see next_frame).
+        self.trusted = trusted
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray(chunk)
         self._start = 0
@@ -295,7 +300,7 @@ class FrameReader:
             return out
         # Allocate what the frame says, but not all of it up front: an untrusted peer could
         # otherwise reserve socket.request.max.bytes per connection by sending four bytes.
-        out = bytearray(min(total, max(_FIRST_ALLOCATION, have)))
+        out = bytearray(total if self.trusted else min(total, max(_FIRST_ALLOCATION, have)))
         out[:have] = memoryview(self._buf)[self._start : self._end]
         self._start = self._end = 0
         pos = have
@@ -303,7 +308,7 @@ class FrameReader:
             if pos == len(out):
                 out.extend(bytes(min(total - pos, len(out))))
             with memoryview(out) as view:
-                got = await self.sock.recv_into(view[pos:])
+                got = await self._recv_into(view[pos:])
             if not got:
                 raise TruncatedFrame(pos)
             pos += got

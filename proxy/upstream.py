@@ -129,15 +129,14 @@ class BrokerConnection:
 
     async def _reader(self) -> None:
         assert self._stream is not None
-        reader = FrameReader(self._stream.socket, self._max_frame_bytes)
+        reader = FrameReader(self._stream.socket, self._max_frame_bytes, trusted=True)
         try:
             while (framed := await reader.next_frame()) is not None:
                 if not self._pending:  # an answer nobody waits for (closed meanwhile)
                     raise FrameError("an answer to no request")
                 _cid, api_key, version, done, box = self._pending.popleft()
                 try:
-                    with memoryview(framed) as view:
-                        box.append(wire.decode_response(bytes(view[4:]), api_key, version))
+                    box.append(wire.decode_response(memoryview(framed)[4:], api_key, version))
                 except Exception as e:  # noqa: BLE001 - handed to the waiting caller
                     box.append(e)
                 done.set()

@@ -24,6 +24,7 @@ from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse
 from proxy.framing import FrameError
 
 _HEAD = struct.Struct(">hhi")
+_HEADER_PEEK_BYTES = 4096
 _INT16 = struct.Struct(">h")
 
 PRODUCE = 0
@@ -104,26 +105,39 @@ def decode_request(frame: bytes, head: RequestHead) -> Any:
         ) from e
 
 
-def decode_response(frame: bytes, api_key: int, version: int) -> Any:
-    """Decode a whole response (header and body); FrameError if it cannot be."""
+def decode_response(frame: bytes | bytearray | memoryview, api_key: int, version: int) -> Any:
+    """Decode a whole response (header and body); FrameError if it cannot be.
+
+    kafka-python's ``decode(header=True)`` copies the whole frame to parse the header; a
+    Fetch answer is megabytes, so the header is parsed from a copy of its first bytes only and
+    the body decoded from a view of the frame."""
     cls = RESPONSES[api_key]
     try:
-        return cls.decode(frame, version=version, header=True)
+        view = memoryview(frame)
+        head = io.BytesIO(bytes(view[:_HEADER_PEEK_BYTES]))
+        header = cls.parse_header(head, version=version)
+        if head.tell() >= _HEADER_PEEK_BYTES:  # tagged fields beyond the peek: never in practice
+            return cls.decode(bytes(view), version=version, header=True)
+        msg = cls.decode(view[head.tell() :], version=version)
+        msg._header = header
+        return msg
     except Exception as e:
         raise FrameError(f"malformed {cls.__name__} v{version}: {type(e).__name__}: {e}") from e
 
 
-def encode_response(msg: Any, correlation_id: int) -> bytes:
-    """Frame a response object with a response header carrying ``correlation_id``."""
+def encode_response(msg: Any, correlation_id: int) -> bytearray:
+    """Frame a response object with a response header carrying ``correlation_id``. The
+    encoder's own fresh bytearray is returned: a copy into bytes would cost a second
+    allocation of the whole frame (megabytes for a ShareFetch answer)."""
     msg.with_header(correlation_id=correlation_id)
-    data: bytes = msg.encode(header=True, framed=True)
-    return bytes(data)
+    data: bytearray = msg.encode(header=True, framed=True)
+    return data
 
 
 def encode_request(msg: Any, correlation_id: int, client_id: str) -> bytes:
     msg.with_header(correlation_id=correlation_id, client_id=client_id)
-    data: bytes = msg.encode(header=True, framed=True)
-    return bytes(data)
+    data: bytearray = msg.encode(header=True, framed=True)
+    return bytes(data)  # requests are small
 
 
 def response_class(api_key: int) -> Any:

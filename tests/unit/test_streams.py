@@ -213,3 +213,19 @@ async def test_send_nowait_sends_what_the_socket_takes(
         assert sent in (0, len(data))  # 0 where the OS has no plain write on sockets
         if sent:
             assert await _next(FrameReader(src_r)) == data
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_next_frame_reads_large_frames_whole(trusted: bool) -> None:
+    """A frame far larger than the buffer, arriving in pieces: read whole and in order, by a
+    trusted reader (which allocates the frame at once) and by an untrusted one (which grows
+    it as the bytes arrive), with the next frame intact behind it."""
+    rng = random.Random(3)
+    big = bytes(rng.getrandbits(8) for _ in range(1000)) * 3000  # ~3 MB
+    small = b"after"
+    async with _pairs() as ((writer, reader_sock), _):
+        reader = FrameReader(reader_sock, 8 << 20, trusted=trusted)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_send_in_pieces, writer, frame(big) + frame(small), 5)
+            assert await _next(reader) == frame(big)
+            assert await _next(reader) == frame(small)
