@@ -52,10 +52,18 @@ minus the classic direct ones. Client fetch settings are at their defaults (fetc
 
 Targets (issue 4): proxy_share >= 0.8 x classic_direct and >= 1.0 x kafka_share.
 
+CPU: while a measurement is timed, the CPU time (user + system, every thread) of each process
+serving the route is taken from /proc: the consumers (each reads its own), the proxy and the
+upstream broker for proxy_share, the upstream broker for classic_direct, Kafka 4.x for
+kafka_share. It is reported in microseconds per record, per part and in total: on a machine
+where everything shares a few cores, the total is what one record costs the machine, and it
+shows where the time goes ("n/a" where there is no /proc).
+
 The last line printed is JSON with the keys proxy_share_records_per_s,
 classic_direct_records_per_s, kafka_share_records_per_s, ratio_vs_classic,
-ratio_vs_kafka_share, added_latency_p50_ms, added_latency_p99_ms and the raw latency
-percentiles (<route>_latency_p50_ms, <route>_latency_p99_ms). Brokers, proxy and consumer
+ratio_vs_kafka_share, added_latency_p50_ms, added_latency_p99_ms, the raw latency
+percentiles (<route>_latency_p50_ms, <route>_latency_p99_ms) and the CPU medians
+(<route>_cpu_us_per_record_<part>, part being consumers, proxy, broker or total). Brokers, proxy and consumer
 processes are stopped however the run ends.
 
 The Kafka brokers run with sharegroup/brokers.py's settings except, by default, the JIT: the
@@ -122,6 +130,7 @@ RECORD_BYTES = 1024
 WARM_EVERY_S = 0.02  # one warm-up record per partition this often while the group forms
 LATENCY_WARMUP = 20  # unreported latency samples per route (the first one waits for the join)
 JOIN_TIMEOUT_S = 120.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STALL_TIMEOUT_S = 60.0  # no progress for this long: the measurement has failed
 
 Route = Literal["proxy_share", "classic_direct", "kafka_share"]
@@ -270,6 +279,7 @@ class Shared:
         self.first_at = ctx.Array("d", consumers, lock=False)  # perf_counter of first record
         self.done_at = ctx.Array("d", consumers, lock=False)  # perf_counter after commit
         self.close_s = ctx.Array("d", consumers, lock=False)
+        self.cpu_s = ctx.Array("d", consumers, lock=False)  # process CPU while measured
         self.go = ctx.Event()
         self.errors: multiprocessing.queues.Queue[str] = ctx.Queue()
 
@@ -360,6 +370,7 @@ def _consume(job: Job, shared: Shared) -> None:
             if shared.phase.value == ABORT:
                 return
         client.pause(False)
+        cpu_started = time.process_time()  # every thread of the process: librdkafka's too
         delivered = shared.delivered
         while delivered.value < job.records and shared.phase.value == RUN:
             n = _count(client.poll(job.poll_s))
@@ -369,6 +380,7 @@ def _consume(job: Job, shared: Shared) -> None:
                 if not shared.first_at[i]:
                     shared.first_at[i] = time.perf_counter()
         client.commit()
+        shared.cpu_s[i] = time.process_time() - cpu_started
         shared.done_at[i] = time.perf_counter()
         while shared.phase.value == RUN:
             time.sleep(0.01)
@@ -391,6 +403,9 @@ class Target:
     consume: str  # the consumers' bootstrap
     admin: AdminClient
     check: Callable[[], None] = lambda: None
+    # The processes serving this route (name -> pid), whose CPU time is measured with the
+    # consumers' own: "proxy" and "broker".
+    processes: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -401,6 +416,27 @@ class Measurement:
     join_s: float
     produce_s: float
     close_s: float
+    # CPU time per record while measured, in microseconds: "consumers" (all of them), and
+    # each of the route's processes; None where it cannot be read (no /proc).
+    cpu_us: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def cpu_us_total(self) -> float | None:
+        values = list(self.cpu_us.values())
+        return None if not values or None in values else sum(v for v in values if v is not None)
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User plus system CPU seconds of a process (all its threads), from /proc; None where
+    there is no /proc or no such process."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Run:
@@ -514,6 +550,7 @@ def measure(
             produce_s = produce(target.data, topic, records, partitions, value)
             run.check()
 
+            cpu_before = {name: process_cpu_s(pid) for name, pid in target.processes.items()}
             start = time.perf_counter()
             shared.phase.value = RUN
             shared.go.set()
@@ -526,6 +563,7 @@ def measure(
                 elif now - progress > STALL_TIMEOUT_S:
                     raise BenchError(f"{target.route}: stuck at {got} of {records} records")
                 time.sleep(0.005)
+            cpu_after = {name: process_cpu_s(pid) for name, pid in target.processes.items()}
             first_ms = [(t - start) * 1000 if t else -1.0 for t in shared.first_at]
             seconds = max(shared.done_at) - min(t for t in shared.first_at if t)
             shared.phase.value = CLOSE
@@ -542,7 +580,12 @@ def measure(
                 raise BenchError(f"{target.route}: not everything acknowledged: {missing}")
     finally:
         delete_topic(target.admin, topic)
-    return Measurement(records / seconds, seconds, first_ms, join_s, produce_s, close_s)
+    cpu_s: dict[str, float | None] = {"consumers": sum(shared.cpu_s)}
+    for name, before in cpu_before.items():
+        after = cpu_after[name]
+        cpu_s[name] = None if before is None or after is None else after - before
+    cpu_us = {k: None if v is None else v / records * 1e6 for k, v in cpu_s.items()}
+    return Measurement(records / seconds, seconds, first_ms, join_s, produce_s, close_s, cpu_us)
 
 
 # ---------------------------------------------------------------------------- latency
@@ -668,11 +711,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def describe(route: Route, m: Measurement) -> str:
+    cpu = ", ".join(f"{name} {_us(v)}" for name, v in m.cpu_us.items())
     return (
         f"  {route:<15}{m.records_per_s:>9,.0f} rec/s  ({m.seconds:6.2f} s;"
         f" join {m.join_s:5.1f} s, pre-produce {m.produce_s:5.2f} s, close {m.close_s:4.1f} s;"
-        f" first record ms {' '.join(f'{t:.0f}' for t in m.first_ms)})"
+        f" first record ms {' '.join(f'{t:.0f}' for t in m.first_ms)};"
+        f" CPU us/record {cpu})"
     )
 
 
@@ -683,6 +732,19 @@ class Results:
 
     def medians(self) -> dict[Route, float]:
         return {r: statistics.median(x[r].records_per_s for x in self.rounds) for r in ROUTES}
+
+    def cpu_medians(self, route: Route) -> dict[str, float | None]:
+        """Median CPU microseconds per record of each part of a route, and "total"."""
+        out: dict[str, float | None] = {}
+        parts = [*self.rounds[0][route].cpu_us, "total"]
+        for part in parts:
+            values = [
+                x[route].cpu_us_total if part == "total" else x[route].cpu_us.get(part)
+                for x in self.rounds
+            ]
+            known = [v for v in values if v is not None]
+            out[part] = statistics.median(known) if len(known) == len(values) else None
+        return out
 
     def table(self) -> str:
         medians = self.medians()
@@ -696,6 +758,10 @@ class Results:
             f" (target >= 0.8); proxy_share / kafka_share"
             f" {medians['proxy_share'] / medians['kafka_share']:.3f} (target >= 1.0)"
         )
+        lines.append("CPU us per record (median; all cores, while measured)")
+        for route in ROUTES:
+            cpu = self.cpu_medians(route)
+            lines.append(f"{route:<16}" + ", ".join(f"{part} {_us(v)}" for part, v in cpu.items()))
         lines.append(
             f"{'latency ms':<16}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}   produce() to delivery"
         )
@@ -713,6 +779,11 @@ class Results:
         result: dict[str, float | None] = {f"{r}_records_per_s": round(medians[r]) for r in ROUTES}
         result["ratio_vs_classic"] = round(medians["proxy_share"] / medians["classic_direct"], 3)
         result["ratio_vs_kafka_share"] = round(medians["proxy_share"] / medians["kafka_share"], 3)
+        for route in ROUTES:
+            for part, value in self.cpu_medians(route).items():
+                result[f"{route}_cpu_us_per_record_{part}"] = (
+                    None if value is None else round(value, 2)
+                )
         ms = {r: [v * 1000 for v in values] for r, values in self.latency.items()}
         for q in (50, 99):
             added = None
@@ -741,12 +812,23 @@ def run_all(
             proxy.bootstrap,
             upstream_admin,
             proxy.check_alive,
+            {"proxy": proxy.pid, "broker": upstream.pid},
         ),
         "classic_direct": Target(
-            "classic_direct", "classic", upstream.bootstrap, upstream.bootstrap, upstream_admin
+            "classic_direct",
+            "classic",
+            upstream.bootstrap,
+            upstream.bootstrap,
+            upstream_admin,
+            processes={"broker": upstream.pid},
         ),
         "kafka_share": Target(
-            "kafka_share", "share", kafka4.bootstrap, kafka4.bootstrap, kafka4_admin
+            "kafka_share",
+            "share",
+            kafka4.bootstrap,
+            kafka4.bootstrap,
+            kafka4_admin,
+            processes={"broker": kafka4.pid},
         ),
     }
     value = os.urandom(RECORD_BYTES)

@@ -110,6 +110,10 @@ class ProxyProcess:
     def tail(self) -> str:
         return "".join(f"\n  proxy: {line}" for line in self._tail)
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def check_alive(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             code = None if self._proc is None else self._proc.returncode
