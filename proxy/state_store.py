@@ -15,18 +15,18 @@ so every confirmed write lies before any newer claim and the newer instance, whi
 through its own claim before serving, sees it. Writes are idempotent produces with acks=all:
 a round trip of about a millisecond, where a Kafka transaction per write cost 5-30 ms.
 
-The confluent-kafka clients run in one worker thread (the tail reader, which also serves the
-producer's delivery reports); producing is a non-blocking call from the Trio thread, so writes
-of many partitions are in flight at once, in the order they were made.
+Writes go through librdkafka's idempotent producer: a non-blocking call from the Trio thread, so
+writes of many partitions are in flight at once, in the order they were made, and its delivery
+reports are polled from a Trio task (only failures matter). The tail reader is the proxy's own
+Fetch, in the Trio thread; it also checks that this instance's records come back without a gap
+in their sequence numbers. A librdkafka consumer replays the topic at start-up only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,7 +38,10 @@ import trio
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from kafka.record.memory_records import MemoryRecords
 
+from proxy import wire
+from proxy.upstream import BrokerConnection, UpstreamError, parse_servers
 from sharegroup.persist.records import (
     RECORD_WRITER_CLAIM,
     WRITER_HEADER,
@@ -57,6 +60,19 @@ log = logging.getLogger("sharegroup.state")
 
 DEFAULT_TOPIC = "__sharegroup_state"
 _PARTITION_EOF = -191
+
+# The tail reader's Fetch: a long poll answered as soon as a record lands.
+TAIL_MAX_WAIT_MS = 500
+TAIL_FETCH_BYTES = 4 << 20
+TAIL_MAX_FRAME_BYTES = 64 << 20
+TAIL_TIMEOUT_S = 30.0
+TAIL_BACKOFF_S = 0.05
+TAIL_BACKOFF_MAX_S = 2.0
+DELIVERY_POLL_S = 0.05
+# Fetch errors after which the reader finds the leader again: UNKNOWN_TOPIC_OR_PARTITION,
+# LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, REPLICA_NOT_AVAILABLE, KAFKA_STORAGE_ERROR,
+# FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE.
+RETRIABLE_FETCH_ERRORS = frozenset({3, 5, 6, 9, 56, 74, 75, 78})
 
 
 class StateWriteError(Exception):
@@ -93,7 +109,10 @@ def _poll_batch(consumer: Consumer, timeout_s: float) -> list[Message]:
 
 
 def _writer_of(message: Message) -> tuple[UUID, int] | None:
-    headers: Any = message.headers() or ()
+    return _header_writer(message.headers() or ())
+
+
+def _header_writer(headers: Any) -> tuple[UUID, int] | None:
     for name, value in headers:
         if name == WRITER_HEADER and isinstance(value, bytes):
             return read_writer_header(value)
@@ -111,12 +130,12 @@ class StateStore:
         self.fenced = False
         self.claim_offset = -1
         self._producer: Producer | None = None
-        self._consumer: Consumer | None = None
+        self._tail_offset = 0  # where the tail reader reads next
+        self._read_seq = 0  # the last of our sequence numbers it read
         self._seq = 0  # last sequence number produced
         self._confirmed = 0  # last sequence number read back before any other claim
         self._waiters: deque[_Waiter] = deque()
-        self._stop = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------------ start-up
     async def start(self, nursery: trio.Nursery) -> Replay:
@@ -144,7 +163,6 @@ class StateStore:
         if self.replay.owner != self.writer_id:
             self.fenced = True
             log.error("state topic %s was claimed by a newer instance at start", self.config.topic)
-        self._token = trio.lowlevel.current_trio_token()
         nursery.start_soon(self._run_tail)
         return self.replay
 
@@ -208,8 +226,8 @@ class StateStore:
         self.claim_offset = int(msg.offset() or 0)
 
     def _read_through_claim(self) -> Replay:
-        """Replay the topic from its start through this instance's claim. The consumer stays
-        open: it becomes the tail reader."""
+        """Replay the topic from its start through this instance's claim; the tail reader
+        goes on from there."""
         replay = Replay()
         consumer = Consumer(
             {
@@ -225,7 +243,12 @@ class StateStore:
                 "auto.offset.reset": "earliest",
             }
         )
-        self._consumer = consumer
+        try:
+            return self._replay_with(consumer, replay)
+        finally:
+            consumer.close()
+
+    def _replay_with(self, consumer: Consumer, replay: Replay) -> Replay:
         # Start at the low watermark itself: assigning OFFSET_BEGINNING makes librdkafka look
         # the offset up first, which costs ~0.5 s before the first fetch.
         start = -2  # OFFSET_BEGINNING, if the watermarks cannot be read
@@ -256,7 +279,7 @@ class StateStore:
                 offset = m.offset() or 0
                 if offset >= self.claim_offset:
                     # Through our claim: the rest is read by the tail reader.
-                    consumer.seek(TopicPartition(self.config.topic, 0, offset + 1))
+                    self._tail_offset = offset + 1
                     return replay
         raise StateWriteError(
             f"could not read {self.config.topic} through offset {self.claim_offset} within 60 s"
@@ -265,11 +288,14 @@ class StateStore:
     # ------------------------------------------------------------------ the tail reader
     async def _run_tail(self) -> None:
         try:
-            await trio.to_thread.run_sync(self._tail, abandon_on_cancel=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._poll_deliveries)
+                await self._tail(nursery)
+                nursery.cancel_scope.cancel()
         except Exception as e:  # noqa: BLE001 - the proxy stays up; share groups stop
             log.error("the state topic reader failed: %r", e)
         finally:
-            self._stop.set()
+            self._stopped = True
             # Nothing is read back any more (the proxy is stopping, or the reader failed):
             # writes still waiting get an error now rather than at their timeout. They may be
             # in the log or not; their clients are told the acknowledgement failed.
@@ -279,45 +305,138 @@ class StateStore:
             if waiting:
                 log.info("state reader stopped with %d writes unconfirmed", waiting)
 
-    def _tail(self) -> None:
-        """Read the topic after the claim (worker thread): confirm our own writes in order,
-        and stop at another instance's claim."""
-        consumer, producer = self._consumer, self._producer
-        assert consumer is not None and producer is not None
-        try:
-            self._tail_loop(consumer, producer)
-        finally:
-            consumer.close()
+    async def _poll_deliveries(self) -> None:
+        """Serve the producer's delivery reports (only failures matter)."""
+        assert self._producer is not None
+        while True:
+            self._producer.poll(0)
+            await trio.sleep(DELIVERY_POLL_S)
 
-    def _tail_loop(self, consumer: Consumer, producer: Producer) -> None:
-        while not self._stop.is_set():
-            producer.poll(0)  # delivery reports: a failed write stops the writer
-            messages = _poll_batch(consumer, 0.05)
-            if not messages:
-                continue
-            confirmed, fenced_by = 0, None
-            for m in messages:
-                err = m.error()
-                if err is not None:
-                    if err.code() != _PARTITION_EOF:
-                        log.warning("reading %s: %s", self.config.topic, err)
+    async def _tail(self, nursery: trio.Nursery) -> None:
+        """Read the topic after the claim with the proxy's own Fetch requests, on a connection
+        of its own to the partition leader (a long poll there holds nothing else up): confirm
+        our own writes in order, and stop at another instance's claim.
+
+        No client thread is involved: a librdkafka consumer needed one of its own, which took
+        the GIL from the Trio thread for every batch it read and handed each confirmation over
+        with trio.from_thread."""
+        conn: BrokerConnection | None = None
+        backoff = TAIL_BACKOFF_S
+        try:
+            while not self._stopped:
+                if conn is None or conn.closed:
+                    try:
+                        conn = await self._leader_connection(nursery)
+                    except (UpstreamError, OSError, trio.TooSlowError) as e:
+                        log.warning("state topic reader: %s; retrying", e)
+                        await trio.sleep(backoff)
+                        backoff = min(backoff * 2, TAIL_BACKOFF_MAX_S)
+                        continue
+                version = conn.version_for(wire.FETCH, 12)
+                request = wire.fetch_request(
+                    version,
+                    [(self.config.topic, 0, self._tail_offset, TAIL_FETCH_BYTES)],
+                    max_wait_ms=TAIL_MAX_WAIT_MS,
+                    min_bytes=1,
+                )
+                try:
+                    resp = await conn.request(request, version, timeout_s=TAIL_TIMEOUT_S)
+                except UpstreamError as e:
+                    log.warning("state topic reader: %s; reconnecting", e)
+                    await conn.aclose()
+                    conn = None
                     continue
-                writer = _writer_of(m)
-                if type_of_key(m.key()) == RECORD_WRITER_CLAIM:
+                part = resp.responses[0].partitions[0]
+                code = part.error_code or resp.error_code
+                if code in RETRIABLE_FETCH_ERRORS:
+                    log.warning("state topic reader: error %d from the leader; reconnecting", code)
+                    await conn.aclose()
+                    conn = None
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, TAIL_BACKOFF_MAX_S)
+                    continue
+                if code:
+                    raise StateWriteError(
+                        f"reading {self.config.topic} at offset {self._tail_offset}: error {code}"
+                    )
+                backoff = TAIL_BACKOFF_S
+                if part.records and self._read_back(part.records):
+                    return  # fenced
+        finally:
+            if conn is not None:
+                await conn.aclose()
+
+    def _read_back(self, records: bytes) -> bool:
+        """Take what a tail Fetch returned; True when another instance's claim was met."""
+        confirmed, fenced_by = 0, None
+        data = MemoryRecords(bytes(records))  # type: ignore[no-untyped-call]
+        while fenced_by is None and (batch := data.next_batch()) is not None:  # type: ignore[no-untyped-call]
+            if batch.is_control_batch:
+                self._tail_offset = max(
+                    self._tail_offset, batch.base_offset + batch.last_offset_delta + 1
+                )
+                continue
+            for r in batch:
+                if r.offset < self._tail_offset:
+                    continue
+                writer = _header_writer(r.headers)
+                if type_of_key(r.key) == RECORD_WRITER_CLAIM:
                     if writer is None or writer[0] != self.writer_id:
-                        fenced_by = m.offset()
+                        fenced_by = r.offset
                         break
                 elif writer is not None and writer[0] == self.writer_id:
-                    confirmed = writer[1]
-            if confirmed or fenced_by is not None:
-                try:
-                    trio.from_thread.run_sync(
-                        self._on_read, confirmed, fenced_by, trio_token=self._token
-                    )
-                except trio.RunFinishedError:
-                    return
-            if fenced_by is not None:
-                return
+                    if writer[1] != self._read_seq + 1:
+                        # A write of ours is missing before this one: lost, so what this
+                        # instance holds is no longer what the log says.
+                        self._fail(
+                            StateWriteError(
+                                f"state write {self._read_seq + 1} is missing from the log"
+                                f" (read {writer[1]} at offset {r.offset})",
+                                fenced=True,
+                            )
+                        )
+                        return True
+                    self._read_seq = confirmed = writer[1]
+                self._tail_offset = r.offset + 1
+        if confirmed or fenced_by is not None:
+            self._on_read(confirmed, fenced_by)
+        return fenced_by is not None
+
+    async def _leader_connection(self, nursery: trio.Nursery) -> BrokerConnection:
+        """A new connection to the leader of the state topic's partition."""
+        errors = []
+        for host, port in parse_servers(self.config.bootstrap):
+            boot = BrokerConnection(host, port, TAIL_MAX_FRAME_BYTES)
+            try:
+                await boot.start(nursery)
+                version = boot.version_for(wire.METADATA, 12)
+                req_cls = wire.request_class(wire.METADATA)
+                req = req_cls(
+                    version=version,
+                    topics=[req_cls.MetadataRequestTopic(name=self.config.topic, topic_id=None)],
+                    allow_auto_topic_creation=False,
+                    include_topic_authorized_operations=False,
+                )
+                meta = await boot.request(req, version, timeout_s=TAIL_TIMEOUT_S)
+            except (UpstreamError, OSError, trio.TooSlowError) as e:
+                errors.append(f"{host}:{port}: {e}")
+                await boot.aclose()
+                continue
+            leader = next(
+                (p.leader_id for t in meta.topics for p in t.partitions if p.partition_index == 0),
+                -1,
+            )
+            broker = next((b for b in meta.brokers if b.node_id == leader), None)
+            if broker is None:
+                await boot.aclose()
+                raise UpstreamError(f"{self.config.topic} has no leader")
+            if (broker.host, broker.port) == (host, port):
+                return boot
+            await boot.aclose()
+            conn = BrokerConnection(broker.host, broker.port, TAIL_MAX_FRAME_BYTES)
+            await conn.start(nursery)
+            return conn
+        raise UpstreamError("no bootstrap server reachable: " + "; ".join(errors))
 
     def _on_read(self, confirmed: int, fenced_by: int | None) -> None:
         if confirmed > self._confirmed:
@@ -335,12 +454,10 @@ class StateStore:
             )
 
     def _delivered(self, err: Any, _msg: Message) -> None:
-        """A delivery report (tail thread). Only failures matter: success is confirmed by
-        reading the record back."""
-        if err is not None and not self._stop.is_set():
-            error = StateWriteError(f"state write failed, outcome unknown: {err}", fenced=True)
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._fail, error, trio_token=self._token)
+        """A delivery report (Trio thread, from _poll_deliveries). Only failures matter:
+        success is confirmed by reading the record back."""
+        if err is not None and not self._stopped:
+            self._fail(StateWriteError(f"state write failed, outcome unknown: {err}", fenced=True))
 
     def _fail(self, error: StateWriteError) -> None:
         """Stop writing: whatever is unconfirmed may or may not be in the log, so this
@@ -369,6 +486,7 @@ class StateStore:
                 if i:  # part of the write is on its way: its outcome is unknown
                     self._fail(StateWriteError(str(error), fenced=True))
                     raise StateWriteError(str(error), fenced=True) from e
+                self._seq -= 1  # never sent: the tail reader must not wait for it
                 raise error from e
             self.replay.apply(record)
         return self._seq
@@ -432,7 +550,7 @@ class StateStore:
             log.warning("pruning the state topic below %d failed: %s", offset, e)
 
     async def aclose(self) -> None:
-        self._stop.set()  # the tail reader closes its consumer
+        self._stopped = True
         producer = self._producer
         if producer is not None:
             await trio.to_thread.run_sync(producer.flush, 5)

@@ -47,3 +47,62 @@ def test_writes_are_confirmed_and_a_stop_fails_the_unconfirmed_at_once(tansu: Br
     assert len(outcome) == 1 and isinstance(outcome[0], tuple), outcome
     fenced, waited = outcome[0]
     assert fenced and waited < 5, outcome
+
+
+def test_a_gap_in_our_own_writes_fences_the_instance(kafka39: Broker) -> None:
+    """A write of ours missing from the log (here: a sequence number skipped, as if a produce
+    had been lost while later ones landed) means the log no longer holds what this instance
+    confirms: the tail reader stops the writer and the waiting write fails, fenced."""
+    topic = f"state-gap-{uuid.uuid4().hex[:8]}"
+    outcome: list[object] = []
+
+    async def main() -> None:
+        store = StateStore(StoreConfig(bootstrap=kafka39.bootstrap, topic=topic))
+        async with trio.open_nursery() as nursery:
+            await store.start(nursery)
+            await store.write([GroupConfigs("g", {"share.auto.offset.reset": "earliest"})])
+            assert not store.fenced
+            store._seq += 1  # the next record carries seq + 2: seq + 1 never reaches the log
+            try:
+                with trio.fail_after(20):
+                    await store.write([GroupConfigs("g", None)])
+                outcome.append("confirmed")
+            except StateWriteError as e:
+                outcome.append((e.fenced, str(e)))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(outcome) == 1 and isinstance(outcome[0], tuple), outcome
+    fenced, message = outcome[0]
+    assert fenced and "missing from the log" in message, outcome
+
+
+def test_a_write_refused_before_it_leaves_leaves_no_gap(
+    kafka39: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the producer refuses at once (its queue full) fails unfenced and takes no
+    sequence number: the next write is confirmed, not taken for a gap."""
+    topic = f"state-refused-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        store = StateStore(StoreConfig(bootstrap=kafka39.bootstrap, topic=topic))
+        async with trio.open_nursery() as nursery:
+            await store.start(nursery)
+            await store.write([GroupConfigs("g", {"a": "1"})])
+            send = store._send
+
+            def refuse(*_args: object, **_kwargs: object) -> None:
+                raise BufferError("Local: Queue full")
+
+            monkeypatch.setattr(store, "_send", refuse)
+            with pytest.raises(StateWriteError) as refused:
+                await store.write([GroupConfigs("g", {"a": "2"})])
+            assert not refused.value.fenced
+            monkeypatch.setattr(store, "_send", send)
+            with trio.fail_after(20):
+                await store.write([GroupConfigs("g", {"a": "3"})])
+            assert not store.fenced
+            assert store.replay.group_configs == {"g": {"a": "3"}}
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
