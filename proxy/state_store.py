@@ -324,13 +324,20 @@ class StateStore:
         with trio.from_thread."""
         conn: BrokerConnection | None = None
         backoff = TAIL_BACKOFF_S
+        troubled = False  # a problem was logged: the next ones go to debug until it reads again
+
+        def trouble(message: str) -> None:
+            nonlocal troubled
+            (log.debug if troubled else log.warning)("state topic reader: %s", message)
+            troubled = True
+
         try:
             while not self._stopped:
                 if conn is None or conn.closed:
                     try:
                         conn = await self._leader_connection(nursery)
                     except (UpstreamError, OSError, trio.TooSlowError) as e:
-                        log.warning("state topic reader: %s; retrying", e)
+                        trouble(f"{e}; retrying")
                         await trio.sleep(backoff)
                         backoff = min(backoff * 2, TAIL_BACKOFF_MAX_S)
                         continue
@@ -344,14 +351,14 @@ class StateStore:
                 try:
                     resp = await conn.request(request, version, timeout_s=TAIL_TIMEOUT_S)
                 except UpstreamError as e:
-                    log.warning("state topic reader: %s; reconnecting", e)
+                    trouble(f"{e}; reconnecting")
                     await conn.aclose()
                     conn = None
                     continue
                 part = resp.responses[0].partitions[0]
                 code = part.error_code or resp.error_code
                 if code in RETRIABLE_FETCH_ERRORS:
-                    log.warning("state topic reader: error %d from the leader; reconnecting", code)
+                    trouble(f"error {code} from the leader; reconnecting")
                     await conn.aclose()
                     conn = None
                     await trio.sleep(backoff)
@@ -362,6 +369,9 @@ class StateStore:
                         f"reading {self.config.topic} at offset {self._tail_offset}: error {code}"
                     )
                 backoff = TAIL_BACKOFF_S
+                if troubled:
+                    log.info("state topic reader: reading again at offset %d", self._tail_offset)
+                    troubled = False
                 if part.records and self._read_back(part.records):
                     return  # fenced
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -9,7 +10,8 @@ import pytest
 import trio
 
 from proxy.state_store import StateStore, StateWriteError, StoreConfig
-from sharegroup.brokers import Broker
+from sharegroup.brokers import Broker, start_kafka
+from sharegroup.kafka_dist import KAFKA3_VERSION
 from sharegroup.persist.records import GroupConfigs
 
 pytestmark = pytest.mark.integration
@@ -106,3 +108,47 @@ def test_a_write_refused_before_it_leaves_leaves_no_gap(
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_writes_wait_out_an_upstream_restart(caplog: pytest.LogCaptureFixture) -> None:
+    """The upstream broker goes away and comes back (same log dir, same port): a write made
+    while it is away is confirmed once it is back, the instance is not fenced, and the tail
+    reader says so once rather than on every retry."""
+    topic = f"state-restart-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, object] = {}
+    caplog.set_level(logging.DEBUG, logger="sharegroup.state")
+
+    with start_kafka(KAFKA3_VERSION, share_groups=False) as broker:
+
+        async def main() -> None:
+            store = StateStore(StoreConfig(bootstrap=broker.bootstrap, topic=topic))
+            async with trio.open_nursery() as nursery:
+                await store.start(nursery)
+                await store.write([GroupConfigs("g", {"a": "1"})])
+                await trio.to_thread.run_sync(lambda: broker.stop(keep_files=True))
+
+                async def restart() -> None:
+                    await trio.sleep(3)
+                    await trio.to_thread.run_sync(broker.start)
+
+                nursery.start_soon(restart)
+                started = time.monotonic()
+                with trio.fail_after(90):
+                    await store.write([GroupConfigs("g", {"a": "2"})])
+                outcome["waited"] = time.monotonic() - started
+                with trio.fail_after(30):
+                    await store.write([GroupConfigs("g", {"a": "3"})])
+                outcome["fenced"] = store.fenced
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+
+    assert outcome["fenced"] is False, outcome
+    assert isinstance(outcome["waited"], float) and outcome["waited"] >= 3, outcome
+    problems = [r for r in caplog.records if r.message.startswith("state topic reader:")]
+    warnings = [r for r in problems if r.levelno == logging.WARNING]
+    # One per outage (a second is allowed: the restarted broker may still refuse a fetch
+    # once after the first one it answers).
+    assert 1 <= len(warnings) <= 2, [r.message for r in warnings]
+    assert len(problems) > len(warnings), "the retries went to debug"
+    assert any("reading again" in r.message for r in problems if r.levelno == logging.INFO)
