@@ -422,14 +422,11 @@ class StateStore:
             try:
                 await boot.start(nursery)
                 version = boot.version_for(wire.METADATA, 12)
-                req_cls = wire.request_class(wire.METADATA)
-                req = req_cls(
-                    version=version,
-                    topics=[req_cls.MetadataRequestTopic(name=self.config.topic, topic_id=None)],
-                    allow_auto_topic_creation=False,
-                    include_topic_authorized_operations=False,
+                meta = await boot.request(
+                    wire.metadata_request(version, [self.config.topic]),
+                    version,
+                    timeout_s=TAIL_TIMEOUT_S,
                 )
-                meta = await boot.request(req, version, timeout_s=TAIL_TIMEOUT_S)
             except (UpstreamError, OSError, trio.TooSlowError) as e:
                 errors.append(f"{host}:{port}: {e}")
                 await boot.aclose()

@@ -227,19 +227,7 @@ class Cluster:
         async with self._lock:
             conn = await self._any_connection()
             version = conn.version_for(wire.METADATA, 12)
-            req_cls = wire.request_class(wire.METADATA)
-            topic_list = (
-                None
-                if topics is None
-                else [req_cls.MetadataRequestTopic(name=t, topic_id=None) for t in topics]
-            )
-            req = req_cls(
-                version=version,
-                topics=topic_list,
-                allow_auto_topic_creation=False,
-                include_topic_authorized_operations=False,
-            )
-            resp = await conn.request(req, version)
+            resp = await conn.request(wire.metadata_request(version, topics), version)
             self.apply_metadata(resp)
 
     async def _any_connection(self) -> BrokerConnection:

@@ -233,6 +233,19 @@ def fetch_request(
     )
 
 
+def metadata_request(version: int, topics: Sequence[str] | None) -> Any:
+    """A Metadata request for ``topics`` (every topic when None) that creates none."""
+    cls = request_class(METADATA)
+    return cls(
+        version=version,
+        topics=None
+        if topics is None
+        else [cls.MetadataRequestTopic(name=t, topic_id=None) for t in topics],
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+
+
 def api_versions_request(version: int = 3) -> Any:
     return ApiVersionsRequest(
         version=version, client_software_name="sharegroup", client_software_version="0.1.0"

@@ -109,13 +109,7 @@ def describe(
 
 
 def metadata(client: WireClient, topics: list[str]) -> dict[str, int]:
-    cls = wire.request_class(wire.METADATA)
-    req = cls(
-        version=9,
-        topics=[cls.MetadataRequestTopic(name=t) for t in topics],
-        allow_auto_topic_creation=False,
-    )
-    resp = client.request(req, 9)
+    resp = client.request(wire.metadata_request(9, topics), 9)
     out = {}
     for t in resp.topics:
         if t.error_code:

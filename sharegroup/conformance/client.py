@@ -184,14 +184,7 @@ def metadata(
     version = conn.version_for(wire.METADATA, 12)
     if version < 10:
         raise ClientError("the target's Metadata has no topic ids (v10+ needed)")
-    cls = wire.request_class(wire.METADATA)
-    req = cls(
-        version=version,
-        topics=None if topics is None else [cls.MetadataRequestTopic(name=t) for t in topics],
-        allow_auto_topic_creation=False,
-        include_topic_authorized_operations=False,
-    )
-    resp = conn.request(req, version)
+    resp = conn.request(wire.metadata_request(version, topics), version)
     brokers = {int(b.node_id): Broker(int(b.node_id), b.host, int(b.port)) for b in resp.brokers}
     out: dict[str, TopicMeta] = {}
     for t in resp.topics:
