@@ -121,10 +121,14 @@ class PartitionWatch:
         self.event.set()
         self.event = trio.Event()
 
+    def _hold(self, delta: int) -> None:
+        """Count ``delta`` bytes more (or fewer) in this window and in the process total."""
+        self.ra_bytes += delta
+        ReadAheadHeld.bytes += delta
+
     def forget_read_ahead(self) -> None:
-        ReadAheadHeld.bytes -= self.ra_bytes
+        self._hold(-self.ra_bytes)
         self.ra_batches.clear()
-        self.ra_bytes = 0
         self.ra_owner = None
 
     def cached(
@@ -165,8 +169,7 @@ class PartitionWatch:
             if batch.last_offset < self.ra_end:
                 continue
             self.ra_batches.append((batch, data))
-            self.ra_bytes += len(data)
-            ReadAheadHeld.bytes += len(data)
+            self._hold(len(data))
             self.ra_end = batch.last_offset + 1
 
     def trim(self, below: int) -> None:
@@ -176,8 +179,7 @@ class PartitionWatch:
             batches[0][0].last_offset < below or self.ra_bytes > READ_AHEAD_MAX_BYTES
         ):
             batch, data = batches.popleft()
-            self.ra_bytes -= len(data)
-            ReadAheadHeld.bytes -= len(data)
+            self._hold(-len(data))
             self.ra_start = batch.last_offset + 1
         if not batches:
             self.ra_owner = None
