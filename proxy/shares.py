@@ -83,26 +83,7 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-def scan_batches(records: bytes | None) -> list[tuple[int, int, int, int, bool]]:
-    """(start, end, first offset, last offset, is control) of every whole v2 record batch."""
-    out: list[tuple[int, int, int, int, bool]] = []
-    if not records:
-        return out
-    view = memoryview(records)
-    pos = 0
-    size = len(view)
-    while pos + _HEADER.size <= size:
-        (base, length, _epoch, magic, _crc, attributes, last_delta, *_rest) = _HEADER.unpack_from(
-            view, pos
-        )
-        end = pos + 12 + length
-        if end > size or length < _HEADER.size - 12:
-            break  # a partial batch at the end of the fetch
-        if magic != 2:
-            break  # legacy message sets are not supported for share fetches
-        out.append((pos, end, base, base + last_delta, bool(attributes & 0x20)))
-        pos = end
-    return out
+scan_batches = wire.scan_batches  # kept under this name for its callers
 
 
 @dataclass(slots=True)
