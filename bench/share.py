@@ -69,6 +69,11 @@ Targets (the performance issue): cpu_us_per_record_proxy_route_<batch> <=
 cpu_us_per_record_kafka_share_<batch>; every ratio_vs_kafka_share_* >= 1.0; added_latency_p99_ms
 <= 2.
 
+A change measured before and after in one run: ``--compare-proxy DIR`` also runs the proxy of
+the source tree DIR (``git archive <commit> | tar -x -C DIR``) on the same upstream broker, with
+a state topic of its own, as route proxy_base: ratio_vs_proxy_base_* are paired as above, and
+cpu_us_per_record_proxy_base_* sit beside cpu_us_per_record_proxy_route_*.
+
 Run: .venv/bin/python bench/share.py [--records N] [--rounds N] [--batch-bytes 1048576,4096]
      [--clients librdkafka,java] [--routes proxy_share,classic_direct,kafka_share]
      [--steady-rate R] [--steady-records N] [--broker-settings kafka-defaults|test]
@@ -136,6 +141,7 @@ LATENCY_WARMUP = 20  # unreported latency samples per route (the first one waits
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STALL_TIMEOUT_S = 60.0  # no progress for this long: the measurement has failed
+BASE_STATE_TOPIC = "__sharegroup_state_base"
 STATS_INTERVAL_MS = 100  # librdkafka statistics: how requests are counted
 BATCH_NAMES = {1 << 20: "big", 4096: "small", 1: "single"}
 # What Kafka's start scripts give a broker (kafka-server-start.sh, kafka-run-class.sh) and a
@@ -156,8 +162,11 @@ KAFKA_DEFAULT_THREADS = {
     "background.threads": "10",
 }
 
-Route = Literal["proxy_share", "classic_direct", "kafka_share"]
+Route = Literal["proxy_share", "classic_direct", "kafka_share", "proxy_base"]
 ROUTES: tuple[Route, ...] = ("proxy_share", "classic_direct", "kafka_share")
+# proxy_base (--compare-proxy): a second proxy, on the same upstream broker, running the code of
+# another checkout: a change measured before and after in one run.
+ALL_ROUTES: tuple[Route, ...] = (*ROUTES, "proxy_base")
 Kind = Literal["share", "classic"]
 
 # What the consumer processes are doing; the parent moves them on.
@@ -989,6 +998,7 @@ Cell = tuple[Mode, Client, str, Route]  # mode, client, batch name, route
 ROUTE_NAMES: tuple[tuple[Route, str], ...] = (
     ("proxy_share", "proxy_route"),
     ("kafka_share", "kafka_share"),
+    ("proxy_base", "proxy_base"),
 )
 
 
@@ -1096,7 +1106,7 @@ class Results:
         for mode, client, batch, route in self.cells():
             if route != "proxy_share":
                 continue
-            for other in ("kafka_share", "classic_direct"):
+            for other in ("kafka_share", "classic_direct", "proxy_base"):
                 ratios = self.paired(mode, client, batch, other)
                 if ratios:
                     lines.append(f"  {mode} {client} {batch} vs {other}: {_spread(ratios)}")
@@ -1148,12 +1158,13 @@ class Results:
         # request of the route (proxy + upstream broker against Kafka 4.4's broker).
         for batch in self.batches:
             for client in ("librdkafka", "java"):
-                ratios = self.paired("drain", client, batch, "kafka_share")
-                if ratios:
-                    key = f"ratio_vs_kafka_share_{client}_{batch}"
-                    result[key] = round(statistics.median(ratios), 3)
-                    result[f"{key}_min"] = round(min(ratios), 3)
-                    result[f"{key}_max"] = round(max(ratios), 3)
+                for other in ("kafka_share", "proxy_base"):
+                    ratios = self.paired("drain", client, batch, other)
+                    if ratios:
+                        key = f"ratio_vs_{other}_{client}_{batch}"
+                        result[key] = round(statistics.median(ratios), 3)
+                        result[f"{key}_min"] = round(min(ratios), 3)
+                        result[f"{key}_max"] = round(max(ratios), 3)
             suffixes: tuple[tuple[Client, str], ...] = (("librdkafka", ""), ("java", "_java"))
             for client, suffix in suffixes:
                 for route, name in ROUTE_NAMES:
@@ -1162,6 +1173,11 @@ class Results:
                         result[f"cpu_us_per_record_{name}{suffix}_{batch}"] = _r(
                             self.cpu(cell, "route")
                         )
+                        if route != "kafka_share":  # the proxy's part and the broker's
+                            for part in ("proxy", "broker"):
+                                result[f"cpu_us_per_record_{name}_{part}{suffix}_{batch}"] = _r(
+                                    self.cpu(cell, part)
+                                )
                         per, cost = self.per_request(cell)
                         if per is not None:
                             result[f"records_per_request_{name}{suffix}_{batch}"] = _r(per, 1)
@@ -1218,7 +1234,12 @@ def _rotate(routes: Sequence[Route], i: int) -> list[Route]:
 
 
 def run_all(
-    upstream: Broker, kafka4: Broker, proxy: ProxyProcess, args: argparse.Namespace, plan: Plan
+    upstream: Broker,
+    kafka4: Broker,
+    proxy: ProxyProcess,
+    args: argparse.Namespace,
+    plan: Plan,
+    base: ProxyProcess | None = None,
 ) -> Results:
     """Every round and the latency probes; the admin clients are gone on return."""
     upstream_admin = AdminClient({"bootstrap.servers": upstream.bootstrap, "log_level": 3})
@@ -1250,6 +1271,16 @@ def run_all(
             processes={"broker": kafka4.pid},
         ),
     }
+    if base is not None:
+        targets["proxy_base"] = Target(
+            "proxy_base",
+            "share",
+            upstream.bootstrap,
+            base.bootstrap,
+            upstream_admin,
+            base.check_alive,
+            {"proxy": base.pid, "broker": upstream.pid},
+        )
     shape = Shape(args.consumers, args.partitions, os.urandom(RECORD_BYTES), args.poll_ms / 1000)
 
     def one(client: Client, batch: int, route: Route, records: int) -> Measurement:
@@ -1274,7 +1305,8 @@ def run_all(
             print(describe(cell, measured[cell]), flush=True)
         if plan.steady_rate > 0:
             for batch in plan.batches:
-                for route in _rotate(["proxy_share", "kafka_share"], i):
+                steady_routes = [r for r in plan.routes if r != "classic_direct"]
+                for route in _rotate(steady_routes, i):
                     cell = ("steady", "librdkafka", batch_name(batch), route)
                     measured[cell] = measure(
                         targets[route], plan.steady_records, shape, batch, plan.steady_rate
@@ -1369,6 +1401,12 @@ def main() -> int:
     parser.add_argument(
         "--proxy-config", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
+    parser.add_argument(
+        "--compare-proxy",
+        metavar="SOURCE_TREE",
+        help="also run the proxy of this source tree (e.g. `git archive <commit>` unpacked) on"
+        " the same upstream: route proxy_base, paired with proxy_share in every round",
+    )
     args = parser.parse_args()
     if min(args.records, args.consumers, args.partitions, args.rounds) < 1:
         parser.error("--records, --consumers, --partitions and --rounds must be positive")
@@ -1384,7 +1422,7 @@ def main() -> int:
     classpath = tools_classpath() if "java" in clients else None
     plan = Plan(
         args.batch_bytes,
-        [r for r in ROUTES if r in routes],
+        [r for r in ALL_ROUTES if r in routes or (r == "proxy_base" and args.compare_proxy)],
         classpath,
         args.steady_rate if "kafka_share" in routes else 0,
         args.steady_records,
@@ -1407,6 +1445,13 @@ def main() -> int:
             )
         profile = os.environ.get("SHAREGROUP_BENCH_PROFILE") or None
         proxy = stack.enter_context(running_proxy(upstream.bootstrap, args.proxy_config, profile))
+        base = None
+        if args.compare_proxy:
+            # Its own state topic: two instances on one topic would fence each other.
+            configs = [*args.proxy_config, f"sharegroup.state.topic={BASE_STATE_TOPIC}"]
+            base = stack.enter_context(
+                running_proxy(upstream.bootstrap, configs, code=args.compare_proxy)
+            )
         print(
             f"upstream {upstream.kind} {upstream.version} at {upstream.bootstrap}, proxy at"
             f" {proxy.bootstrap}, kafka {kafka4.version} share groups at {kafka4.bootstrap}"
@@ -1414,10 +1459,11 @@ def main() -> int:
             f" {args.share_version}); {args.records:,} records of {RECORD_BYTES} B,"
             f" {args.consumers} consumers, {args.partitions} partitions, {args.rounds} rounds;"
             f" batches {', '.join(batch_name(b) for b in plan.batches)};"
-            f" java client {'on' if classpath else 'off'}",
+            f" java client {'on' if classpath else 'off'}"
+            + (f"; proxy_base from {args.compare_proxy} at {base.bootstrap}" if base else ""),
             flush=True,
         )
-        results = run_all(upstream, kafka4, proxy, args, plan)
+        results = run_all(upstream, kafka4, proxy, args, plan, base)
     print(results.table(), flush=True)
     print(json.dumps(results.summary()), flush=True)
     return 0
