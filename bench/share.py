@@ -1341,6 +1341,14 @@ def broker_settings(settings: str, jit: str) -> Iterator[dict[str, str]]:
         brokers.JVM_OPTS = saved
 
 
+def jfr_option(folder: str, name: str) -> str:
+    """Java Flight Recorder for a broker's whole life, written when it stops
+    (bench/jfr_top.py summarises it)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = Path(folder).resolve() / f"{name}.jfr"
+    return f"-XX:StartFlightRecording=filename={path},settings=profile,dumponexit=true"
+
+
 def _batch_list(text: str) -> list[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
     if not values or min(values) < 1:
@@ -1402,6 +1410,12 @@ def main() -> int:
         "--proxy-config", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
     parser.add_argument(
+        "--jfr",
+        metavar="DIR",
+        help="record both Kafka brokers with Java Flight Recorder into DIR (upstream.jfr,"
+        " kafka44.jfr; bench/jfr_top.py shows where their CPU went)",
+    )
+    parser.add_argument(
         "--compare-proxy",
         metavar="SOURCE_TREE",
         help="also run the proxy of this source tree (e.g. `git archive <commit>` unpacked) on"
@@ -1430,11 +1444,16 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         with broker_settings(args.broker_settings, args.jit) as props:
+            jvm = list(brokers.JVM_OPTS)
+            if args.jfr:
+                brokers.JVM_OPTS = [*jvm, jfr_option(args.jfr, "upstream")]
             upstream = stack.enter_context(
                 start_tansu()
                 if args.broker == "tansu"
                 else start_kafka(KAFKA3_VERSION, share_groups=False, extra_config=props)
             )
+            if args.jfr:
+                brokers.JVM_OPTS = [*jvm, jfr_option(args.jfr, "kafka44")]
             kafka4 = stack.enter_context(
                 start_kafka(
                     KAFKA4_VERSION,
