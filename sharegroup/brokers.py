@@ -433,14 +433,15 @@ def start_kafka(
     version: str,
     share_groups: bool,
     *,
-    share_version: int = 1,
+    share_version: int | None = 1,
     extra_config: Mapping[str, str] | None = None,
     timeout_s: float = READY_TIMEOUT_S,
 ) -> Broker:
     """A one-node KRaft Apache Kafka ``version`` on free loopback ports (jars fetched if needed).
 
     ``share_groups`` needs Kafka 4.1 or newer; it formats with ``share.version=share_version``
-    (default 1: the GA semantics of 4.2/4.3 even on 4.4, whose own default is 2). On 4.x with
+    (default 1: the GA semantics of 4.2/4.3 even on 4.4, whose own default is 2; None: the
+    release's own default, as a user formatting without ``--feature`` gets). On 4.x with
     ``share_groups=False`` the storage is formatted with ``share.version=0``: a KIP-932-less
     broker like 3.9. ``extra_config`` entries override the generated server.properties.
     """
@@ -452,7 +453,7 @@ def start_kafka(
 def _start_kafka_once(
     version: str,
     share_groups: bool,
-    share_version: int,
+    share_version: int | None,
     extra_config: Mapping[str, str] | None,
     timeout_s: float,
 ) -> Broker:
@@ -482,7 +483,7 @@ def _start_kafka_once(
     jvm = [java, *JVM_OPTS, log_opt, f"-Dkafka.logs.dir={workdir}", "-cp", classpath]
 
     fmt = [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)]
-    if major >= 4 and (major, minor) >= (4, 1):
+    if (major, minor) >= (4, 1) and not (share_groups and share_version is None):
         fmt += ["--feature", f"share.version={share_version if share_groups else 0}"]
     log_path = workdir / LOG_NAME
     with log_path.open("wb") as log:
