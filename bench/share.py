@@ -50,7 +50,7 @@ unreported ones; added_latency_p50_ms / added_latency_p99_ms are the proxy share
 minus the classic direct ones. Client fetch settings are at their defaults (fetch.wait.max.ms
 500: a broker or the proxy answers a waiting fetch as soon as a record arrives).
 
-Targets (issue 4): proxy_share >= 0.8 x classic_direct and >= 1.0 x kafka_share.
+Targets: proxy_share >= 0.8 x classic_direct and >= 1.0 x kafka_share.
 
 CPU: while a measurement is timed, the CPU time (user + system, every thread) of each process
 serving the route is taken from /proc: the consumers (each reads its own), the proxy and the

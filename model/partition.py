@@ -1,4 +1,5 @@
-"""One share partition: the per-record state machine of KIP-932 (digest section 3).
+"""One share partition: the per-record state machine of KIP-932, as Kafka's
+``SharePartition.java`` implements it.
 
 Theory of operation
 -------------------
@@ -15,18 +16,19 @@ them in the end. An operation that touches part of a range splits it first (Kafk
 batch into per-offset state the same way, ``SharePartition.java``); cost follows the number of
 distinct ranges, not of records.
 
-Rules carried over from Kafka's ``SharePartition`` (section numbers are the digest's):
+Rules carried over from Kafka's ``SharePartition`` (its method names in brackets):
 
 * Delivery count counts acquisitions: 1 on the first, +1 per re-acquisition; release, session
-  close and lock expiry leave it alone (3.5). A record that would become AVAILABLE again with
-  ``delivery_count >= limit`` is ARCHIVED instead (3.2).
+  close and lock expiry leave it alone (``acquire``). A record that would become AVAILABLE again
+  with ``delivery_count >= limit`` is ARCHIVED instead (``RecordState.validateTransition``).
 * SPSO is the lowest non-terminal offset: after every change the terminal prefix is dropped
-  (3.3). A release never moves SPSO.
+  (``maybeUpdateCachedStateAndOffsets``). A release never moves SPSO.
 * New records are acquired only while ``SPEO - SPSO + 1 < max record locks``; at the limit,
-  records inside the window can still be re-delivered (3.5 step 2). In ``batch_optimized`` mode
+  records inside the window can still be re-delivered (``acquire``). In ``batch_optimized`` mode
   an acquisition runs to the end of the log batch it stops in, so the limit and MaxRecords are
-  soft by at most one log batch (3.6).
-* One acknowledgement request is validated completely before anything changes (3.7).
+  soft by at most one log batch (``acquire`` with ``ShareAcquireMode``).
+* One acknowledgement request is validated completely before anything changes
+  (``acknowledge``).
 
 Time is an argument (``now_ms``); the caller asks ``next_deadline_ms()`` and calls
 ``expire_locks(now_ms)`` when it is due. Operations treat a lock whose deadline has passed as
@@ -671,7 +673,7 @@ class SharePartition:
         lock_duration_ms: int | None = None,
         renew_enabled: bool | None = None,
     ) -> None:
-        """Dynamic group configs (digest 4.4): apply to the next operation."""
+        """Dynamic group configs (Kafka's ``GroupConfig``): apply to the next operation."""
         if delivery_count_limit is not None:
             self.delivery_count_limit = delivery_count_limit
         if max_in_flight is not None:

@@ -1,5 +1,5 @@
 """Share sessions: the per-(group, member) fetch sessions of ShareFetch / ShareAcknowledge
-(digest section 2).
+(KIP-932; Kafka's ``ShareSessionCache.java`` and ``ShareRequestMetadata.java``).
 
 A session holds the set of topic-partitions a member fetches from this broker and the epoch the
 next request must carry. Epoch 0 opens (or replaces) a session, -1 closes it, anything else must

@@ -1,6 +1,6 @@
 """State-topic records: keys and values as versioned kafka-python data classes.
 
-Framing follows Kafka's coordinator records (digest 6.3): a key is an int16 record type and the
+Framing follows Kafka's coordinator records (``CoordinatorRecordSerde``): a key is an int16 record type and the
 key struct at version 0; a value is an int16 version and the value struct; a null value is a
 tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig,
 3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
