@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.thread import ProxyThread
 from sharegroup.brokers import Broker, start_kafka, start_tansu
 from sharegroup.kafka_dist import KAFKA3_VERSION, KAFKA4_VERSION
+from tests.harness import ProxyThread
 
 
 @pytest.fixture
