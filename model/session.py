@@ -83,7 +83,7 @@ class ShareSessionCache:
         forget: Iterable[TopicPartition] = (),
         has_acknowledgements: bool = False,
     ) -> SessionContext:
-        """The session step of a ShareFetch (2.2). Raises ShareApiError with nothing changed."""
+        """The session step of a ShareFetch (``SharePartitionManager.newContext``). Raises ShareApiError with nothing changed."""
         _check_member_id(member_id)
         key = (group_id, member_id)
         if epoch == INITIAL_EPOCH:
@@ -126,7 +126,7 @@ class ShareSessionCache:
         return SessionContext(session, final=False, full=False, added=tuple(added_list))
 
     def acknowledge_context(self, group_id: str, member_id: str, epoch: int) -> SessionContext:
-        """The session step of a ShareAcknowledge (2.2)."""
+        """The session step of a ShareAcknowledge (``acknowledgeSessionUpdate``)."""
         _check_member_id(member_id)
         if epoch == INITIAL_EPOCH:
             raise ShareApiError(
@@ -155,7 +155,7 @@ class ShareSessionCache:
         return ClosedSession(group_id, member_id, tuple(session.partitions))
 
     def connection_closed(self, connection_id: int) -> list[ClosedSession]:
-        """Evict every session the connection created (2.1)."""
+        """Evict every session the connection created (as ``ShareSessionCache`` does)."""
         gone = [k for k, s in self._sessions.items() if s.connection_id == connection_id]
         out: list[ClosedSession] = []
         for key in gone:
