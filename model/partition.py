@@ -1,4 +1,5 @@
-"""One share partition: the per-record state machine of KIP-932 (digest section 3).
+"""One share partition: the per-record state machine of KIP-932, as Kafka's
+``SharePartition.java`` implements it.
 
 Theory of operation
 -------------------
@@ -15,18 +16,19 @@ them in the end. An operation that touches part of a range splits it first (Kafk
 batch into per-offset state the same way, ``SharePartition.java``); cost follows the number of
 distinct ranges, not of records.
 
-Rules carried over from Kafka's ``SharePartition`` (section numbers are the digest's):
+Rules carried over from Kafka's ``SharePartition`` (its method names in brackets):
 
 * Delivery count counts acquisitions: 1 on the first, +1 per re-acquisition; release, session
-  close and lock expiry leave it alone (3.5). A record that would become AVAILABLE again with
-  ``delivery_count >= limit`` is ARCHIVED instead (3.2).
+  close and lock expiry leave it alone (``acquire``). A record that would become AVAILABLE again
+  with ``delivery_count >= limit`` is ARCHIVED instead (``RecordState.validateTransition``).
 * SPSO is the lowest non-terminal offset: after every change the terminal prefix is dropped
-  (3.3). A release never moves SPSO.
+  (``maybeUpdateCachedStateAndOffsets``). A release never moves SPSO.
 * New records are acquired only while ``SPEO - SPSO + 1 < max record locks``; at the limit,
-  records inside the window can still be re-delivered (3.5 step 2). In ``batch_optimized`` mode
+  records inside the window can still be re-delivered (``acquire``). In ``batch_optimized`` mode
   an acquisition runs to the end of the log batch it stops in, so the limit and MaxRecords are
-  soft by at most one log batch (3.6).
-* One acknowledgement request is validated completely before anything changes (3.7).
+  soft by at most one log batch (``acquire`` with ``ShareAcquireMode``).
+* One acknowledgement request is validated completely before anything changes
+  (``acknowledge``).
 
 Time is an argument (``now_ms``); the caller asks ``next_deadline_ms()`` and calls
 ``expire_locks(now_ms)`` when it is due. Operations treat a lock whose deadline has passed as
@@ -205,7 +207,7 @@ class SharePartition:
         return self._next - self._start
 
     def next_fetch_offset(self) -> int:
-        """Where the next fetch from the log should start (3.3)."""
+        """Where the next fetch from the log should start."""
         if self._available:
             return int(self._available[0])
         return self._next
@@ -262,7 +264,7 @@ class SharePartition:
         lock_duration_ms: int = 30000,
         renew_enabled: bool = True,
     ) -> SharePartition:
-        """Rebuild from persisted state (3.11). Offsets between SPSO and the last persisted
+        """Rebuild from persisted state (Kafka's ``SharePartition.maybeInitialize``). Offsets between SPSO and the last persisted
         batch that no batch covers form the gap window: they are AVAILABLE with delivery count 0,
         so the next fetch starts there and acquires them as new records."""
         sp = cls(
@@ -302,7 +304,7 @@ class SharePartition:
         batch_size: int | None = None,
         mode: AcquireMode = AcquireMode.BATCH_OPTIMIZED,
     ) -> Acquisition:
-        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (3.5, 3.6).
+        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (``SharePartition.acquire``).
 
         ``batches`` are the record batches the log returned, in offset order. Returns the
         AcquiredRecords ranges, the persistable changes (offsets archived on the way: log gaps,
@@ -326,7 +328,7 @@ class SharePartition:
         taken = 0
         stop = False
         # Cached AVAILABLE offsets between the fetch offset and the first returned batch are
-        # gone from the log (compaction, retention): archive them (3.5 step 3).
+        # gone from the log (compaction, retention): archive them, as Kafka does.
         lead_first = max(fetch_offset, self._start)
         lead_last = min(batches[0].first_offset - 1, self._next - 1)
         if lead_first <= lead_last:
@@ -432,7 +434,7 @@ class SharePartition:
                     return True
                 end = min(end, start + (budget - taken) - 1)
             if r.count >= throttle:
-                # Poison-record isolation (3.9): hand out fewer records per attempt, alone.
+                # Poison-record isolation (KAFKA-17541): hand out fewer records per attempt, alone.
                 if pieces:
                     return True
                 # Kafka halves the in-flight batch the record is cached in, which may span
@@ -478,7 +480,7 @@ class SharePartition:
     def acknowledge(
         self, member_id: str, batches: Sequence[AckBatch], *, now_ms: int
     ) -> StateDelta:
-        """Apply one partition's acknowledgement batches atomically (3.7).
+        """Apply one partition's acknowledgement batches atomically (``SharePartition.acknowledge``).
 
         Raises ShareApiError (INVALID_REQUEST, INVALID_RECORD_STATE) with nothing changed."""
         if len(batches) == 1:
@@ -608,7 +610,7 @@ class SharePartition:
     # ------------------------------------------------------------------ releases and time
 
     def expire_locks(self, now_ms: int) -> StateDelta:
-        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (3.8)."""
+        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (Kafka's acquisition lock timeout)."""
         changed: list[_Range] = []
         timers = self._timers
         while timers and timers[0][0] <= now_ms:
@@ -626,7 +628,7 @@ class SharePartition:
 
     def release_member(self, member_id: str) -> StateDelta:
         """Release everything ``member_id`` holds: its share session closed or its connection
-        dropped (3.10). Delivery counts stay; records at the limit are archived."""
+        dropped (``SharePartition.releaseAcquiredRecords``). Delivery counts stay; records at the limit are archived."""
         changed: list[_Range] = []
         for r in list(self._ranges.values()):
             if r.state is _ACQUIRED and r.member == member_id:
@@ -638,7 +640,7 @@ class SharePartition:
 
     def move_log_start(self, log_start_offset: int) -> StateDelta:
         """The log start moved (retention, DeleteRecords): everything below it is archived and
-        SPSO moves up to it (3.3)."""
+        SPSO moves up to it."""
         if log_start_offset <= self._start:
             return StateDelta(self._start, ())
         changed: list[_Range] = []
@@ -671,7 +673,7 @@ class SharePartition:
         lock_duration_ms: int | None = None,
         renew_enabled: bool | None = None,
     ) -> None:
-        """Dynamic group configs (digest 4.4): apply to the next operation."""
+        """Dynamic group configs (Kafka's ``GroupConfig``): apply to the next operation."""
         if delivery_count_limit is not None:
             self.delivery_count_limit = delivery_count_limit
         if max_in_flight is not None:
@@ -710,7 +712,7 @@ class SharePartition:
     # ------------------------------------------------------------------ internals
 
     def _make_available(self, r: _Range) -> None:
-        """ACQUIRED -> AVAILABLE, or ARCHIVED at the delivery-count limit (3.2)."""
+        """ACQUIRED -> AVAILABLE, or ARCHIVED at the delivery-count limit."""
         r.member = None
         r.deadline = 0
         if r.count >= self.delivery_count_limit:
@@ -803,7 +805,8 @@ class SharePartition:
         )
 
     def _advance_start(self) -> None:
-        """Drop the terminal prefix: SPSO becomes the first non-terminal offset (3.3)."""
+        """Drop the terminal prefix: SPSO becomes the first non-terminal offset
+        (``maybeUpdateCachedStateAndOffsets``)."""
         ranges = self._ranges
         while ranges:
             r: _Range = ranges.peekitem(0)[1]
@@ -859,7 +862,7 @@ def _shape(
     record_limit: bool,
 ) -> tuple[AcquiredRecords, ...]:
     """Cut acquired pieces into AcquiredRecords of about ``batch_size`` offsets, cutting only at
-    log-batch base offsets (3.6). record_limit mode returns its pieces as they are."""
+    log-batch base offsets (``SharePartition.acquire``). record_limit mode returns its pieces as they are."""
     if record_limit or not batch_size or batch_size <= 0:
         return tuple(AcquiredRecords(f, last, c) for f, last, c in pieces)
     out: list[AcquiredRecords] = []

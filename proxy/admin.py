@@ -3,7 +3,7 @@
 Share groups live in the proxy, so the upstream cluster knows nothing of them:
 
 * IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show share-group
-  configs (``share.*``, digest 4.4); other resources in the same request go upstream and the
+  configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same request go upstream and the
   answers are merged in request order.
 * ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
 

@@ -2,10 +2,11 @@
 
 Configs use Kafka's names where Kafka has one:
 
-* ``group.share.*`` — share-group broker defaults and bounds (digest 4.1, 4.2);
+* ``group.share.*`` — share-group broker defaults and bounds (Kafka's ``ShareGroupConfig``,
+  ``GroupCoordinatorConfig``);
 * ``socket.request.max.bytes`` — the largest request frame accepted;
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
-  ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (digest 4.3);
+  ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (Kafka's ``ShareCoordinatorConfig``);
 * ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
   (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent.
 """
