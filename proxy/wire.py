@@ -126,6 +126,12 @@ def _refuse_nulls(obj: Any, struct: Any, version: int, where: str) -> None:
         if field.is_struct_array():
             for item in value:
                 _refuse_nulls(item, field.array_of, version, where)
+        elif field.is_array():
+            if any(item is None for item in value):  # Kafka has no nullable array elements
+                raise FrameError(
+                    f"malformed {where} v{version}: an element of {field._name} was "
+                    "serialized as null"
+                )
         elif field.is_struct():
             _refuse_nulls(value, field, version, where)
 

@@ -90,3 +90,26 @@ def test_short_fuzz_run_of_every_target(tmp_path: Path) -> None:
         inputs = re.match(r"\w+: (\d+) inputs", line)
         assert inputs is not None and int(inputs.group(1)) > 100, line
         assert line.endswith("no crash"), line
+
+
+def test_a_null_element_of_a_string_array_is_a_malformed_request() -> None:
+    """Found by the ``connection`` target: a ShareGroupHeartbeat whose SubscribedTopicNames
+    held a null string reached the handler, which failed sorting it. Kafka refuses null
+    elements; so does the decoder now, and the connection closes."""
+    cls = wire.request_class(76)
+    msg = cls(
+        version=1,
+        group_id="g",
+        member_id="m",
+        member_epoch=0,
+        rack_id=None,
+        subscribed_topic_names=["a", "b"],
+    )
+    framed = bytearray(wire.encode_request(msg, 9, "fuzz"))
+    at = framed.index(b"\x02b")  # the compact string "b": length 1 + 1, then its byte
+    framed[at : at + 2] = b"\x00"  # a null compact string
+    framed[:4] = (len(framed) - 4).to_bytes(4, "big")
+    head = wire.peek_head(framed, 4)
+    with pytest.raises(FrameError, match="an element of SubscribedTopicNames was serialized"):
+        wire.decode_request(bytes(framed[4:]), head)
+    assert serve(bytes(framed)) == b""
