@@ -8,13 +8,15 @@ Configs use Kafka's names where Kafka has one:
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
   ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (Kafka's ``ShareCoordinatorConfig``);
 * ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
-  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent.
+  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
+* ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
 """
 
 from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
@@ -50,6 +52,8 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
+        elif key in SECURITY_KEYS:
+            continue  # checked by proxy.security when the proxy is built
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
@@ -67,6 +71,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     share, store_configs, max_frame = split_configs(configs)
     config.share_configs = share
     config.max_frame_bytes = max_frame
+    config.listener = listener_security(config.listen_protocol, configs)
     proxy = Proxy(config)
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
