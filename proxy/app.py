@@ -13,6 +13,7 @@ Configs use Kafka's names where Kafka has one:
 from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
+from model.config import BROKER_DLQ_KEYS
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
@@ -45,7 +46,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     store: dict[str, str] = {}
     max_frame = DEFAULT_MAX_FRAME_BYTES
     for key, value in configs.items():
-        if key.startswith("group.share."):
+        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS:
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
