@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from model import ConfigError, ErrorCode
-from model.config import GROUP_CONFIG_KEYS
+from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY, GROUP_CONFIG_KEYS
 from proxy import wire
 from proxy.state_store import StateWriteError
 from sharegroup.persist.records import GroupConfigs
@@ -200,6 +200,8 @@ class AdminHandlers:
             "share.isolation.level": config.isolation_level,
             "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
             "share.assignment.interval.ms": str(config.assignment_interval_ms),
+            BACKOFF_KEY: str(config.redelivery_backoff_ms),
+            BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
         }
         wanted = res.configuration_keys
         entry_cls = result_cls.DescribeConfigsResourceResult

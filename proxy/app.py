@@ -15,6 +15,7 @@ Configs use Kafka's names where Kafka has one:
 from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
+from model.config import BROKER_DLQ_KEYS
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
@@ -48,7 +49,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     store: dict[str, str] = {}
     max_frame = DEFAULT_MAX_FRAME_BYTES
     for key, value in configs.items():
-        if key.startswith("group.share."):
+        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS:
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
