@@ -634,7 +634,7 @@ class ShareService:
         member_cls = group_cls.Member
         cluster = self.proxy.cluster
         groups = []
-        for group_id in req.group_ids:
+        for group_id in req.group_ids or ():  # a null array (malformed) names no group
             entry = self.engine.group(group_id)
             if entry is None:
                 groups.append(
@@ -789,7 +789,7 @@ class ShareService:
             max_bytes=req.max_bytes,
             max_records=req.max_records,
             batch_size=req.batch_size,
-            mode=AcquireMode(req.share_acquire_mode)
+            mode=_acquire_mode(req.share_acquire_mode)
             if version >= 2
             else AcquireMode.BATCH_OPTIMIZED,
             renew=version >= 2 and bool(req.is_renew_ack),
@@ -1163,6 +1163,14 @@ def _settled(outcome: Outcome[memoryview] | LogStartNeeded) -> Outcome[memoryvie
     """A read from memory is never out of range, so it never needs the log start."""
     assert not isinstance(outcome, LogStartNeeded)
     return outcome
+
+
+def _acquire_mode(value: int) -> AcquireMode | None:
+    """ShareAcquireMode, or None for a value Kafka does not know (refused by the core)."""
+    try:
+        return AcquireMode(value)
+    except ValueError:
+        return None
 
 
 def _ack_batches(batches: Sequence[Any]) -> tuple[AckBatch, ...]:

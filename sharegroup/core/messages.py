@@ -25,7 +25,8 @@ TopicPartition = tuple[UUID, int]
 class ShareFetchRequest:
     """A decoded ShareFetch. ``partitions`` are the request's topic-partitions in request
     order, each with its piggy-backed acknowledgement batches (possibly none). ``renew`` is
-    IsRenewAck (false below version 2)."""
+    IsRenewAck (false below version 2); ``mode`` is ShareAcquireMode (batch_optimized below
+    version 2)."""
 
     group_id: str | None
     member_id: str
@@ -37,7 +38,7 @@ class ShareFetchRequest:
     max_bytes: int = 52_428_800
     max_records: int = 500
     batch_size: int = 500
-    mode: AcquireMode = AcquireMode.BATCH_OPTIMIZED
+    mode: AcquireMode | None = AcquireMode.BATCH_OPTIMIZED  # None: a value Kafka does not know
     renew: bool = False
 
 

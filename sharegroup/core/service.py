@@ -170,6 +170,8 @@ class ShareCore:
     ) -> Refused | ShareFetch[P]:
         if req.group_id is None:
             return Refused(ErrorCode.INVALID_REQUEST, "group id must not be null")
+        if req.mode is None:
+            return Refused(ErrorCode.INVALID_REQUEST, "unknown ShareAcquireMode")
         if req.renew and (req.max_bytes or req.min_bytes or req.max_records or req.max_wait_ms):
             return Refused(
                 ErrorCode.INVALID_REQUEST, "a renew-only ShareFetch must have zero fetch parameters"
@@ -474,7 +476,7 @@ class ShareFetch(Generic[P]):
             now_ms=now_ms,
             budget=turn.budget,
             batch_size=self.batch_size,
-            mode=self.req.mode,
+            mode=AcquireMode.BATCH_OPTIMIZED if self.req.mode is None else self.req.mode,
             isolation=self.isolation,
             max_bytes=self.partition_bytes,
             trust_high_watermark=self.rounds > 1,
