@@ -718,8 +718,8 @@ class ShareService:
             epoch=req.share_session_epoch,
             partitions=tuple(
                 ((t.topic_id, p.partition_index), _ack_batches(p.acknowledgement_batches))
-                for t in req.topics
-                for p in t.partitions
+                for t in req.topics or ()  # null arrays (malformed) hold nothing
+                for p in t.partitions or ()
             ),
             renew=None if is_renew is None else head.api_version >= 2 and bool(is_renew),
         )
@@ -779,11 +779,13 @@ class ShareService:
             member_id=req.member_id,
             epoch=req.share_session_epoch,
             partitions=tuple(
-                ((t.topic_id, p.partition_index), _ack_batches(p.acknowledgement_batches or ()))
-                for t in req.topics
-                for p in t.partitions
+                ((t.topic_id, p.partition_index), _ack_batches(p.acknowledgement_batches))
+                for t in req.topics or ()  # null arrays (malformed) hold nothing
+                for p in t.partitions or ()
             ),
-            forget=tuple((t.topic_id, p) for t in req.forgotten_topics_data for p in t.partitions),
+            forget=tuple(
+                (t.topic_id, p) for t in req.forgotten_topics_data or () for p in t.partitions or ()
+            ),
             max_wait_ms=req.max_wait_ms,
             min_bytes=req.min_bytes,
             max_bytes=req.max_bytes,
@@ -1173,9 +1175,10 @@ def _acquire_mode(value: int) -> AcquireMode | None:
         return None
 
 
-def _ack_batches(batches: Sequence[Any]) -> tuple[AckBatch, ...]:
+def _ack_batches(batches: Sequence[Any] | None) -> tuple[AckBatch, ...]:
     return tuple(
-        AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches
+        AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types or ()))
+        for b in batches or ()
     )
 
 
