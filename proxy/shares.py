@@ -63,7 +63,8 @@ from sharegroup.core import (
     Turn,
 )
 from sharegroup.engine import Change, PartitionKey, ShareEngine
-from sharegroup.persist.records import GroupConfigs, Record, Snapshot, TopicIdAssigned, Update
+from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
+from sharegroup.persist.records import Record, TopicIdAssigned
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
@@ -100,26 +101,12 @@ def now_ms() -> int:
     return int(trio.current_time() * 1000)
 
 
-def scan_batches(records: bytes | None) -> list[tuple[int, int, int, int, bool]]:
-    """(start, end, first offset, last offset, is control) of every whole v2 record batch."""
-    out: list[tuple[int, int, int, int, bool]] = []
-    if not records:
-        return out
-    view = memoryview(records)
-    pos = 0
-    size = len(view)
-    while pos + _HEADER.size <= size:
-        (base, length, _epoch, magic, _crc, attributes, last_delta, *_rest) = _HEADER.unpack_from(
-            view, pos
-        )
-        end = pos + 12 + length
-        if end > size or length < _HEADER.size - 12:
-            break  # a partial batch at the end of the fetch
-        if magic != 2:
-            break  # legacy message sets are not supported for share fetches
-        out.append((pos, end, base, base + last_delta, bool(attributes & 0x20)))
-        pos = end
-    return out
+def wall_clock_ms() -> int:
+    """Wall-clock time, for the timestamps of state records (Kafka's are wall-clock too)."""
+    return int(time.time() * 1000)
+
+
+scan_batches = wire.scan_batches  # kept under this name for its callers
 
 
 @dataclass(slots=True)
@@ -227,8 +214,16 @@ class ShareService:
         # (and how many read-ahead fetches were made).
         self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
         self.on_change: list[Any] = []  # observers of every change (tests, reports)
-        self.updates_per_snapshot = 500
+        self.persist_policy = PersistPolicy()
         self.offsets: Any = None  # proxy.share_offsets.ShareOffsets, set by attach()
+
+    @property
+    def updates_per_snapshot(self) -> int:
+        return self.persist_policy.updates_per_snapshot
+
+    @updates_per_snapshot.setter
+    def updates_per_snapshot(self, value: int) -> None:
+        self.persist_policy = PersistPolicy(value)
 
     # ------------------------------------------------------------------ durability
     async def start(self, nursery: trio.Nursery) -> None:
@@ -243,22 +238,7 @@ class ShareService:
                 log.warning("ignoring stored configs of group %s: %s", group_id, e)
         self.proxy.cluster.restore_topic_ids(replay.topic_ids)
         # Fresh snapshots of everything, then drop what they supersede (see state_store).
-        now = int(time.time() * 1000)
-        snapshots: list[Record] = [
-            Snapshot(
-                key,
-                d.snapshot_epoch + 1,
-                d.state_epoch,
-                d.leader_epoch,
-                d.start_offset,
-                d.create_timestamp,
-                now,
-                d.batches(),
-            )
-            for key, d in replay.partitions.items()
-        ]
-        snapshots += [GroupConfigs(g, dict(c)) for g, c in replay.group_configs.items()]
-        snapshots += [TopicIdAssigned(name, tid) for name, tid in replay.topic_ids.items()]
+        snapshots = recovery_snapshots(replay, wall_clock_ms())
         try:
             await self.store.prune(snapshots)
         except StateWriteError as e:
@@ -271,42 +251,11 @@ class ShareService:
 
     def _records(self, changes: Sequence[Change]) -> list[Record]:
         assert self.store is not None
-        durable = self.store.replay.partitions
-        out: list[Record] = []
-        for change in changes:
-            known = durable.get(change.key)
-            sp = self.engine.share_partition(change.key)
-            if known is None or (
-                sp is not None and known.updates_since_snapshot + 1 >= self.updates_per_snapshot
-            ):
-                if sp is None:
-                    continue
-                epoch = 0 if known is None else known.snapshot_epoch + 1
-                state_epoch = 0 if known is None else known.state_epoch
-                now = int(time.time() * 1000)
-                out.append(
-                    Snapshot(
-                        change.key,
-                        epoch,
-                        state_epoch,
-                        0,
-                        sp.start_offset,
-                        now,
-                        now,
-                        sp.state_batches(),
-                    )
-                )
-            elif not change.delta.empty or change.delta.start_offset != known.start_offset:
-                out.append(
-                    Update(
-                        change.key,
-                        known.snapshot_epoch,
-                        0,
-                        change.delta.start_offset,
-                        change.delta.batches,
-                    )
-                )
-        return out
+        return list(
+            self.persist_policy.records(
+                changes, self.store.replay.partitions, self.engine.partitions, wall_clock_ms()
+            )
+        )
 
     async def _persist(self, changes: Sequence[Change]) -> dict[PartitionKey, ErrorCode]:
         """Write changes and wait until they are durable. On failure the partitions go back
@@ -523,9 +472,8 @@ class ShareService:
                 return
             sp = SharePartition(start)
             if self.store is not None:
-                now = int(time.time() * 1000)
                 try:
-                    await self.store.write([Snapshot(key, 0, 0, 0, start, now, now, ())])
+                    await self.store.write([initial_snapshot(key, start, wall_clock_ms())])
                 except StateWriteError as e:
                     log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
                     return

@@ -13,10 +13,12 @@ concurrently here, so no partition is ever busy. Lock expiry and member session 
 from the engine's ``next_deadline_ms``/``tick``.
 
 What the simulator adds around the engine, because a real deployment has it elsewhere:
-a durable state store (the deltas the engine returns, applied in order, as the persister would
-write them; after ``restart`` share partitions are rebuilt with ``SharePartition.from_state``),
-group configs that survive a restart, and AlterShareGroupOffsets (a fresh share partition at the
-new start offset, refused while the group has members, as Kafka does).
+the durable store (``state_log``: the state topic in memory, holding the encoded records that
+``sharegroup.persist.policy`` decides on, exactly as the proxy writes them; a ``restart`` claims
+it anew and rebuilds share partitions, group configs and topic ids with the real replay of
+``sharegroup.persist.recovery``, then prunes it, as ``proxy/state_store.py`` and
+``ShareService.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
+offset, refused while the group has members, as Kafka does).
 
 Everything it learns goes into the run's ``Trace``. Deterministic: no clock but the loop's,
 no randomness of its own.
@@ -42,8 +44,6 @@ from model import (
     RecordState,
     ShareApiError,
     SharePartition,
-    StateBatch,
-    StateDelta,
 )
 from model.config import parse_by_duration_ms
 from model.session import next_epoch
@@ -66,10 +66,18 @@ from sharegroup.core import (
     Turn,
 )
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.policy import (
+    DEFAULT_UPDATES_PER_SNAPSHOT,
+    PersistPolicy,
+    initial_snapshot,
+    reset_snapshot,
+)
+from sharegroup.persist.records import GroupConfigs, TopicIdAssigned
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.trace import Trace
 from sharegroup.sim.loop import EventLoop
 from sharegroup.sim.memlog import Batch, MemLog, PartitionLog
+from sharegroup.sim.state_log import StateLog, StateWriter
 
 NODE_ID: Final = 0
 
@@ -140,43 +148,6 @@ class _Pending:
     deadline_scheduled: bool = False
 
 
-class _StateStore:
-    """Durable share-partition state: start offset and persisted ranges per key, written in
-    order (a single writer, so the last write of a range is its state)."""
-
-    def __init__(self) -> None:
-        self.states: dict[PartitionKey, tuple[int, dict[int, StateBatch]]] = {}
-
-    def initialize(self, key: PartitionKey, start_offset: int) -> None:
-        self.states[key] = (start_offset, {})
-
-    def write(self, key: PartitionKey, delta: StateDelta) -> None:
-        start, ranges = self.states.get(key, (delta.start_offset, {}))
-        for b in delta.batches:
-            # Cut what the new range overlaps, then store it.
-            for first in [
-                f
-                for f, r in ranges.items()
-                if r.last_offset >= b.first_offset and f <= b.last_offset
-            ]:
-                r = ranges.pop(first)
-                if r.first_offset < b.first_offset:
-                    ranges[r.first_offset] = r._replace(last_offset=b.first_offset - 1)
-                if r.last_offset > b.last_offset:
-                    ranges[b.last_offset + 1] = r._replace(first_offset=b.last_offset + 1)
-            ranges[b.first_offset] = b
-        start = max(start, delta.start_offset)
-        for first in [f for f, r in ranges.items() if r.last_offset < start]:
-            del ranges[first]
-        self.states[key] = (start, ranges)
-
-    def read(self, key: PartitionKey) -> tuple[int, list[StateBatch]] | None:
-        state = self.states.get(key)
-        if state is None:
-            return None
-        return state[0], sorted(state[1].values())
-
-
 class SimProxy:
     """One proxy node in front of the in-memory log."""
 
@@ -191,19 +162,28 @@ class SimProxy:
         group_configs: dict[str, str],
         latency_ms: int,
         rng: random.Random,
+        updates_per_snapshot: int = DEFAULT_UPDATES_PER_SNAPSHOT,
     ) -> None:
         self.loop = loop
         self.log = log
         self.trace = trace
         self.group_id = group_id
         self.broker_config = BrokerConfig.from_mapping(broker_configs)
-        self.group_configs: dict[str, str] = dict(group_configs)
         self.latency_ms = latency_ms
         self.topic_ids = {
             name: UUID(int=rng.getrandbits(128), version=4) for name in sorted(log.topics)
         }
         self.topic_names = {tid: name for name, tid in self.topic_ids.items()}
-        self.store = _StateStore()
+        self.policy = PersistPolicy(updates_per_snapshot)
+        self.state_log = StateLog()
+        self.instances = 0  # proxy processes started so far
+        self.store = self._start_store()
+        self.engine = self._recover()
+        # Topic ids are assigned by the proxy (as for an upstream without them) and the scenario's
+        # group configs set through it: both are written to the state topic.
+        self.store.write([TopicIdAssigned(name, tid) for name, tid in self.topic_ids.items()])
+        if group_configs:
+            self._set_group_configs(dict(group_configs))
         self.up = True
         self.connections: dict[int, Client] = {}
         self.members: dict[str, str] = {}  # member id -> consumer id
@@ -211,14 +191,49 @@ class SimProxy:
         self._parked: dict[PartitionKey, list[_Pending]] = {}
         self._next_conn = 0
         self._tick_at: int | None = None
-        self.engine = self._new_engine()
-        self.core = ShareCore(self.engine)
+        self._core = ShareCore(self.engine)
 
-    def _new_engine(self) -> ShareEngine:
+    @property
+    def core(self) -> ShareCore:
+        """The share-group core over the current engine (a restart replaces the engine)."""
+        if self._core.engine is not self.engine:
+            self._core = ShareCore(self.engine)
+        return self._core
+
+    # ------------------------------------------------------------------ the durable store
+    def _start_store(self) -> StateWriter:
+        """A proxy process starts: it claims the state topic and replays it."""
+        self.instances += 1
+        store = StateWriter(self.state_log, UUID(int=self.instances))
+        store.start(self.loop.now_ms)
+        return store
+
+    def _recover(self) -> ShareEngine:
+        """A new engine with what the replay holds, as ``ShareService.start`` sets it up: group
+        configs and topic ids now; share partitions when first used (``_init_partition``)."""
+        replay = self.store.replay
         engine = ShareEngine(self.broker_config)
-        if self.group_configs:
-            engine.set_group_configs(self.group_id, dict(self.group_configs))
+        for group_id, configs in replay.group_configs.items():
+            engine.set_group_configs(group_id, dict(configs))
+        if replay.topic_ids:
+            self.topic_ids = {n: replay.topic_ids.get(n, t) for n, t in self.topic_ids.items()}
+            self.topic_names = {tid: name for name, tid in self.topic_ids.items()}
         return engine
+
+    def _persist(self, changes: Sequence[Change]) -> None:
+        """Write what the engine changed, through the persistence policy the proxy uses."""
+        if changes:
+            self.store.write(
+                self.policy.records(
+                    changes, self.store.replay.partitions, self.engine.partitions, self.loop.now_ms
+                )
+            )
+
+    def _set_group_configs(self, configs: dict[str, str | None]) -> None:
+        self.engine.set_group_configs(self.group_id, configs)
+        entry = self.engine.group(self.group_id)
+        assert entry is not None
+        self.store.write([GroupConfigs(self.group_id, dict(entry.overrides))])
 
     # ------------------------------------------------------------------ connections
     def connect(self, client: Client) -> int | None:
@@ -272,13 +287,16 @@ class SimProxy:
 
     def _init_partition(self, need: InitNeed) -> SharePartition:
         key = need.key
-        stored = self.store.read(key)
-        if stored is not None:
-            # Recovery: persisted ranges keep their state and delivery count; acquired but
-            # unpersisted offsets form the gap window and are fetched again.
-            return self.engine.add_partition(key, SharePartition.from_state(*stored))
+        durable = self.store.replay.partitions.get(key)
+        if durable is not None:
+            # Recovery (docs/persistence.md, Recovery): persisted ranges keep their state and
+            # delivery count; acquired-but-unpersisted offsets form the gap window and are
+            # fetched again.
+            return self.engine.add_partition(
+                key, SharePartition.from_state(durable.start_offset, durable.batches())
+            )
         start = self._start_offset(self.log.partition(need.topic, key[2]), need.reset)
-        self.store.initialize(key, start)
+        self.store.write([initial_snapshot(key, start, self.loop.now_ms)])
         return self.engine.new_partition(key, start)
 
     def _start_offset(self, plog: PartitionLog, reset: str | int) -> int:
@@ -309,7 +327,7 @@ class SimProxy:
             if o.change is None:
                 continue
             key = o.change.key
-            self.store.write(key, o.change.delta)
+            self._persist([o.change])
             runs = _type_runs(o.batches)
             for sb in o.change.delta.batches:
                 kind = _KIND_OF_ACK[_type_at(runs, sb.first_offset)]
@@ -527,9 +545,9 @@ class SimProxy:
     # ------------------------------------------------------------------ changes and time
     def _publish(self, changes: Sequence[Change]) -> None:
         now = self.loop.now_ms
+        self._persist(changes)
         for change in changes:
             key = change.key
-            self.store.write(key, change.delta)
             topic = self.topic_names[key[1]]
             partition = key[2]
             for b in change.delta.batches:
@@ -609,12 +627,7 @@ class SimProxy:
         return first, last
 
     def alter_configs(self, configs: dict[str, str | None]) -> None:
-        for k, v in configs.items():
-            if v is None:
-                self.group_configs.pop(k, None)
-            else:
-                self.group_configs[k] = v
-        self.engine.set_group_configs(self.group_id, dict(configs))
+        self._set_group_configs(dict(configs))
         for key in list(self._parked):
             self._wake(key)
         self._schedule_tick(self.engine.next_deadline_ms())
@@ -628,15 +641,16 @@ class SimProxy:
         for topic, partition, to in targets:
             key = (self.group_id, self.topic_ids[topic], partition)
             start = self._start_offset(self.log.partition(topic, partition), to)
-            self.store.initialize(key, start)
+            durable = self.store.replay.partitions.get(key)
+            self.store.write([reset_snapshot(key, start, durable, now)])
             self.engine.add_partition(key, SharePartition(start))
             self.trace.reset(now, topic, partition, start)
         return ErrorCode.NONE
 
     def restart(self, downtime_ms: int) -> None:
         """The proxy process stops and starts again: connections, sessions, membership and
-        acquisitions are lost; share-partition state and group configs come back from the
-        store."""
+        acquisitions are lost; share-partition state, group configs and topic ids come back
+        from the state log's replay when it is up again."""
         now = self.loop.now_ms
         self.up = False
         clients = list(self.connections.items())
@@ -649,14 +663,15 @@ class SimProxy:
             hw = self.log.partition(topic, partition).high_watermark
             if hw:
                 self.trace.unlock(now, "proxy-restart", topic, partition, 0, hw - 1, tr.AVAILABLE)
-        self.engine = self._new_engine()
-        self.core = ShareCore(self.engine)
+        self.engine = ShareEngine(self.broker_config)  # nothing is served while down
         self._tick_at = None
         for conn, client in clients:
             client.on_disconnect(conn)
         self.loop.after(downtime_ms, self._come_up)
 
     def _come_up(self) -> None:
+        self.store = self._start_store()
+        self.engine = self._recover()
         self.up = True
 
     def finish(self) -> None:
