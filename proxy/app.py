@@ -2,10 +2,10 @@
 
 Configs use Kafka's names where Kafka has one:
 
-* ``group.share.*`` — share-group broker defaults and bounds (digest 4.1, 4.2);
+* ``group.share.*`` — share-group broker defaults and bounds (KIP-932's broker configs);
 * ``socket.request.max.bytes`` — the largest request frame accepted;
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
-  ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (digest 4.3);
+  ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (KIP-932's share coordinator configs);
 * ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
   (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent.
 """
@@ -13,9 +13,11 @@ Configs use Kafka's names where Kafka has one:
 from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
+from proxy.admin import AdminHandlers
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import ShareService, attach
+from proxy.share_offsets import ShareOffsets
+from proxy.shares import ShareService
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
 
 STORE_KEYS = {
@@ -86,3 +88,16 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     if snapshot_every is not None:
         service.updates_per_snapshot = max(1, snapshot_every)
     return proxy, service
+
+
+def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+    """Give a proxy the share-group APIs (durable when given a state store): the share
+    service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    broker_config = BrokerConfig.from_mapping(
+        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+    )
+    service = ShareService(proxy, broker_config, store)
+    service.offsets = ShareOffsets(service)
+    proxy.share_handler = service
+    AdminHandlers(proxy, service)
+    return service

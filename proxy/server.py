@@ -12,17 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
 from proxy import wire
+from proxy.connection import ClientConnection
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.rewrite import BrokerMap
 from proxy.upstream import Cluster, UpstreamError
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
 
 log = logging.getLogger("sharegroup.proxy")
 
@@ -142,8 +140,6 @@ class Proxy:
 
     async def _serve(self, listeners: list[trio.SocketListener], node_id: int) -> None:
         async def handler(stream: trio.SocketStream) -> None:
-            from proxy.connection import ClientConnection
-
             conn = ClientConnection(self, stream, node_id)
             self.connections.add(conn)
             try:
