@@ -28,7 +28,6 @@ from model import (
     BrokerConfig,
     ConfigError,
     ErrorCode,
-    ShareApiError,
     SharePartition,
 )
 from proxy import messages, wire
@@ -49,6 +48,7 @@ from sharegroup.core import (
     Acquired,
     Batches,
     FetchAction,
+    HeartbeatRequest,
     InitNeed,
     LogStartNeeded,
     NoRecords,
@@ -274,40 +274,32 @@ class ShareService:
 
     async def heartbeat(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = messages.ShareGroupHeartbeatResponse
-        if self.fenced:
-            return resp_cls(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(ErrorCode.NOT_COORDINATOR),
-                error_message="this proxy instance was fenced by a newer one",
-                member_id=None,
-                member_epoch=0,
-                heartbeat_interval_ms=0,
-                assignment=None,
-            )
-        group = self.engine.group(req.group_id)
-        topics: list[str] = list(req.subscribed_topic_names or [])
-        if group is not None:
-            topics += list(group.group.subscribed_topics())
-        await self.ensure_topics(sorted(set(topics)))
-        try:
-            result = self.engine.heartbeat(
+        subscribed = req.subscribed_topic_names
+        if not self.fenced:
+            await self.ensure_topics(self.core.topics_to_know(req.group_id, subscribed))
+        answer = self.core.heartbeat(
+            HeartbeatRequest(
                 req.group_id,
                 req.member_id,
                 req.member_epoch,
-                now_ms=now_ms(),
-                partition_counts=self._partition_counts(),
-                subscribed_topic_names=req.subscribed_topic_names,
-                rack_id=req.rack_id,
-                client_id=conn.client_id,
-                client_host=conn.peer.rsplit(":", 1)[0],
-            )
-        except ShareApiError as e:
+                None if subscribed is None else tuple(subscribed),
+                req.rack_id,
+                conn.client_id,
+                conn.peer.rsplit(":", 1)[0],
+            ),
+            now_ms=now_ms(),
+            partition_counts=self._partition_counts(),
+            topic_ids=self._topic_ids(),
+            fenced=self.fenced,
+        )
+        result = answer.result
+        if result is None:
+            assert answer.error is not None
             return resp_cls(
                 version=head.api_version,
                 throttle_time_ms=0,
-                error_code=int(e.code),
-                error_message=e.message,
+                error_code=int(answer.error.code),
+                error_message=answer.error.message,
                 member_id=None,
                 member_epoch=0,
                 heartbeat_interval_ms=0,
@@ -315,8 +307,11 @@ class ShareService:
             )
         self._kick_timers()
         assignment = None
+        if answer.initialize:
+            async with trio.open_nursery() as nursery:
+                for need in answer.initialize:
+                    nursery.start_soon(self._init_partition, need)
         if result.assignment is not None:
-            await self._initialize(req.group_id, result.assignment)
             cluster = self.proxy.cluster
             assignment = resp_cls.Assignment(
                 topic_partitions=[
@@ -338,16 +333,8 @@ class ShareService:
             assignment=assignment,
         )
 
-    async def _initialize(self, group_id: str, assignment: dict[str, tuple[int, ...]]) -> None:
-        """Create the share partitions of newly assigned topic-partitions before the member
-        can fetch them."""
-        topic_ids = {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
-        needs = self.core.partitions_to_initialize(group_id, assignment, topic_ids)
-        if not needs:
-            return
-        async with trio.open_nursery() as nursery:
-            for need in needs:
-                nursery.start_soon(self._init_partition, need)
+    def _topic_ids(self) -> dict[str, UUID]:
+        return {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
 
     async def _init_partition(self, need: InitNeed) -> None:
         key, topic, reset = need.key, need.topic, need.reset
@@ -391,36 +378,19 @@ class ShareService:
         resp_cls = messages.ShareGroupDescribeResponse
         group_cls = resp_cls.DescribedGroup
         member_cls = group_cls.Member
-        cluster = self.proxy.cluster
-        groups = []
-        for group_id in req.group_ids or ():  # a null array (malformed) names no group
-            entry = self.engine.group(group_id)
-            if entry is None:
-                groups.append(
-                    group_cls(
-                        error_code=int(ErrorCode.GROUP_ID_NOT_FOUND),
-                        error_message=f"group {group_id} is not a share group",
-                        group_id=group_id,
-                        group_state="Dead",
-                        group_epoch=-1,
-                        assignment_epoch=-1,
-                        assignor_name="",
-                        members=[],
-                        authorized_operations=-(2**31),
-                    )
-                )
-                continue
-            g = entry.group
-            members = []
-            for m in g.members.values():
-                parts = [
-                    member_cls.Assignment.TopicPartitions(
-                        topic_id=cluster.topics[name].topic_id, topic_name=name, partitions=list(ps)
-                    )
-                    for name, ps in sorted(m.assignment.items())
-                    if name in cluster.topics
-                ]
-                members.append(
+        topics_cls = member_cls.Assignment.TopicPartitions
+        # A null GroupIds array (malformed) names no group.
+        described = self.core.describe(list(req.group_ids or ()), self._topic_ids())
+        groups = [
+            group_cls(
+                error_code=int(g.error),
+                error_message=g.message,
+                group_id=g.group_id,
+                group_state=g.state,
+                group_epoch=g.group_epoch,
+                assignment_epoch=g.assignment_epoch,
+                assignor_name=g.assignor,
+                members=[
                     member_cls(
                         member_id=m.member_id,
                         rack_id=m.rack_id,
@@ -428,22 +398,19 @@ class ShareService:
                         client_id=m.client_id,
                         client_host=m.client_host,
                         subscribed_topic_names=list(m.subscribed_topic_names),
-                        assignment=member_cls.Assignment(topic_partitions=parts),
+                        assignment=member_cls.Assignment(
+                            topic_partitions=[
+                                topics_cls(topic_id=tid, topic_name=name, partitions=list(ps))
+                                for tid, name, ps in m.assignment
+                            ]
+                        ),
                     )
-                )
-            groups.append(
-                group_cls(
-                    error_code=0,
-                    error_message=None,
-                    group_id=group_id,
-                    group_state=g.state,
-                    group_epoch=g.group_epoch,
-                    assignment_epoch=g.assignment_epoch,
-                    assignor_name="simple",
-                    members=members,
-                    authorized_operations=-(2**31),
-                )
+                    for m in g.members
+                ],
+                authorized_operations=-(2**31),
             )
+            for g in described
+        ]
         return resp_cls(version=head.api_version, throttle_time_ms=0, groups=groups)
 
     # ------------------------------------------------------------------ acknowledgements
