@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from model import ConfigError, ErrorCode
+from model import ConfigError, ErrorCode, GroupConfig
 from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY, GROUP_CONFIG_KEYS
 from proxy import wire
+from proxy.connection import ClientConnection
+from proxy.server import Proxy
+from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
 from sharegroup.persist.records import GroupConfigs
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
-    from proxy.server import Proxy
-    from proxy.shares import ShareService
 
 log = logging.getLogger("sharegroup.admin")
 
@@ -135,8 +133,6 @@ class AdminHandlers:
                 for k, v in changes.items():
                     if v is None:
                         merged.pop(k, None)
-                from model import GroupConfig
-
                 GroupConfig.defaults(engine.broker_config).with_overrides(
                     engine.broker_config, merged
                 )

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
+from proxy.admin import AdminHandlers
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import ShareService, attach
+from proxy.share_offsets import ShareOffsets
+from proxy.shares import ShareService
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
 
 STORE_KEYS = {
@@ -93,3 +95,16 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     if snapshot_every is not None:
         service.updates_per_snapshot = max(1, snapshot_every)
     return proxy, service
+
+
+def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+    """Give a proxy the share-group APIs (durable when given a state store): the share
+    service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    broker_config = BrokerConfig.from_mapping(
+        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+    )
+    service = ShareService(proxy, broker_config, store)
+    service.offsets = ShareOffsets(service)
+    proxy.share_handler = service
+    AdminHandlers(proxy, service)
+    return service

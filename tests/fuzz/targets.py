@@ -17,10 +17,10 @@ import trio
 import trio.testing
 
 from proxy import wire
+from proxy.app import attach
 from proxy.connection import ClientConnection, Slot
 from proxy.framing import FrameBuffer, FrameError
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import attach
 from proxy.upstream import BrokerInfo, Cluster, PartitionInfo, TopicInfo, UpstreamError
 
 SEEDS = Path(__file__).with_name("seeds")
