@@ -2,7 +2,7 @@
 over its HTTP API.
 
 ``ensure_toxiproxy()`` runs ``go install github.com/Shopify/toxiproxy/v2/cmd/server@<version>``
-with GOBIN in ``.cache/toxiproxy/<version>/`` once and reuses the binary after that
+with GOBIN in ``<cache>/toxiproxy/<version>/`` (the broker jars' cache root, ``.cache/``) once and reuses the binary after that
 (``python -m tests.faults.toxiproxy`` does it from ``.ci/run``). ``Toxiproxy`` starts the server
 on a free loopback port; ``proxy``/``toxic``/``remove_toxic``/``enable``/``reset`` are its API
 (``POST /proxies``, ``POST /proxies/{name}/toxics``, ``DELETE /proxies/{name}/toxics/{toxic}``,
@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from sharegroup.brokers import _die_with_parent, free_port
+from sharegroup.kafka_dist import cache_root
 
 TOXIPROXY_VERSION = "v2.5.0"
 MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "toxiproxy" / TOXIPROXY_VERSION
+CACHE = cache_root() / "toxiproxy" / TOXIPROXY_VERSION
 BINARY = CACHE / "toxiproxy-server"
 
 
