@@ -10,6 +10,8 @@ Configs use Kafka's names where Kafka has one:
 * ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
   (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
+* ``sharegroup.state.write.timeout.ms`` (default 120000) — how long a state write may go
+  unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ STORE_KEYS = {
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.snapshot.update.records.per.snapshot",
+    "sharegroup.state.write.timeout.ms",
 }
 
 
@@ -65,7 +68,12 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
-    for key in STORE_KEYS - {"sharegroup.state.topic", "sharegroup.state.enable"}:
+    _int(store, "sharegroup.state.write.timeout.ms", 1000, 3600000)
+    for key in STORE_KEYS - {
+        "sharegroup.state.topic",
+        "sharegroup.state.enable",
+        "sharegroup.state.write.timeout.ms",
+    }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
     return share, store, max_frame
 
@@ -86,6 +94,11 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     store_configs, "share.coordinator.state.topic.replication.factor", 1, 1000
                 ),
                 min_isr=_int(store_configs, "share.coordinator.state.topic.min.isr", 1, 1000),
+                commit_retry_s=(
+                    _int(store_configs, "sharegroup.state.write.timeout.ms", 1000, 3600000)
+                    or 120000
+                )
+                / 1000,
             )
         )
     service = attach(proxy, store)

@@ -203,8 +203,6 @@ class _ErrorLog(logging.Handler):
 
 
 _ERRORS = _ErrorLog()
-for _name in ("sharegroup", "sharegroup.proxy", "sharegroup.state"):
-    logging.getLogger(_name).addHandler(_ERRORS)
 
 
 async def _serve_one(data: bytes, recorded: dict[str, Any]) -> bytes:
@@ -238,12 +236,17 @@ def serve(data: bytes, recorded: dict[str, Any] | None = None) -> bytes:
     """One client connection that sends ``data`` and reads until the proxy is done with it;
     returns what the proxy sent back. Raises Crash if the proxy logged an error."""
     _ERRORS.records.clear()
-    answers = trio.run(
-        _serve_one,
-        data,
-        recorded if recorded is not None else _recorded(),
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
+    logger = logging.getLogger("sharegroup")  # the proxy's loggers are all below it
+    logger.addHandler(_ERRORS)
+    try:
+        answers = trio.run(
+            _serve_one,
+            data,
+            recorded if recorded is not None else _recorded(),
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
+    finally:
+        logger.removeHandler(_ERRORS)
     if _ERRORS.records:
         first = _ERRORS.records[0]
         raise Crash(f"the proxy logged an error: {first.getMessage()}\n{first.exc_text or ''}")
