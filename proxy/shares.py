@@ -422,7 +422,7 @@ class ShareService:
                 subscribed_topic_names=req.subscribed_topic_names,
                 rack_id=req.rack_id,
                 client_id=conn.client_id,
-                client_host=conn.peer.rsplit(":", 1)[0],
+                client_host="/" + conn.peer.rsplit(":", 1)[0],  # as Kafka: InetAddress.toString()
             )
         except ShareApiError as e:
             return resp_cls(
@@ -628,11 +628,11 @@ class ShareService:
         groups = []
         for group_id in req.group_ids:
             entry = self.engine.group(group_id)
-            if entry is None:
+            if entry is None or not entry.exists:
                 groups.append(
                     group_cls(
                         error_code=int(ErrorCode.GROUP_ID_NOT_FOUND),
-                        error_message=f"group {group_id} is not a share group",
+                        error_message=f"Group {group_id} not found.",
                         group_id=group_id,
                         group_state="Dead",
                         group_epoch=-1,
