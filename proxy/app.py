@@ -7,7 +7,9 @@ Configs use Kafka's names where Kafka has one:
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
   ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (digest 4.3);
 * ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
-  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent.
+  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
+* ``sharegroup.metrics.listen`` (``HOST:PORT``, unset: no endpoint) — Prometheus metrics at
+  ``/metrics`` (``proxy/metrics.py``, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
 
+METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
@@ -49,6 +52,8 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
+        elif key == METRICS_LISTEN:
+            continue
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
@@ -85,4 +90,8 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     )
     if snapshot_every is not None:
         service.updates_per_snapshot = max(1, snapshot_every)
+    if configs.get(METRICS_LISTEN):
+        from proxy.metrics import attach_metrics
+
+        attach_metrics(proxy, service, configs[METRICS_LISTEN])
     return proxy, service
