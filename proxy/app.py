@@ -12,6 +12,8 @@ Configs use Kafka's names where Kafka has one:
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
 * ``sharegroup.state.write.timeout.ms`` (default 120000) — how long a state write may go
   unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
+* ``sharegroup.metrics.listen`` (``HOST:PORT``, unset: no endpoint) — Prometheus metrics at
+  ``/metrics`` (``proxy/metrics.py``, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.metrics import attach_metrics
 from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
 from proxy.shares import ShareService
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
 
+METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
@@ -60,6 +64,8 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             store[key] = value
         elif key in SECURITY_KEYS:
             continue  # checked by proxy.security when the proxy is built
+        elif key == METRICS_LISTEN:
+            continue
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
@@ -107,6 +113,8 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     )
     if snapshot_every is not None:
         service.updates_per_snapshot = max(1, snapshot_every)
+    if configs.get(METRICS_LISTEN):
+        attach_metrics(proxy, service, configs[METRICS_LISTEN])
     return proxy, service
 
 

@@ -53,9 +53,8 @@ class ShareOffsets:
         return out
 
     def _group_exists(self, group_id: str) -> bool:
-        return self.service.engine.group(group_id) is not None or bool(
-            self._known_partitions(group_id)
-        )
+        entry = self.service.engine.group(group_id)
+        return (entry is not None and entry.exists) or bool(self._known_partitions(group_id))
 
     def _is_empty(self, group_id: str) -> bool:
         entry = self.service.engine.group(group_id)
