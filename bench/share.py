@@ -1342,11 +1342,27 @@ def broker_settings(settings: str, jit: str) -> Iterator[dict[str, str]]:
 
 
 def jfr_option(folder: str, name: str) -> str:
-    """Java Flight Recorder for a broker's whole life, written when it stops
+    """Java Flight Recorder for a broker's whole life, dumped at the end of the run
     (bench/jfr_top.py summarises it)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder).resolve() / f"{name}.jfr"
-    return f"-XX:StartFlightRecording=filename={path},settings=profile,dumponexit=true"
+    return f"-XX:StartFlightRecording=filename={path},settings=profile"
+
+
+def jfr_dump(pid: int | None, path: Path) -> None:
+    """Write a broker's flight recording so far (``jcmd <pid> JFR.dump``)."""
+    jcmd = shutil.which("jcmd")
+    if pid is None or jcmd is None:
+        print(f"cannot dump the flight recording of process {pid} (jcmd: {jcmd})", file=sys.stderr)
+        return
+    done = subprocess.run(
+        [jcmd, str(pid), "JFR.dump", f"filename={path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    print(f"flight recording: {path}" if done.returncode == 0 else done.stdout + done.stderr)
 
 
 def _batch_list(text: str) -> list[int]:
@@ -1483,6 +1499,9 @@ def main() -> int:
             flush=True,
         )
         results = run_all(upstream, kafka4, proxy, args, plan, base)
+        if args.jfr:  # the brokers are killed when the run ends: dump the recordings first
+            for broker, name in ((upstream, "upstream"), (kafka4, "kafka44")):
+                jfr_dump(broker.pid, Path(args.jfr).resolve() / f"{name}.jfr")
     print(results.table(), flush=True)
     print(json.dumps(results.summary()), flush=True)
     return 0
