@@ -65,7 +65,7 @@ versions, for librdkafka and the first batch size: <route>_records_per_s, ratio_
 ratio_vs_kafka_share, <route>_cpu_us_per_record_<part>; with ``--latency-samples K`` the
 one-at-a-time probe of earlier versions adds <route>_latency_p50_ms / _p99_ms.
 
-Targets (the performance issue): cpu_us_per_record_proxy_route_<batch> <=
+Targets: cpu_us_per_record_proxy_route_<batch> <=
 cpu_us_per_record_kafka_share_<batch>; every ratio_vs_kafka_share_* >= 1.0; added_latency_p99_ms
 <= 2.
 

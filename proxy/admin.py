@@ -3,7 +3,7 @@
 Share groups live in the proxy, so the upstream cluster knows nothing of them:
 
 * IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show share-group
-  configs (``share.*``, digest 4.4); other resources in the same request go upstream and the
+  configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same request go upstream and the
   answers are merged in request order.
 * ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
 
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from model import ConfigError, ErrorCode
-from model.config import GROUP_CONFIG_KEYS
+from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY, GROUP_CONFIG_KEYS
 from proxy import wire
 from proxy.state_store import StateWriteError
 from sharegroup.persist.records import GroupConfigs
@@ -200,6 +200,8 @@ class AdminHandlers:
             "share.isolation.level": config.isolation_level,
             "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
             "share.assignment.interval.ms": str(config.assignment_interval_ms),
+            BACKOFF_KEY: str(config.redelivery_backoff_ms),
+            BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
         }
         wanted = res.configuration_keys
         entry_cls = result_cls.DescribeConfigsResourceResult

@@ -19,6 +19,7 @@ import trio
 from proxy import wire
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.rewrite import BrokerMap
+from proxy.security import ListenerSecurity
 from proxy.upstream import Cluster, UpstreamError
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class ProxyConfig:
     max_in_flight_requests: int = 1000
     metadata_refresh_s: float = 30.0
     share_configs: dict[str, str] = field(default_factory=dict)
+    listen_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    listener: ListenerSecurity = field(default_factory=ListenerSecurity)  # built by build_proxy
 
     @property
     def host_for_clients(self) -> str:
@@ -141,7 +144,13 @@ class Proxy:
         self._nursery.start_soon(self._serve, listeners, node_id)
 
     async def _serve(self, listeners: list[trio.SocketListener], node_id: int) -> None:
-        async def handler(stream: trio.SocketStream) -> None:
+        security = self.config.listener
+        served: list[trio.abc.Listener[Any]] = list(listeners)
+        if security.ssl_context is not None:
+            # The handshake happens in the connection's own task (ClientConnection.run).
+            served = [trio.SSLListener(lst, security.ssl_context) for lst in listeners]
+
+        async def handler(stream: trio.abc.Stream) -> None:
             from proxy.connection import ClientConnection
 
             conn = ClientConnection(self, stream, node_id)
@@ -154,7 +163,7 @@ class Proxy:
             finally:
                 self.connections.discard(conn)
 
-        await trio.serve_listeners(handler, listeners)
+        await trio.serve_listeners(handler, served)
 
     async def _refresh_loop(self) -> None:
         while True:

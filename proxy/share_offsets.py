@@ -16,7 +16,8 @@ from model import ErrorCode, RecordState, SharePartition
 from proxy import messages, wire
 from proxy.state_store import StateWriteError
 from proxy.upstream import UpstreamError
-from sharegroup.persist.records import Record, Snapshot, Tombstone
+from sharegroup.persist.policy import reset_snapshot
+from sharegroup.persist.records import Record, Tombstone
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
@@ -204,11 +205,7 @@ class ShareOffsets:
                     continue
                 key = (req.group_id, info.topic_id, p.partition_index)
                 durable = service.store.replay.partitions.get(key) if service.store else None
-                state_epoch = durable.state_epoch + 1 if durable else 0
-                snapshot_epoch = durable.snapshot_epoch + 1 if durable else 0
-                records.append(
-                    Snapshot(key, snapshot_epoch, state_epoch, 0, p.start_offset, now, now, ())
-                )
+                records.append(reset_snapshot(key, p.start_offset, durable, now))
                 plan.append((key, p.start_offset))
                 parts.append(
                     part_cls(partition_index=p.partition_index, error_code=0, error_message=None)

@@ -34,13 +34,37 @@ from model import (
     LogBatch,
     ShareApiError,
     SharePartition,
-    ack_shape_error,
 )
+from model.config import parse_by_duration_ms
 from proxy import messages, wire
 from proxy.state_store import StateStore, StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
+from sharegroup.core import (
+    AckOutcome,
+    Acquired,
+    Batches,
+    FetchAction,
+    InitNeed,
+    LogRead,
+    LogStartNeeded,
+    NoAnswer,
+    NoRecords,
+    Outcome,
+    OutOfRange,
+    PartitionFailed,
+    PartitionRead,
+    ReadFailed,
+    ReadResult,
+    Refused,
+    ShareAcknowledgeRequest,
+    ShareCore,
+    ShareFetch,
+    ShareFetchRequest,
+    Turn,
+)
 from sharegroup.engine import Change, PartitionKey, ShareEngine
-from sharegroup.persist.records import GroupConfigs, Record, Snapshot, TopicIdAssigned, Update
+from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
+from sharegroup.persist.records import Record, TopicIdAssigned
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
@@ -75,6 +99,11 @@ class ReadAheadHeld:
 
 def now_ms() -> int:
     return int(trio.current_time() * 1000)
+
+
+def wall_clock_ms() -> int:
+    """Wall-clock time, for the timestamps of state records (Kafka's are wall-clock too)."""
+    return int(time.time() * 1000)
 
 
 scan_batches = wire.scan_batches  # kept under this name for its callers
@@ -174,6 +203,7 @@ class ShareService:
     ) -> None:
         self.proxy = proxy
         self.engine = ShareEngine(broker_config)
+        self.core = ShareCore(self.engine)
         self.store = store
         self.watches: dict[PartitionKey, PartitionWatch] = {}
         self._timer_wakeup = trio.Event()
@@ -184,8 +214,16 @@ class ShareService:
         # (and how many read-ahead fetches were made).
         self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
         self.on_change: list[Any] = []  # observers of every change (tests, reports)
-        self.updates_per_snapshot = 500
+        self.persist_policy = PersistPolicy()
         self.offsets: Any = None  # proxy.share_offsets.ShareOffsets, set by attach()
+
+    @property
+    def updates_per_snapshot(self) -> int:
+        return self.persist_policy.updates_per_snapshot
+
+    @updates_per_snapshot.setter
+    def updates_per_snapshot(self, value: int) -> None:
+        self.persist_policy = PersistPolicy(value)
 
     # ------------------------------------------------------------------ durability
     async def start(self, nursery: trio.Nursery) -> None:
@@ -200,22 +238,7 @@ class ShareService:
                 log.warning("ignoring stored configs of group %s: %s", group_id, e)
         self.proxy.cluster.restore_topic_ids(replay.topic_ids)
         # Fresh snapshots of everything, then drop what they supersede (see state_store).
-        now = int(time.time() * 1000)
-        snapshots: list[Record] = [
-            Snapshot(
-                key,
-                d.snapshot_epoch + 1,
-                d.state_epoch,
-                d.leader_epoch,
-                d.start_offset,
-                d.create_timestamp,
-                now,
-                d.batches(),
-            )
-            for key, d in replay.partitions.items()
-        ]
-        snapshots += [GroupConfigs(g, dict(c)) for g, c in replay.group_configs.items()]
-        snapshots += [TopicIdAssigned(name, tid) for name, tid in replay.topic_ids.items()]
+        snapshots = recovery_snapshots(replay, wall_clock_ms())
         try:
             await self.store.prune(snapshots)
         except StateWriteError as e:
@@ -228,42 +251,11 @@ class ShareService:
 
     def _records(self, changes: Sequence[Change]) -> list[Record]:
         assert self.store is not None
-        durable = self.store.replay.partitions
-        out: list[Record] = []
-        for change in changes:
-            known = durable.get(change.key)
-            sp = self.engine.share_partition(change.key)
-            if known is None or (
-                sp is not None and known.updates_since_snapshot + 1 >= self.updates_per_snapshot
-            ):
-                if sp is None:
-                    continue
-                epoch = 0 if known is None else known.snapshot_epoch + 1
-                state_epoch = 0 if known is None else known.state_epoch
-                now = int(time.time() * 1000)
-                out.append(
-                    Snapshot(
-                        change.key,
-                        epoch,
-                        state_epoch,
-                        0,
-                        sp.start_offset,
-                        now,
-                        now,
-                        sp.state_batches(),
-                    )
-                )
-            elif not change.delta.empty or change.delta.start_offset != known.start_offset:
-                out.append(
-                    Update(
-                        change.key,
-                        known.snapshot_epoch,
-                        0,
-                        change.delta.start_offset,
-                        change.delta.batches,
-                    )
-                )
-        return out
+        return list(
+            self.persist_policy.records(
+                changes, self.store.replay.partitions, self.engine.partitions, wall_clock_ms()
+            )
+        )
 
     async def _persist(self, changes: Sequence[Change]) -> dict[PartitionKey, ErrorCode]:
         """Write changes and wait until they are durable. On failure the partitions go back
@@ -442,28 +434,18 @@ class ShareService:
         )
 
     async def _initialize(self, group_id: str, assignment: dict[str, tuple[int, ...]]) -> None:
-        """Create the share partitions of newly assigned topic-partitions, at the start offset
-        ``share.auto.offset.reset`` gives (digest 3.3): before the member can fetch them."""
-        entry = self.engine.group(group_id)
-        assert entry is not None
-        cluster = self.proxy.cluster
-        todo: list[tuple[PartitionKey, str, bool]] = []
-        for name, parts in assignment.items():
-            info = cluster.topics.get(name)
-            if info is None:
-                continue
-            known_topic = any(t == info.topic_id for t, _ in entry.partitions)
-            for p in parts:
-                key = (group_id, info.topic_id, p)
-                if self.engine.share_partition(key) is None:
-                    todo.append((key, name, known_topic))
-        if not todo:
+        """Create the share partitions of newly assigned topic-partitions before the member
+        can fetch them."""
+        topic_ids = {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
+        needs = self.core.partitions_to_initialize(group_id, assignment, topic_ids)
+        if not needs:
             return
         async with trio.open_nursery() as nursery:
-            for key, name, known_topic in todo:
-                nursery.start_soon(self._init_partition, key, name, known_topic)
+            for need in needs:
+                nursery.start_soon(self._init_partition, need)
 
-    async def _init_partition(self, key: PartitionKey, topic: str, known_topic: bool) -> None:
+    async def _init_partition(self, need: InitNeed) -> None:
+        key, topic, reset = need.key, need.topic, need.reset
         watch = self.watches.setdefault(key, PartitionWatch())
         async with watch.lock:
             if self.engine.share_partition(key) is not None:
@@ -483,10 +465,6 @@ class ShareService:
                     durable.start_offset,
                 )
                 return
-            config = self.engine.group_config(key[0])
-            # New partitions of a topic the group already consumes start at 0 so that nothing
-            # produced before they were initialized is lost (digest 3.3, Appendix A.10).
-            reset = "earliest" if known_topic else config.auto_offset_reset
             try:
                 start = await self._start_offset(topic, key[2], reset)
             except UpstreamError as e:
@@ -494,9 +472,8 @@ class ShareService:
                 return
             sp = SharePartition(start)
             if self.store is not None:
-                now = int(time.time() * 1000)
                 try:
-                    await self.store.write([Snapshot(key, 0, 0, 0, start, now, now, ())])
+                    await self.store.write([initial_snapshot(key, start, wall_clock_ms())])
                 except StateWriteError as e:
                     log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
                     return
@@ -509,8 +486,6 @@ class ShareService:
         leader = self.proxy.cluster.leader_of(topic, partition)
         conn = await self.proxy.cluster.connection(leader)
         if reset.startswith("by_duration:"):
-            from model.config import parse_by_duration_ms
-
             wall_ms = int(time.time() * 1000)  # record timestamps are wall-clock time
             ts = wall_ms - parse_by_duration_ms(reset.removeprefix("by_duration:"))
             return await self._offset_for_timestamp(conn, topic, partition, ts)
@@ -607,7 +582,7 @@ class ShareService:
         member_cls = group_cls.Member
         cluster = self.proxy.cluster
         groups = []
-        for group_id in req.group_ids:
+        for group_id in req.group_ids or ():  # a null array (malformed) names no group
             entry = self.engine.group(group_id)
             if entry is None:
                 groups.append(
@@ -661,44 +636,22 @@ class ShareService:
         return resp_cls(version=head.api_version, throttle_time_ms=0, groups=groups)
 
     # ------------------------------------------------------------------ acknowledgements
-    def _ack_batches(self, batches: Sequence[Any]) -> list[AckBatch]:
-        return [
-            AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types)) for b in batches
-        ]
-
-    def _apply_acks(
-        self,
-        group_id: str,
-        member_id: str,
-        topic_id: UUID,
-        partition: int,
-        batches: Sequence[Any],
-        now: int,
-        renew: bool,
-    ) -> tuple[ErrorCode, str | None, Change | None]:
-        key = (group_id, topic_id, partition)
-        if not renew and any(4 in b.acknowledge_types for b in batches):
-            # Kafka: acknowledge type 4 (RENEW) only in a request with IsRenewAck set.
-            return ErrorCode.INVALID_REQUEST, "RENEW acknowledgement without IsRenewAck", None
-        if self.fenced:
-            return ErrorCode.NOT_LEADER_OR_FOLLOWER, "this proxy instance was fenced", None
-        if topic_id not in self.proxy.cluster.topic_names:
-            return ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {topic_id}", None
-        try:
-            change = self.engine.acknowledge(key, member_id, self._ack_batches(batches), now)
-        except ShareApiError as e:
-            log.info(
-                "acknowledgement of %s for %s-%d refused: %s (batches %s)",
-                member_id,
-                self.proxy.cluster.topic_names.get(topic_id, topic_id),
-                partition,
-                e,
-                [(b.first_offset, b.last_offset, list(b.acknowledge_types)) for b in batches],
-            )
-            return e.code, e.message, None
-        self._publish([change], persist=False)
-        self._kick_timers()
-        return ErrorCode.NONE, None, change
+    def _announce_acks(self, outcomes: Sequence[AckOutcome]) -> None:
+        """Wake the fetches waiting on acknowledged partitions (the write follows), and log
+        what the model refused."""
+        for o in outcomes:
+            if o.refused_by_model:
+                log.info(
+                    "acknowledgement for %s-%d refused: %s (batches %s)",
+                    self.proxy.cluster.topic_names.get(o.tp[0], o.tp[0]),
+                    o.tp[1],
+                    o.message,
+                    [(b.first_offset, b.last_offset, list(b.ack_types)) for b in o.batches],
+                )
+        changes = [o.change for o in outcomes if o.change is not None]
+        if changes:
+            self._publish(changes, persist=False)
+            self._kick_timers()
 
     async def share_acknowledge(
         self, conn: ClientConnection, req: Any, head: wire.RequestHead
@@ -706,71 +659,60 @@ class ShareService:
         resp_cls = messages.ShareAcknowledgeResponse
         topic_cls = resp_cls.ShareAcknowledgeTopicResponse
         part_cls = topic_cls.PartitionData
-        lock_ms = self.engine.group_config(req.group_id or "").record_lock_duration_ms
-
-        def top_error(code: ErrorCode, message: str) -> Any:
+        is_renew = getattr(req, "is_renew_ack", False)
+        request = ShareAcknowledgeRequest(
+            group_id=req.group_id,
+            member_id=req.member_id,
+            epoch=req.share_session_epoch,
+            partitions=tuple(
+                ((t.topic_id, p.partition_index), _ack_batches(p.acknowledgement_batches))
+                for t in req.topics or ()  # null arrays (malformed) hold nothing
+                for p in t.partitions or ()
+            ),
+            renew=None if is_renew is None else head.api_version >= 2 and bool(is_renew),
+        )
+        op = self.core.share_acknowledge(
+            request,
+            node_id=conn.node_id,
+            now_ms=now_ms(),
+            topic_names=self.proxy.cluster.topic_names,
+            fenced=self.fenced,
+        )
+        if isinstance(op, Refused):
             return resp_cls(
                 version=head.api_version,
                 throttle_time_ms=0,
-                error_code=int(code),
-                error_message=message,
+                error_code=int(op.code),
+                error_message=op.message,
                 acquisition_lock_timeout_ms=0,
                 responses=[],
                 node_endpoints=[],
             )
-
-        if req.group_id is None:
-            return top_error(ErrorCode.INVALID_REQUEST, "group id must not be null")
-        if getattr(req, "is_renew_ack", False) is None:
-            return top_error(ErrorCode.INVALID_REQUEST, "bad IsRenewAck")
-        renew = head.api_version >= 2 and bool(req.is_renew_ack)
-        cache = self.engine.session_cache(conn.node_id)
-        try:
-            ctx = cache.acknowledge_context(req.group_id, req.member_id, req.share_session_epoch)
-        except ShareApiError as e:
-            return top_error(e.code, e.message)
-        now = now_ms()
-        outcomes: list[tuple[UUID, int, ErrorCode, str | None]] = []
-        changes: list[Change] = []
-        for t in req.topics:
-            for p in t.partitions:
-                code, message, change = self._apply_acks(
-                    req.group_id,
-                    req.member_id,
-                    t.topic_id,
-                    p.partition_index,
-                    p.acknowledgement_batches,
-                    now,
-                    renew,
-                )
-                outcomes.append((t.topic_id, p.partition_index, code, message))
-                if change is not None:
-                    changes.append(change)
+        self._announce_acks(op.outcomes)
         # The answer goes out only once the acknowledgements are durable.
-        failed = await self._persist(changes)
-        by_topic: dict[UUID, list[Any]] = {}
-        for topic_id, partition, code, message in outcomes:
-            lost = failed.get((req.group_id, topic_id, partition))
-            if lost is not None:
-                code, message = lost, "the acknowledgement could not be persisted"
-            by_topic.setdefault(topic_id, []).append(
-                part_cls(
-                    partition_index=partition,
-                    error_code=int(code),
-                    error_message=message,
-                    current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                )
-            )
-        topics = [topic_cls(topic_id=t, partitions=ps) for t, ps in by_topic.items()]
-        if ctx.final:
-            self._publish(self.engine.close_session(conn.node_id, req.group_id, req.member_id))
+        answer = op.answer(await self._persist(op.changes))
+        self._publish(op.close())
         return resp_cls(
             version=head.api_version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
-            acquisition_lock_timeout_ms=lock_ms,
-            responses=topics,
+            acquisition_lock_timeout_ms=answer.lock_timeout_ms,
+            responses=[
+                topic_cls(
+                    topic_id=topic_id,
+                    partitions=[
+                        part_cls(
+                            partition_index=p.partition,
+                            error_code=int(p.ack_code or 0),
+                            error_message=p.ack_message,
+                            current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                        )
+                        for p in parts
+                    ],
+                )
+                for topic_id, parts in answer.by_topic().items()
+            ],
             node_endpoints=[],
         )
 
@@ -780,139 +722,101 @@ class ShareService:
         topic_cls = resp_cls.ShareFetchableTopicResponse
         part_cls = topic_cls.PartitionData
         version = head.api_version
-
-        def top_error(code: ErrorCode, message: str) -> Any:
+        request = ShareFetchRequest(
+            group_id=req.group_id,
+            member_id=req.member_id,
+            epoch=req.share_session_epoch,
+            partitions=tuple(
+                ((t.topic_id, p.partition_index), _ack_batches(p.acknowledgement_batches))
+                for t in req.topics or ()  # null arrays (malformed) hold nothing
+                for p in t.partitions or ()
+            ),
+            forget=tuple(
+                (t.topic_id, p) for t in req.forgotten_topics_data or () for p in t.partitions or ()
+            ),
+            max_wait_ms=req.max_wait_ms,
+            min_bytes=req.min_bytes,
+            max_bytes=req.max_bytes,
+            max_records=req.max_records,
+            batch_size=req.batch_size,
+            mode=_acquire_mode(req.share_acquire_mode)
+            if version >= 2
+            else AcquireMode.BATCH_OPTIMIZED,
+            renew=version >= 2 and bool(req.is_renew_ack),
+        )
+        op: ShareFetch[memoryview] | Refused = self.core.share_fetch(
+            request,
+            node_id=conn.node_id,
+            connection_id=conn.id,
+            now_ms=now_ms(),
+            topic_names=self.proxy.cluster.topic_names,
+            fenced=self.fenced,
+        )
+        if isinstance(op, Refused):
+            if op.delay_ms:
+                await trio.sleep(op.delay_ms / 1000)
             return resp_cls(
                 version=version,
                 throttle_time_ms=0,
-                error_code=int(code),
-                error_message=message,
+                error_code=int(op.code),
+                error_message=op.message,
                 acquisition_lock_timeout_ms=0,
                 responses=[],
                 node_endpoints=[],
             )
-
-        if req.group_id is None:
-            return top_error(ErrorCode.INVALID_REQUEST, "group id must not be null")
-        renew = version >= 2 and bool(req.is_renew_ack)
-        if renew and (req.max_bytes or req.min_bytes or req.max_records or req.max_wait_ms):
-            return top_error(
-                ErrorCode.INVALID_REQUEST, "a renew-only ShareFetch must have zero fetch parameters"
-            )
-        add: list[tuple[UUID, int]] = []
-        acks: list[tuple[UUID, int, Sequence[Any]]] = []
-        for t in req.topics:
-            for p in t.partitions:
-                add.append((t.topic_id, p.partition_index))
-                if p.acknowledgement_batches:
-                    acks.append((t.topic_id, p.partition_index, p.acknowledgement_batches))
-        forget = [(t.topic_id, p) for t in req.forgotten_topics_data for p in t.partitions]
-        cache = self.engine.session_cache(conn.node_id)
-        try:
-            ctx = cache.fetch_context(
-                req.group_id,
-                req.member_id,
-                req.share_session_epoch,
-                connection_id=conn.id,
-                add=add,
-                forget=forget,
-                has_acknowledgements=bool(acks),
-            )
-        except ShareApiError as e:
-            if e.code == ErrorCode.SHARE_SESSION_LIMIT_REACHED:
-                await trio.sleep(req.max_wait_ms / 1000)
-            return top_error(e.code, e.message)
-        group_id, member_id = req.group_id, req.member_id
-        config = self.engine.group_config(group_id)
-        now = now_ms()
-        results: dict[tuple[UUID, int], dict[str, Any]] = {}
-        changes: list[Change] = []
-        for topic_id, partition, batches in acks:
-            code, message, change = self._apply_acks(
-                group_id, member_id, topic_id, partition, batches, now, renew
-            )
-            results[(topic_id, partition)] = {
-                "acknowledge_error_code": int(code),
-                "acknowledge_error_message": message,
-            }
-            if change is not None:
-                changes.append(change)
-        if any(
-            ack_shape_error(self._ack_batches(batches), renew=renew) is None
-            for _, _, batches in acks
-        ):
-            # Kafka takes the acknowledgements of every partition in Topics once one carries
-            # well-formed ones: a partition without batches gets an acknowledgement result
-            # too (NONE), and so is listed.
-            for tp in add:
-                results.setdefault(tp, {"acknowledge_error_code": 0})
-        failed: dict[PartitionKey, ErrorCode] = {}
-        fetched: dict[tuple[UUID, int], dict[str, Any]] = {}
+        self._announce_acks(op.acks)
+        fetch_op = op
+        changes = op.ack_changes
 
         async def persist() -> None:
-            failed.update(await self._persist(changes))
+            fetch_op.persisted(await self._persist(changes))
 
-        async def fetch() -> None:
-            parts = list(ctx.session.partitions)
-            fetched.update(
-                await self._fetch_records(conn, group_id, member_id, parts, req, version)
-            )
-
-        if ctx.final:
+        if op.action is FetchAction.CLOSE:
             await persist()
-            self._publish(self.engine.close_session(conn.node_id, group_id, member_id))
-        elif renew or req.max_records == 0 or req.max_bytes == 0:
+            self._publish(op.close())
+        elif op.action is FetchAction.ACKS_ONLY:
             await persist()
         elif not changes:
-            await fetch()
+            await self._fetch_records(conn, op)
         else:
             # The acknowledgements are applied already: records are acquired while their
             # write is out, and the answer goes once both are done (it carries the outcome).
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(persist)
-                nursery.start_soon(fetch)
-        for (_, topic_id, partition), code in failed.items():
-            results[(topic_id, partition)] = {
-                "acknowledge_error_code": int(code),
-                "acknowledge_error_message": "the acknowledgement could not be persisted",
-            }
-        for tp, data in fetched.items():
-            results.setdefault(tp, {}).update(data)
-        # Which partitions the answer lists (digest 2.3): all of a new session's; otherwise those
-        # with records, errors or acknowledgement results, and the newly added ones (once).
-        report: list[Any] = list(ctx.session.partitions) if ctx.full else []
-        candidate: Any
-        for candidate in [*results, *ctx.added]:
-            if candidate not in report:  # once each: a repeat would deliver records twice
-                report.append(candidate)
-        topics: dict[UUID, list[Any]] = {}
-        for tp in report:
-            topic_id, partition = tp
-            data = results.get(tp, {})
-            if not ctx.full and not data and tp not in ctx.added:
-                continue
-            topics.setdefault(topic_id, []).append(
-                part_cls(
-                    partition_index=partition,
-                    error_code=data.get("error_code", 0),
-                    error_message=data.get("error_message"),
-                    acknowledge_error_code=data.get("acknowledge_error_code", 0),
-                    acknowledge_error_message=data.get("acknowledge_error_message"),
-                    current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                    records=data.get("records", b""),
-                    acquired_records=[
-                        part_cls.AcquiredRecords(first_offset=a, last_offset=b, delivery_count=c)
-                        for a, b, c in data.get("acquired", [])
-                    ],
-                )
-            )
+                nursery.start_soon(self._fetch_records, conn, op)
+        answer = op.answer()
         return resp_cls(
             version=version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
-            acquisition_lock_timeout_ms=config.record_lock_duration_ms,
-            responses=[topic_cls(topic_id=t, partitions=ps) for t, ps in topics.items()],
+            acquisition_lock_timeout_ms=answer.lock_timeout_ms,
+            responses=[
+                topic_cls(
+                    topic_id=topic_id,
+                    partitions=[
+                        part_cls(
+                            partition_index=p.partition,
+                            error_code=int(p.code),
+                            error_message=p.message,
+                            acknowledge_error_code=int(p.ack_code or 0),
+                            acknowledge_error_message=p.ack_message,
+                            current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                            records=b"".join(p.payloads),
+                            acquired_records=[
+                                part_cls.AcquiredRecords(
+                                    first_offset=a.first_offset,
+                                    last_offset=a.last_offset,
+                                    delivery_count=a.delivery_count,
+                                )
+                                for a in p.acquired
+                            ],
+                        )
+                        for p in parts
+                    ],
+                )
+                for topic_id, parts in answer.by_topic().items()
+            ],
             node_endpoints=[],
         )
 
@@ -938,244 +842,135 @@ class ShareService:
             pool[key] = bc
         return bc
 
-    async def _fetch_records(
-        self,
-        conn: ClientConnection,
-        group_id: str,
-        member_id: str,
-        session_parts: Sequence[Any],
-        req: Any,
-        version: int,
-    ) -> dict[tuple[UUID, int], dict[str, Any]]:
+    async def _fetch_records(self, conn: ClientConnection, op: ShareFetch[memoryview]) -> None:
+        """Acquire records for a ShareFetch: rounds over its session's partitions until one
+        gives records or MaxWaitMs is over (the decisions are ``op``'s)."""
         cluster = self.proxy.cluster
-        if self.fenced:
-            return {
-                tuple(tp): {
-                    "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
-                    "error_message": "this proxy instance was fenced by a newer one",
-                }
-                for tp in session_parts
-            }
-        config = self.engine.group_config(group_id)
-        isolation = 1 if config.isolation_level == "read_committed" else 0
-        mode = AcquireMode(req.share_acquire_mode) if version >= 2 else AcquireMode.BATCH_OPTIMIZED
-        max_records = req.max_records if req.max_records > 0 else 500
-        batch_size = req.batch_size if req.batch_size > 0 else max_records
-        deadline = trio.current_time() + max(req.max_wait_ms, 0) / 1000
-        results: dict[tuple[UUID, int], dict[str, Any]] = {}
-        parts: list[tuple[UUID, int]] = []
-        for topic_id, partition in session_parts:
-            if topic_id not in cluster.topic_names:
-                await self._ensure_topics([])
-            name = cluster.topic_names.get(topic_id)
-            if name is None:
-                results[(topic_id, partition)] = {
-                    "error_code": int(ErrorCode.UNKNOWN_TOPIC_ID),
-                    "error_message": "unknown topic id",
-                }
-                continue
-            key = (group_id, topic_id, partition)
-            if self.engine.share_partition(key) is None:
-                entry = self.engine.group(group_id, create=True)
-                assert entry is not None
-                known = any(t == topic_id for t, _ in entry.partitions)
-                await self._init_partition(key, name, known)
-            if self.engine.share_partition(key) is None:
-                results[(topic_id, partition)] = {
-                    "error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
-                    "error_message": "share partition could not be initialized",
-                }
-                continue
-            parts.append((topic_id, partition))
-        if not parts:
-            return results
-        # MaxBytes is split evenly over the partitions (Kafka's UNIFORM strategy), at most
-        # 1 MiB each; as in Kafka, a first batch larger than that still comes whole.
-        per_partition_bytes = max(1, min(PARTITION_FETCH_BYTES, req.max_bytes // len(parts)))
-        # As Kafka does (round robin by session epoch), each request starts at another
-        # partition, so that members sharing partitions do not all queue on the first one. A
-        # partition another request is fetching (its lock is held) is passed over, and waited
-        # for only when no other partition gave records.
-        shift = max(req.share_session_epoch, 0) % len(parts)
-        parts = parts[shift:] + parts[:shift]
-        first_attempt = True
+        if op.unknown_topic_ids(cluster.topic_names) and not self.fenced:
+            await self._ensure_topics([])
+        for need in op.prepare(cluster.topic_names, fenced=self.fenced):
+            await self._init_partition(need)
+        op.plan()
+        if not op.parts:
+            return
         while True:
-            budget = max_records
-            acquired_any = False
-            waiting_for_data: list[tuple[UUID, int]] = []
-            todo, blocking = list(parts), False
-            busy: list[tuple[UUID, int]] = []
-            while budget > 0 and (todo or (busy and not acquired_any)):
-                if not todo:
-                    todo, busy, blocking = busy, [], True
-                topic_id, partition = todo.pop(0)
-                watch = self.watches.setdefault((group_id, topic_id, partition), PartitionWatch())
-                if not blocking and watch.lock.locked():
-                    busy.append((topic_id, partition))
+            rnd = op.new_round()
+            while (turn := rnd.next_turn()) is not None:
+                watch = self.watches.setdefault(turn.key, PartitionWatch())
+                if turn.may_pass and watch.lock.locked():
+                    rnd.passed(turn)
                     continue
-                got = await self._acquire_from(
-                    conn,
-                    group_id,
-                    member_id,
-                    topic_id,
-                    partition,
-                    budget,
-                    batch_size,
-                    mode,
-                    isolation,
-                    not first_attempt,
-                    per_partition_bytes,
-                )
-                if got is None:
-                    waiting_for_data.append((topic_id, partition))
-                    continue
-                data, count = got
-                if "error_code" in data or count:
-                    results[(topic_id, partition)] = data
-                if count:
-                    acquired_any = True
-                    budget -= count
-            remaining = deadline - trio.current_time()
-            if acquired_any or remaining <= 0:
-                return results
-            first_attempt = False
+                rnd.took(turn, await self._acquire_from(conn, op, turn, watch))
+            if op.round_done(rnd, now_ms()):
+                return
             await self._wait_for_records(
-                conn, group_id, parts, waiting_for_data, remaining, isolation
+                conn,
+                op.group_id,
+                [tp for tp, _ in op.parts],
+                rnd.waiting_for_log,
+                (op.deadline_ms - now_ms()) / 1000,
+                op.isolation,
             )
 
     async def _acquire_from(
         self,
         conn: ClientConnection,
-        group_id: str,
-        member_id: str,
-        topic_id: UUID,
-        partition: int,
-        budget: int,
-        batch_size: int,
-        mode: AcquireMode,
-        isolation: int,
-        trust_hwm: bool,
-        max_bytes: int = PARTITION_FETCH_BYTES,
-    ) -> tuple[dict[str, Any], int] | None:
-        """Fetch and acquire from one partition. None when there is nothing new in the log."""
-        key = (group_id, topic_id, partition)
-        sp = self.engine.share_partition(key)
-        assert sp is not None
-        watch = self.watches.setdefault(key, PartitionWatch())
-        name = self.proxy.cluster.topic_names[topic_id]
+        op: ShareFetch[memoryview],
+        turn: Turn,
+        watch: PartitionWatch,
+    ) -> Outcome[memoryview]:
+        """Serve one partition's turn: its log read from the read-ahead or the upstream
+        leader; ``PartitionRead`` decides."""
+        name, partition = turn.topic, turn.tp[1]
         leader = self.proxy.cluster.leader_of(name, partition)
         if leader is None:
-            return {
-                "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
-                "error_message": "no leader",
-            }, 0
+            return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, "no leader")
         async with watch.lock:
-            now = now_ms()
-            expired = sp.expire_locks(now)
-            if not expired.empty:
-                self._publish([Change(key, expired, "expiry")])
-            if not sp.has_available() and sp.in_flight_count >= sp.max_in_flight:
-                return {}, 0  # at the in-flight limit: wait for acknowledgements
-            fetch_offset = sp.next_fetch_offset()
-            batches = watch.cached(sp, isolation, fetch_offset, max_bytes)
-            pending = watch.ra_pending
-            if (
-                batches is None
-                and pending is not None
-                and watch.ra_owner is sp
-                and watch.ra_start <= fetch_offset <= watch.ra_end
-            ):
-                await pending.wait()  # the read-ahead in flight reads what this needs
-                if self.engine.share_partition(key) is not sp:
-                    return {}, 0
-                fetch_offset = sp.next_fetch_offset()
-                batches = watch.cached(sp, isolation, fetch_offset, max_bytes)
-            if batches is None:
-                if (
-                    trust_hwm
-                    and watch.high_watermark >= 0
-                    and fetch_offset >= watch.high_watermark
-                    and not sp.has_available()
-                ):
-                    return None  # nothing new since we looked a moment ago
-                generation = self.log_generation
-                try:
-                    bc = await self._fetch_conn(conn, leader)
-                    resp = await self._upstream_fetch(
-                        bc, [(name, partition, fetch_offset, max_bytes)], 1, isolation
-                    )
-                except UpstreamError as e:
-                    log.warning("fetch %s-%s from broker %s failed: %s", name, partition, leader, e)
-                    return {
-                        "error_code": int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
-                        "error_message": str(e),
-                    }, 0
-                if self.engine.share_partition(key) is not sp:
-                    return {}, 0  # rebuilt or reset while the fetch was out: look again later
-                p = _first_partition(resp)
-                if p is None:
-                    return None
-                if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
-                    start = int(getattr(p, "log_start_offset", -1))
-                    if start <= sp.start_offset:  # Kafka answers -1 here: ask for it
-                        try:
-                            conn0 = await self.proxy.cluster.connection(leader)
-                            start = await self._log_start(conn0, name, partition)
-                        except UpstreamError as e:
-                            log.warning("log start of %s-%s: %s", name, partition, e)
-                    if start > sp.start_offset:
-                        watch.forget_read_ahead()
-                        self._publish([Change(key, sp.move_log_start(start), "log-start")])
-                        return {}, 0
-                    watch.high_watermark = int(p.high_watermark)
-                    return None
-                if p.error_code:
-                    return {
-                        "error_code": int(p.error_code),
-                        "error_message": "upstream fetch error",
-                    }, 0
-                watch.high_watermark = int(p.high_watermark)
-                batches = _log_batches(p, isolation)
-                if not batches:
-                    return None
+            pr = op.read(turn, now_ms())
+            self._publish(pr.changes)
+            pr.changes.clear()
+            if pr.outcome is not None:
+                return pr.outcome
+            outcome = await self._read_and_acquire(conn, pr, watch, leader)
+            watch.trim(pr.sp.start_offset)
+            self._maybe_read_ahead(pr.sp, watch, (leader, name, partition, op.isolation))
+        self._publish(pr.changes)
+        if isinstance(outcome, Acquired):
+            self._kick_timers()
+        return outcome
+
+    async def _read_and_acquire(
+        self,
+        conn: ClientConnection,
+        pr: PartitionRead[memoryview],
+        watch: PartitionWatch,
+        leader: int,
+    ) -> Outcome[memoryview]:
+        sp, isolation = pr.sp, pr.isolation
+        read = pr.log_read()
+        batches = watch.cached(sp, isolation, read.offset, read.max_bytes)
+        pending = watch.ra_pending
+        if (
+            batches is None
+            and pending is not None
+            and watch.ra_owner is sp
+            and watch.ra_start <= read.offset <= watch.ra_end
+        ):
+            await pending.wait()  # the read-ahead in flight reads what this needs
+            if not pr.current:
+                return NoRecords()
+            read = pr.log_read()
+            batches = watch.cached(sp, isolation, read.offset, read.max_bytes)
+        if batches is not None:
+            self.fetch_counts["from_read_ahead"] += 1
+            return _settled(pr.on_read(Batches(tuple(batches))))
+        if pr.nothing_new(watch.high_watermark):
+            return NoRecords(wait_for_log=True)  # nothing new since we looked a moment ago
+        result = await self._log_read(conn, read, leader)
+        if isinstance(result, _UpstreamBatches) and pr.current:
+            watch.high_watermark = result.high_watermark
+            if result.batches:
                 self.fetch_counts["on_demand"] += 1
-                if generation == self.log_generation:
-                    watch.keep(sp, isolation, fetch_offset, batches)
-            else:
-                self.fetch_counts["from_read_ahead"] += 1
-            acq = sp.acquire(
-                member_id,
-                fetch_offset,
-                [batch for batch, _ in batches],
-                now_ms=now,
-                max_records=budget,
-                batch_size=batch_size,
-                mode=mode,
+                if result.generation == self.log_generation:
+                    watch.keep(sp, isolation, read.offset, list(result.batches))
+        outcome = pr.on_read(result)
+        if isinstance(outcome, LogStartNeeded):
+            start: int | None = None
+            try:
+                conn0 = await self.proxy.cluster.connection(leader)
+                start = await self._log_start(conn0, read.topic, read.key[2])
+            except UpstreamError as e:
+                log.warning("log start of %s-%s: %s", read.topic, read.key[2], e)
+            outcome = pr.on_log_start(start)
+        if isinstance(outcome, NoRecords):
+            if outcome.log_start_moved:
+                watch.forget_read_ahead()
+            elif isinstance(result, OutOfRange):
+                watch.high_watermark = result.high_watermark
+        return outcome
+
+    async def _log_read(
+        self, conn: ClientConnection, read: LogRead, leader: int
+    ) -> ReadResult[memoryview] | _UpstreamBatches:
+        """One upstream Fetch for a LogRead, on this client's own connection to the leader."""
+        generation = self.log_generation
+        try:
+            bc = await self._fetch_conn(conn, leader)
+            resp = await self._upstream_fetch(
+                bc, [(read.topic, read.key[2], read.offset, read.max_bytes)], 1, read.isolation
             )
-            watch.trim(sp.start_offset)
-            self._maybe_read_ahead(sp, watch, (leader, name, partition, isolation))
-        if not acq.delta.empty:
-            self._publish([Change(key, acq.delta, "acquire")])
-        if not acq.records:
-            return {}, 0
-        self._kick_timers()
-        chosen = [
-            data
-            for batch, data in batches
-            if not batch.aborted
-            and any(
-                r.first_offset <= batch.last_offset and batch.first_offset <= r.last_offset
-                for r in acq.records
-            )
-        ]
-        return (
-            {
-                "records": b"".join(chosen),
-                "acquired": [
-                    (r.first_offset, r.last_offset, r.delivery_count) for r in acq.records
-                ],
-            },
-            acq.count,
+        except UpstreamError as e:
+            log.warning("fetch %s-%s from broker %s failed: %s", read.topic, read.key[2], leader, e)
+            return ReadFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))
+        p = _first_partition(resp)
+        if p is None:
+            return NoAnswer()
+        if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
+            return OutOfRange(int(getattr(p, "log_start_offset", -1)), int(p.high_watermark))
+        if p.error_code:
+            return ReadFailed(int(p.error_code), "upstream fetch error")
+        return _UpstreamBatches(
+            tuple(_log_batches(p, read.isolation)), int(p.high_watermark), generation
         )
 
     # ------------------------------------------------------------------ read-ahead
@@ -1304,6 +1099,35 @@ class ShareService:
                 nursery.start_soon(on_new_data, tp)
             await trio.sleep(remaining_s)
             done.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class _UpstreamBatches(Batches[memoryview]):
+    """Batches of an upstream Fetch, with the DeleteRecords count when it was sent (a window
+    kept from a Fetch older than a DeleteRecords could hold deleted records)."""
+
+    generation: int = 0
+
+
+def _settled(outcome: Outcome[memoryview] | LogStartNeeded) -> Outcome[memoryview]:
+    """A read from memory is never out of range, so it never needs the log start."""
+    assert not isinstance(outcome, LogStartNeeded)
+    return outcome
+
+
+def _acquire_mode(value: int) -> AcquireMode | None:
+    """ShareAcquireMode, or None for a value Kafka does not know (refused by the core)."""
+    try:
+        return AcquireMode(value)
+    except ValueError:
+        return None
+
+
+def _ack_batches(batches: Sequence[Any] | None) -> tuple[AckBatch, ...]:
+    return tuple(
+        AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types or ()))
+        for b in batches or ()
+    )
 
 
 def _first_partition(resp: Any) -> Any:

@@ -24,7 +24,6 @@ in their sequence numbers. A librdkafka consumer replays the topic at start-up o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -48,12 +47,10 @@ from sharegroup.persist.records import (
     WRITER_HEADER,
     Record,
     RecordError,
-    Snapshot,
-    Update,
     WriterClaim,
-    coalesce,
     decode,
     encode,
+    joined,
     read_writer_header,
     type_of_key,
     writer_header,
@@ -123,17 +120,6 @@ def _header_writer(headers: Any) -> tuple[UUID, int] | None:
         if name == WRITER_HEADER and isinstance(value, bytes):
             return read_writer_header(value)
     return None
-
-
-def _joined(record: Record) -> Record:
-    """The record with adjacent equal state batches joined: the same state once replayed, in
-    fewer bytes to encode, send, store, read back and merge (one range per acquired producer
-    batch otherwise, hundreds per acknowledgement when producers send small batches)."""
-    if isinstance(record, (Snapshot, Update)):
-        batches = coalesce(record.batches)
-        if batches is not record.batches:
-            return dataclasses.replace(record, batches=batches)
-    return record
 
 
 class StateStore:
@@ -502,7 +488,7 @@ class StateStore:
         if self.fenced:
             raise StateWriteError("this proxy instance no longer writes the state", fenced=True)
         for i, record in enumerate(records):
-            record = _joined(record)
+            record = joined(record)
             self._seq += 1
             try:
                 self._send(record, self._seq, self._delivered)

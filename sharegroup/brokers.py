@@ -14,7 +14,7 @@ and a broker started from the main thread also gets ``PR_SET_PDEATHSIG`` (SIGKIL
 process dies, even by SIGKILL); the next start deletes dirs left by dead owners. Nothing here
 skips: a broker that cannot start raises :class:`BrokerStartError`.
 
-Kafka runs as one KRaft node (broker+controller) with the settings of kip932.md section 10; for
+Kafka runs as one KRaft node (broker+controller) with the settings listed in docs/brokers.md; for
 4.x the storage is formatted with ``share.version`` set explicitly (1 = KIP-932 GA semantics,
 0 = share groups off) so a test knows which semantics it meets whatever the release default is.
 """
@@ -393,7 +393,7 @@ def _cluster_id() -> str:
 def kafka_properties(
     *, port: int, controller_port: int, data_dir: Path, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """server.properties of a one-node KRaft cluster tuned for tests (kip932.md section 10)."""
+    """server.properties of a one-node KRaft cluster tuned for tests (docs/brokers.md)."""
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",

@@ -100,6 +100,8 @@ class ShareEngine:
                     max_in_flight=config.partition_max_record_locks,
                     lock_duration_ms=config.record_lock_duration_ms,
                     renew_enabled=config.renew_acknowledge_enable,
+                    redelivery_backoff_ms=config.redelivery_backoff_ms,
+                    redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
                 )
         return config
 
@@ -144,6 +146,8 @@ class ShareEngine:
             max_in_flight=config.partition_max_record_locks,
             lock_duration_ms=config.record_lock_duration_ms,
             renew_enabled=config.renew_acknowledge_enable,
+            redelivery_backoff_ms=config.redelivery_backoff_ms,
+            redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
         )
         self.partitions[key] = sp
         entry = self.group(key[0], create=True)

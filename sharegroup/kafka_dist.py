@@ -28,7 +28,8 @@ from pathlib import Path
 #: Last 3.x line: no share groups at all (the proxy's main target).
 KAFKA3_VERSION = "3.9.1"
 #: Newest 4.x whose ``kafka_2.13`` and dependencies Maven Central served here (share groups GA
-#: since 4.2; 4.4 formats with ``share.version=2`` by default, see kip932.md section 10).
+#: since 4.2; 4.4 formats with ``share.version=2``, KIP-1191's level, by default: see
+#: docs/brokers.md).
 KAFKA4_VERSION = "4.4.0"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,10 @@
 """State-topic records: keys and values as versioned kafka-python data classes.
 
-Framing follows Kafka's coordinator records (digest 6.3): a key is an int16 record type and the
-key struct at version 0; a value is an int16 version and the value struct; a null value is a
-tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig,
-3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
+Framing follows Kafka's coordinator records (``CoordinatorRecordSerde``): a key is an int16
+record type and the key struct at version 0; a value is an int16 version and the value struct; a
+null value is a tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2
+GroupConfig, 3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``,
+loaded by kafka-python.
 
 ShareSnapshot and ShareUpdate records (and their tombstones) are written for every acknowledging
 request, so :func:`encode` packs those with ``struct`` (``_encode_share``) instead of building
@@ -14,6 +15,7 @@ and all decoding, go through kafka-python (:func:`encode_generic`, :func:`decode
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import struct
@@ -267,6 +269,17 @@ def coalesce(batches: tuple[StateBatch, ...]) -> tuple[StateBatch, ...]:
         return (StateBatch(first, last, state, count),)
     out.append(StateBatch(first, last, state, count))
     return tuple(out) if len(out) < len(batches) else batches
+
+
+def joined(record: Record) -> Record:
+    """The record with adjacent equal state batches joined (``coalesce``): the same state once
+    replayed, in fewer bytes to encode, send, store, read back and merge. Every writer of the
+    state topic (the proxy's store, the simulator's) writes records through this."""
+    if isinstance(record, (Snapshot, Update)):
+        batches = coalesce(record.batches)
+        if batches is not record.batches:
+            return dataclasses.replace(record, batches=batches)
+    return record
 
 
 def encode_generic(record: Record) -> tuple[bytes, bytes | None]:
