@@ -1200,7 +1200,9 @@ class Results:
                 added[name].append(p - k)
             for route, name in ROUTE_NAMES:
                 cell = ("steady", "librdkafka", batch, route)
-                result[f"steady_cpu_us_per_record_{name}_{batch}"] = _r(self.cpu(cell, "route"))
+                if self.each(cell):
+                    cpu = _r(self.cpu(cell, "route"))
+                    result[f"steady_cpu_us_per_record_{name}_{batch}"] = cpu
         for name, values in added.items():  # the worse of the batch sizes
             result[f"added_latency_{name}_ms"] = round(max(values), 2) if values else None
         ms = {r: [v * 1000 for v in values] for r, values in self.latency.items()}
