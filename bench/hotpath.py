@@ -8,7 +8,7 @@ new, per round) with its spread:
   kafka-python's generic classes (``encode_generic``) against the struct encoder (``encode``);
 * write_prep_125: what the proxy did for a 125-batch acknowledgement (one state batch per small
   producer batch) before it handed the record to the producer: encode and merge it into the
-  written state, against joining adjacent batches first (``state_store._joined``);
+  written state, against joining adjacent batches first (``records.joined``);
 * scan_small / scan_big: locating the record batches of an 800 KB Fetch answer of 4 KiB and of
   1 MiB producer batches, unpacking the whole v2 header of each against ``wire.scan_batches``.
 
@@ -38,8 +38,13 @@ from kafka.record.memory_records import MemoryRecordsBuilder  # noqa: E402
 
 from model import RecordState, StateBatch  # noqa: E402
 from proxy import wire  # noqa: E402
-from proxy.state_store import _joined  # noqa: E402
-from sharegroup.persist.records import Snapshot, Update, encode, encode_generic  # noqa: E402
+from sharegroup.persist.records import (  # noqa: E402
+    Snapshot,
+    Update,
+    encode,
+    encode_generic,
+    joined,
+)
 from sharegroup.persist.recovery import Replay  # noqa: E402
 
 _HEADER = DefaultRecordBase.HEADER_STRUCT
@@ -95,7 +100,7 @@ def pairs() -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
         return None
 
     def prep_new() -> object:
-        record = _joined(many)
+        record = joined(many)
         encode(record)
         written_new.apply(record)
         return None
