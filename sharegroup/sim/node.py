@@ -343,9 +343,7 @@ class SimProxy:
             if any(t == 4 for _, _, t in runs):
                 for first, last, t in runs:
                     if t == 4:
-                        self.trace._event(
-                            now, tr.RENEW, consumer_id, topic, o.tp[1], first, last, ""
-                        )
+                        self.trace.renew(now, consumer_id, topic, o.tp[1], first, last)
                 self._schedule_tick(self.engine.next_deadline_ms())
             self._wake(key)
 
