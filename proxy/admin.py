@@ -16,13 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from model import ConfigError, ErrorCode, GroupConfig
-from model.config import GROUP_CONFIG_KEYS
+from model import ErrorCode
 from proxy import wire
 from proxy.connection import ClientConnection
 from proxy.server import Proxy
 from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
+from sharegroup.core.configs import ConfigsCore
+from sharegroup.core.messages import Refused
 from sharegroup.persist.records import GroupConfigs
 
 log = logging.getLogger("sharegroup.admin")
@@ -30,7 +31,6 @@ log = logging.getLogger("sharegroup.admin")
 DESCRIBE_GROUPS = 15
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
-SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 SOURCE_DEFAULT = 5
 SOURCE_GROUP = 8
 TYPE_STRING, TYPE_INT = 2, 3
@@ -40,6 +40,7 @@ class AdminHandlers:
     def __init__(self, proxy: Proxy, shares: ShareService) -> None:
         self.proxy = proxy
         self.shares = shares
+        self.configs = ConfigsCore(shares.engine)
         proxy.local_handlers[wire.INCREMENTAL_ALTER_CONFIGS] = self.incremental_alter_configs
         proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
         proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
@@ -107,54 +108,23 @@ class AdminHandlers:
 
     async def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
         group_id = res.resource_name
-        if not group_id:
-            return ErrorCode.INVALID_GROUP_ID, "group id must not be empty"
-        changes: dict[str, str | None] = {}
-        for c in res.configs:
-            if c.name not in GROUP_CONFIG_KEYS:
-                return ErrorCode.INVALID_CONFIG, f"unknown or unsupported group config {c.name!r}"
-            if c.config_operation == SET:
-                if c.value is None:
-                    return ErrorCode.INVALID_REQUEST, f"{c.name}: SET needs a value"
-                changes[c.name] = c.value
-            elif c.config_operation == DELETE:
-                changes[c.name] = None
-            else:
-                return (
-                    ErrorCode.INVALID_REQUEST,
-                    f"{c.name}: APPEND/SUBTRACT do not apply to group configs",
-                )
-        engine = self.shares.engine
-        try:
-            if validate_only:
-                entry = engine.group(group_id)
-                merged = dict(entry.overrides) if entry else {}
-                merged.update({k: v for k, v in changes.items() if v is not None})
-                for k, v in changes.items():
-                    if v is None:
-                        merged.pop(k, None)
-                GroupConfig.defaults(engine.broker_config).with_overrides(
-                    engine.broker_config, merged
-                )
-            else:
-                entry = engine.group(group_id)
-                before = dict(entry.overrides) if entry else {}
-                engine.set_group_configs(group_id, changes)
-                after = engine.group(group_id)
-                assert after is not None
-                store = self.shares.store
-                if store is not None:
-                    try:
-                        await store.write([GroupConfigs(group_id, dict(after.overrides))])
-                    except StateWriteError as e:
-                        engine.set_group_configs(
-                            group_id, {**dict.fromkeys(after.overrides), **before}
-                        )
-                        return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
-                self.shares.group_configs_changed(group_id)
-        except ConfigError as e:
-            return ErrorCode.INVALID_CONFIG, str(e)
-        log.info("group %s configs %s", group_id, changes)
+        change = self.configs.plan(
+            group_id, [(c.name, c.config_operation, c.value) for c in res.configs or ()]
+        )
+        if isinstance(change, Refused):
+            return change.code, change.message
+        if validate_only:
+            return ErrorCode.NONE, None
+        self.configs.apply(change)
+        store = self.shares.store
+        if store is not None:
+            try:
+                await store.write([GroupConfigs(group_id, change.after)])
+            except StateWriteError as e:
+                self.configs.undo(change)
+                return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
+        self.shares.group_configs_changed(group_id)
+        log.info("group %s configs %s", group_id, change.changes)
         return ErrorCode.NONE, None
 
     async def describe_configs(
@@ -182,41 +152,22 @@ class AdminHandlers:
         return resp_cls(version=head.api_version, throttle_time_ms=0, results=results)
 
     def _describe_group(self, result_cls: Any, res: Any, version: int) -> Any:
-        engine = self.shares.engine
-        entry = engine.group(res.resource_name)
-        overrides = entry.overrides if entry is not None else {}
-        config = engine.group_config(res.resource_name)
-        values = {
-            "share.session.timeout.ms": str(config.session_timeout_ms),
-            "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
-            "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
-            "share.delivery.count.limit": str(config.delivery_count_limit),
-            "share.partition.max.record.locks": str(config.partition_max_record_locks),
-            "share.auto.offset.reset": config.auto_offset_reset,
-            "share.isolation.level": config.isolation_level,
-            "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
-            "share.assignment.interval.ms": str(config.assignment_interval_ms),
-        }
-        wanted = res.configuration_keys
+        described = self.configs.describe(res.resource_name, res.configuration_keys)
         entry_cls = result_cls.DescribeConfigsResourceResult
-        configs = []
-        for name, value in values.items():
-            if wanted and name not in wanted:
-                continue
-            is_override = name in overrides
-            configs.append(
-                entry_cls(
-                    name=name,
-                    value=value,
-                    read_only=False,
-                    config_source=SOURCE_GROUP if is_override else SOURCE_DEFAULT,
-                    is_default=not is_override,
-                    is_sensitive=False,
-                    synonyms=[],
-                    config_type=TYPE_INT if value.isdigit() else TYPE_STRING,
-                    documentation=None,
-                )
+        configs = [
+            entry_cls(
+                name=d.name,
+                value=d.value,
+                read_only=False,
+                config_source=SOURCE_GROUP if d.is_override else SOURCE_DEFAULT,
+                is_default=not d.is_override,
+                is_sensitive=False,
+                synonyms=[],
+                config_type=TYPE_INT if d.value.isdigit() else TYPE_STRING,
+                documentation=None,
             )
+            for d in described
+        ]
         return result_cls(
             error_code=0,
             error_message=None,
