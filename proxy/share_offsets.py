@@ -65,6 +65,16 @@ class ShareOffsets:
             return None
         return int(part.high_watermark)
 
+    def known_partitions(self, group_id: str) -> dict[PartitionKey, int]:
+        """A group's share partitions with their start offsets, as DescribeShareGroupOffsets
+        answers them (stored ones when there is a state store)."""
+        return self.core.known_partitions(group_id, self._durable())
+
+    async def lag(self, key: PartitionKey, start_offset: int) -> int:
+        """The lag DescribeShareGroupOffsets v1 answers (-1 when the log cannot be read)."""
+        hwm = await self._high_watermark(key)
+        return -1 if hwm is None else self.core.lag(key, start_offset, hwm)
+
     # ------------------------------------------------------------------ 90
     async def describe(self, req: Any, head: wire.RequestHead) -> Any:
         resp = messages.DescribeShareGroupOffsetsResponse
@@ -96,8 +106,7 @@ class ShareOffsets:
             for d in described:
                 lag = -1
                 if d.lag_of is not None and head.api_version >= 1:
-                    hwm = await self._high_watermark(d.lag_of)
-                    lag = -1 if hwm is None else self.core.lag(d.lag_of, d.start_offset, hwm)
+                    lag = await self.lag(d.lag_of, d.start_offset)
                 known = d.code == ErrorCode.NONE
                 by_topic.setdefault(d.topic, []).append(
                     part_cls(

@@ -287,7 +287,7 @@ class ShareService:
                 None if subscribed is None else tuple(subscribed),
                 req.rack_id,
                 conn.client_id,
-                conn.peer.rsplit(":", 1)[0],
+                "/" + conn.peer.rsplit(":", 1)[0],  # as Kafka: InetAddress.toString()
             ),
             now_ms=now_ms(),
             partition_counts=self._partition_counts(),

@@ -102,11 +102,42 @@ def decode_request(frame: bytes, head: RequestHead) -> Any:
     if cls is None:
         raise FrameError(f"no codec for API key {head.api_key}")
     try:
-        return cls.decode(frame, version=head.api_version, header=True)
+        msg = cls.decode(frame, version=head.api_version, header=True)
     except Exception as e:
         raise FrameError(
             f"malformed {cls.__name__} v{head.api_version}: {type(e).__name__}: {e}"
         ) from e
+    _refuse_nulls(msg, cls._struct, head.api_version, cls.__name__)
+    return msg
+
+
+def _refuse_nulls(obj: Any, struct: Any, version: int, where: str) -> None:
+    """kafka-python reads a null (length -1) into any string, bytes or array field; Kafka's
+    own readers refuse one in a field that is not nullable at this version ("non-nullable
+    field ... was serialized as null") and the request fails to parse. Only a field's
+    nullableVersions allow it, so the handlers never meet a None where the schema has none."""
+    for field in struct.fields.values():
+        if not field.for_version_q(version) or field.tagged_field_q(version):
+            continue
+        value = getattr(obj, field.name, None)
+        if value is None:
+            if field.nullable_for_version_q(version):
+                continue
+            raise FrameError(
+                f"malformed {where} v{version}: non-nullable field {field._name} was "
+                "serialized as null"
+            )
+        if field.is_struct_array():
+            for item in value:
+                _refuse_nulls(item, field.array_of, version, where)
+        elif field.is_array():
+            if any(item is None for item in value):  # Kafka has no nullable array elements
+                raise FrameError(
+                    f"malformed {where} v{version}: an element of {field._name} was "
+                    "serialized as null"
+                )
+        elif field.is_struct():
+            _refuse_nulls(value, field, version, where)
 
 
 def decode_response(frame: bytes | bytearray | memoryview, api_key: int, version: int) -> Any:

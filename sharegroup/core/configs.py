@@ -1,5 +1,5 @@
-"""The decisions of the GROUP config resources (IncrementalAlterConfigs and DescribeConfigs on
-resource type 32) for share groups, as Kafka's GroupConfigManager makes them: only the share
+"""The decisions of IncrementalAlterConfigs on GROUP config resources (type 32) for share
+groups, as Kafka's GroupConfigManager makes them: only the share
 group configs it knows, SET with a value or DELETE, every value checked against the broker's
 bounds before anything changes.
 """
@@ -26,13 +26,6 @@ class ConfigChange:
     changes: dict[str, str | None]
     before: dict[str, str]
     after: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class DescribedConfig:
-    name: str
-    value: str
-    is_override: bool
 
 
 class ConfigsCore:
@@ -85,25 +78,3 @@ class ConfigsCore:
         self.engine.set_group_configs(
             change.group_id, {**dict.fromkeys(change.after), **change.before}
         )
-
-    def describe(self, group_id: str, keys: Sequence[str] | None) -> list[DescribedConfig]:
-        """A group's effective share configs (``keys`` empty or None: all of them)."""
-        entry = self.engine.group(group_id)
-        overrides = entry.overrides if entry is not None else {}
-        config = self.engine.group_config(group_id)
-        values = {
-            "share.session.timeout.ms": str(config.session_timeout_ms),
-            "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
-            "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
-            "share.delivery.count.limit": str(config.delivery_count_limit),
-            "share.partition.max.record.locks": str(config.partition_max_record_locks),
-            "share.auto.offset.reset": config.auto_offset_reset,
-            "share.isolation.level": config.isolation_level,
-            "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
-            "share.assignment.interval.ms": str(config.assignment_interval_ms),
-        }
-        return [
-            DescribedConfig(name, value, name in overrides)
-            for name, value in values.items()
-            if not keys or name in keys
-        ]

@@ -85,7 +85,10 @@ class OffsetsCore:
         return {k: sp.start_offset for k, sp in self.engine.partitions.items() if k[0] == group_id}
 
     def group_exists(self, group_id: str, durable: Mapping[PartitionKey, int] | None) -> bool:
-        return self.engine.group(group_id) is not None or bool(
+        """As Kafka's group coordinator sees it: a member joined or it has share-partition
+        state (configs alone do not make a group)."""
+        entry = self.engine.group(group_id)
+        return (entry is not None and entry.exists) or bool(
             self.known_partitions(group_id, durable)
         )
 

@@ -261,12 +261,12 @@ class ShareCore:
         out: list[DescribedGroup] = []
         for group_id in group_ids:
             entry = self.engine.group(group_id)
-            if entry is None:
+            if entry is None or not entry.exists:
                 out.append(
                     DescribedGroup(
                         group_id,
                         ErrorCode.GROUP_ID_NOT_FOUND,
-                        f"group {group_id} is not a share group",
+                        f"Group {group_id} not found.",
                     )
                 )
                 continue

@@ -15,6 +15,7 @@ and all decoding, go through kafka-python (:func:`encode_generic`, :func:`decode
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import struct
@@ -268,6 +269,17 @@ def coalesce(batches: tuple[StateBatch, ...]) -> tuple[StateBatch, ...]:
         return (StateBatch(first, last, state, count),)
     out.append(StateBatch(first, last, state, count))
     return tuple(out) if len(out) < len(batches) else batches
+
+
+def joined(record: Record) -> Record:
+    """The record with adjacent equal state batches joined (``coalesce``): the same state once
+    replayed, in fewer bytes to encode, send, store, read back and merge. Every writer of the
+    state topic (the proxy's store, the simulator's) writes records through this."""
+    if isinstance(record, (Snapshot, Update)):
+        batches = coalesce(record.batches)
+        if batches is not record.batches:
+            return dataclasses.replace(record, batches=batches)
+    return record
 
 
 def encode_generic(record: Record) -> tuple[bytes, bytes | None]:

@@ -10,7 +10,7 @@ cluster:
   ``Replay.apply_logged`` (decoding every record; a record of a writer that no longer owns the
   topic is ignored), then prune: fresh snapshots of everything (``policy.recovery_snapshots``)
   and everything below the claim deleted, as DeleteRecords does;
-* ``write``: encode, append, and apply to the writer's own view of the state (``replay``), which
+* ``write``: join adjacent equal state batches (``records.joined``), encode, append, and apply to the writer's own view of the state (``replay``), which
   the persistence policy decides the next write against.
 
 A write here cannot fail (the log is memory), so confirmation is immediate. After a simulated
@@ -29,6 +29,7 @@ from sharegroup.persist.records import (
     WriterClaim,
     decode,
     encode,
+    joined,
     read_writer_header,
     writer_header,
 )
@@ -108,6 +109,7 @@ class StateWriter:
 
     def write(self, records: Sequence[Record]) -> None:
         for record in records:
+            record = joined(record)
             self._seq += 1
             self._append(record, self._seq)
             self.replay.apply(record)

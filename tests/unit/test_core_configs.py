@@ -42,16 +42,3 @@ def test_set_then_delete_and_undo() -> None:
     core.apply(gone)
     core.undo(gone)  # persisting failed
     assert core.engine.group_config(G).record_lock_duration_ms == 20000
-
-
-def test_describe_marks_overrides_and_filters_keys() -> None:
-    core = make()
-    change = core.plan(G, [(LOCK, SET, "20000")])
-    assert isinstance(change, ConfigChange)
-    core.apply(change)
-    described = core.describe(G, [LOCK, "share.auto.offset.reset"])
-    assert [(d.name, d.value, d.is_override) for d in described] == [
-        (LOCK, "20000", True),
-        ("share.auto.offset.reset", "latest", False),
-    ]
-    assert len(core.describe(G, None)) == 9

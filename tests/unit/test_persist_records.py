@@ -229,8 +229,9 @@ def test_a_coalesced_update_replays_to_the_same_state(
     assert compact.start_offset == original.start_offset
 
 
-def test_the_store_writes_updates_and_snapshots_with_joined_ranges() -> None:
-    from proxy.state_store import _joined
+def test_state_writers_write_updates_and_snapshots_with_joined_ranges() -> None:
+    # proxy/state_store.py and the simulator's sharegroup/sim/state_log.py write through this.
+    from sharegroup.persist.records import joined as _joined
 
     split = (StateBatch(0, 3, ACK, 1), StateBatch(4, 7, ACK, 1))
     assert _joined(Update(KEY, 1, 0, 0, split)) == Update(KEY, 1, 0, 0, (StateBatch(0, 7, ACK, 1),))
