@@ -300,9 +300,9 @@ class ProxyMetrics:
         if self.service.store is not None:
             groups |= {key[0] for key in self.service.store.replay.partitions}
         for group in sorted(groups):
-            for key, start in offsets._known_partitions(group).items():
+            for key, start in offsets.known_partitions(group).items():
                 if start >= 0:
-                    fresh[key] = await offsets._lag(key, start)
+                    fresh[key] = await offsets.lag(key, start)
         self.lag = fresh
 
     def snapshot(self) -> Snapshot:

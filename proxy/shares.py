@@ -1,15 +1,17 @@
-"""The share-group APIs, answered by the proxy: the Trio driver of ``sharegroup.engine``.
+"""The share-group APIs, answered by the proxy: the Trio driver of ``sharegroup.core``.
 
-ShareGroupHeartbeat and ShareGroupDescribe go to the engine's groups. ShareFetch reads record
-batches from the upstream partition leaders with the proxy's own Fetch requests, lets the model
-decide what the member acquires, and returns the upstream batches untouched with the
-AcquiredRecords ranges. ShareAcknowledge (and acknowledgements piggy-backed on ShareFetch) go to
-the model per partition, all or nothing. Lock expiry and member session timeouts run on one
-timer task that sleeps until the engine's next deadline.
+The core decides; ``ShareService`` decodes each request into the core's typed values, does
+the I/O it asks for and encodes its answers. ShareFetch: the core's log reads are served from
+the share partition's read-ahead window (``proxy.read_ahead``) or by one upstream Fetch
+(``proxy.log_reads``) under the partition's fetch lock; the upstream batches go back to the
+client untouched with the AcquiredRecords ranges. Acknowledgements (ShareAcknowledge, or
+piggy-backed on ShareFetch) are persisted before their answer goes (``_persist``), with no lock.
+Lock expiry and member session timeouts run on one timer task that sleeps until the engine's
+next deadline.
 
 Long polling: a ShareFetch that acquires nothing waits, up to MaxWaitMs, for new records in the
 log (an upstream Fetch that itself long-polls) or for records of its partitions becoming
-available again (released, expired, acknowledged), then tries again.
+available again (released, expired, acknowledged), then runs another round.
 """
 
 from __future__ import annotations
