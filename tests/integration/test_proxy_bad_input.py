@@ -38,9 +38,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy import wire
+from proxy.app import attach
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES, FrameBuffer, frame
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import attach
 from sharegroup.brokers import Broker, start_tansu
 
 pytestmark = pytest.mark.integration
