@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
-from proxy.security import SECURITY_KEYS, listener_security
+from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
 from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
@@ -70,7 +70,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     share, store_configs, max_frame = split_configs(configs)
     config.share_configs = share
     config.max_frame_bytes = max_frame
-    config.listener = listener_security(config.listen_protocol, configs)
+    config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
@@ -82,6 +82,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     store_configs, "share.coordinator.state.topic.replication.factor", 1, 1000
                 ),
                 min_isr=_int(store_configs, "share.coordinator.state.topic.min.isr", 1, 1000),
+                security=config.upstream,
             )
         )
     service = attach(proxy, store)

@@ -19,7 +19,7 @@ import trio
 from proxy import wire
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.rewrite import BrokerMap
-from proxy.security import ListenerSecurity
+from proxy.security import ListenerSecurity, UpstreamSecurity
 from proxy.upstream import Cluster, UpstreamError
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class ProxyConfig:
     share_configs: dict[str, str] = field(default_factory=dict)
     listen_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
     listener: ListenerSecurity = field(default_factory=ListenerSecurity)  # built by build_proxy
+    upstream: UpstreamSecurity = field(default_factory=UpstreamSecurity)  # built by build_proxy
 
     @property
     def host_for_clients(self) -> str:
@@ -94,7 +95,9 @@ class Proxy:
     async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.cluster = Cluster(self.config.bootstrap, nursery, self.config.max_frame_bytes)
+            self.cluster = Cluster(
+                self.config.bootstrap, nursery, self.config.max_frame_bytes, self.config.upstream
+            )
             await self.cluster.refresh()
             if not self.cluster.brokers:
                 raise UpstreamError("the upstream cluster reported no brokers")

@@ -952,7 +952,9 @@ class ShareService:
             info = self.proxy.cluster.brokers.get(node_id)
             if info is None:
                 raise UpstreamError(f"unknown broker {node_id}")
-            bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
+            bc = BrokerConnection(
+                info.host, info.port, self.proxy.config.max_frame_bytes, self.proxy.config.upstream
+            )
             await bc.start(self.proxy.cluster._nursery)
             pool[key] = bc
         return bc

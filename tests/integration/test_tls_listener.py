@@ -18,14 +18,9 @@ from confluent_kafka.cimpl import NewTopic
 from proxy import wire
 from sharegroup.brokers import Broker
 from tests.harness import ProxyThread
-from tests.pki import Pki, make_pki
+from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(params=["tansu", "kafka39"])
