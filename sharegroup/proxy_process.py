@@ -55,9 +55,14 @@ class ProxyProcess:
     """``sharegroup proxy`` as a child process; its output goes to a drain thread."""
 
     def __init__(
-        self, upstream: str, configs: Sequence[str] = (), profile: str | None = None
+        self,
+        upstream: str,
+        configs: Sequence[str] = (),
+        profile: str | None = None,
+        listen_protocol: str = "PLAINTEXT",
     ) -> None:
         self.upstream = upstream
+        self.listen_protocol = listen_protocol
         self.configs = list(configs)
         self.profile = profile
         self.bootstrap = ""
@@ -67,7 +72,8 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         argv = [str(SHAREGROUP), "proxy", "--bootstrap-server", self.upstream]
-        argv += ["--listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING"]
+        listen = f"{self.listen_protocol}://127.0.0.1:{free_port()}"
+        argv += ["--listen", listen, "--log-level", "WARNING"]
         for config in self.configs:
             argv += ["--config", config]
         if self.profile:
@@ -133,11 +139,14 @@ class ProxyProcess:
 
 @contextlib.contextmanager
 def running_proxy(
-    upstream: str, configs: Sequence[str] = (), profile: str | None = None
+    upstream: str,
+    configs: Sequence[str] = (),
+    profile: str | None = None,
+    listen_protocol: str = "PLAINTEXT",
 ) -> Iterator[ProxyProcess]:
     """The proxy in front of ``upstream``; ``configs`` are ``KEY=VALUE`` for ``--config``;
     ``profile`` runs it under cProfile, writing the stats there."""
-    proxy = ProxyProcess(upstream, configs, profile)
+    proxy = ProxyProcess(upstream, configs, profile, listen_protocol)
     try:
         yield proxy.start()
     finally:
