@@ -13,8 +13,12 @@ Configs use Kafka's names where Kafka has one:
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from model import BrokerConfig, ConfigError
+from proxy.authz import ACL_KEYS, Authorizer, authz_config
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.internal_topic import InternalTopicGuard
 from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
@@ -51,7 +55,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
-        elif key in SECURITY_KEYS:
+        elif key in SECURITY_KEYS or key in ACL_KEYS:
             continue  # checked by proxy.security when the proxy is built
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
@@ -72,6 +76,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     config.max_frame_bytes = max_frame
     config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
+    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
         store = StateStore(
@@ -85,6 +90,14 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                 security=config.upstream,
             )
         )
+    if store is not None:
+        topic = store.config.topic
+
+        def state_topic_id() -> UUID | None:
+            info = proxy.cluster.topics.get(topic)
+            return info.topic_id if info is not None else None
+
+        proxy.internal_topic = InternalTopicGuard(topic, state_topic_id)
     service = attach(proxy, store)
     snapshot_every = _int(
         store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500

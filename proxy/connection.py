@@ -39,6 +39,7 @@ from proxy.client_auth import (
     ClientAuth,
 )
 from proxy.framing import FrameError
+from proxy.internal_topic import GUARDED
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
 from proxy.streams import (
     FrameReader,
@@ -64,6 +65,7 @@ class CloseConnection(Exception):
 
 
 _CID = struct.Struct(">i")
+CREATE_ACLS, DELETE_ACLS = 30, 31
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 # Enough of a request to read its header and, for Produce, the transactional id and acks.
 _HEAD_BYTES = 1 << 16
@@ -137,6 +139,9 @@ class ClientConnection:
         self.client_id = ""
         # The principal (User:name): from the client's SASL exchange the upstream accepted.
         self.auth = ClientAuth(proxy.config.listener.sasl)
+        # The share-session partitions of each (group, member) on this connection, for the
+        # authorizer (proxy.authz) to forget those that lose READ.
+        self.share_sessions: dict[tuple[Any, Any], set[tuple[Any, int]]] = {}
         self._last_words: Slot | None = None  # an answer to send before closing
         self._upstream: trio.abc.Stream | None = None
         self._upstream_sock: trio.socket.SocketType | None = None
@@ -304,6 +309,15 @@ class ClientConnection:
             expects = key != wire.PRODUCE or wire.produce_expects_response(payload.head(), head)
         except FrameError as e:
             raise CloseConnection(str(e)) from e
+        guard = self.proxy.internal_topic
+        if guard is not None and key in GUARDED and guard.may_name(framed):
+            refusal = guard.refusal(key, version, self._decode(payload.body(), head))
+            if refusal is not None:
+                if not expects:  # acks=0: no answer to carry the error, so close, as Kafka does
+                    raise CloseConnection(f"acks=0 Produce to the internal topic {guard.name}")
+                slot = Slot()
+                slot.set(wire.encode_response(refusal, head.correlation_id))
+                return slot
         relay_slot = Slot() if expects else None
         if key == wire.DELETE_RECORDS and share is not None:
             # Share partitions' read-ahead may hold records this deletes: drop it now, and
@@ -311,6 +325,8 @@ class ClientConnection:
             share.log_deleted()
             if relay_slot is not None:
                 nursery.start_soon(_after_answer, relay_slot, share.log_deleted)
+        if key in (CREATE_ACLS, DELETE_ACLS) and self.proxy.authz and relay_slot is not None:
+            nursery.start_soon(_after_answer, relay_slot, self.proxy.authz.refresh_soon)
         await self._relay(framed, head, relay_slot, nursery)
         return relay_slot
 
@@ -351,8 +367,16 @@ class ClientConnection:
     async def _answer_locally(
         self, share: Any, request: Any, head: wire.RequestHead, slot: Slot
     ) -> None:
+        authz = self.proxy.authz
+        if authz is not None:
+            refusal = authz.before(self, head.api_key, request, head.api_version)
+            if refusal is not None:
+                slot.set(wire.encode_response(refusal, head.correlation_id))
+                return
         try:
             response = await share.handle(self, request, head)
+            if authz is not None:
+                response = authz.after(self, head.api_key, request, response)
         except CloseConnection as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)
@@ -362,8 +386,13 @@ class ClientConnection:
     async def _answer_with(
         self, handler: Any, request: Any, head: wire.RequestHead, slot: Slot
     ) -> None:
+        authz = self.proxy.authz
         try:
+            if authz is not None:
+                authz.admin.before(self, head.api_key, request)
             response = await handler(self, request, head)
+            if authz is not None:
+                response = authz.admin.after(self, head.api_key, request, response)
         except (CloseConnection, UpstreamError) as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)

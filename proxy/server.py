@@ -23,7 +23,9 @@ from proxy.security import ListenerSecurity, UpstreamSecurity
 from proxy.upstream import Cluster, UpstreamError
 
 if TYPE_CHECKING:
+    from proxy.authz import Authorizer
     from proxy.connection import ClientConnection
+    from proxy.internal_topic import InternalTopicGuard
 
 log = logging.getLogger("sharegroup.proxy")
 
@@ -81,6 +83,8 @@ class Proxy:
         self.brokers.on_new_node = self._new_node
         self.cluster: Cluster
         self.share_handler: ShareHandler | None = None
+        self.authz: Authorizer | None = None  # checks the share APIs against upstream ACLs
+        self.internal_topic: InternalTopicGuard | None = None  # keeps clients off the state topic
         self.local_handlers: dict[int, LocalHandler] = {}
         self.listeners: dict[int, list[trio.SocketListener]] = {}
         self._nursery: trio.Nursery | None = None
@@ -101,6 +105,12 @@ class Proxy:
             await self.cluster.refresh()
             if not self.cluster.brokers:
                 raise UpstreamError("the upstream cluster reported no brokers")
+            if self.authz is not None:
+                try:
+                    await self.authz.refresh()
+                except UpstreamError as e:
+                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                nursery.start_soon(self.authz.run)
             if self.share_handler is not None:
                 await self.share_handler.start(nursery)  # recover state before serving
             for node_id in sorted(self.cluster.brokers):

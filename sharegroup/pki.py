@@ -1,4 +1,7 @@
-"""Certificates for the TLS tests, made at test time by a test CA (trustme)."""
+"""Certificates for the TLS tests and the TLS benchmark, made when they run by a test CA.
+
+Needs ``trustme`` (the ``dev`` extra): only tests and benchmarks import this module.
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from proxy.thread import ProxyThread
 from sharegroup.brokers import Broker, KafkaSecurity, start_kafka, start_tansu
 from sharegroup.kafka_dist import KAFKA3_VERSION, KAFKA4_VERSION
-from tests.pki import Pki, make_pki
+from sharegroup.pki import Pki, make_pki
 
 
 @pytest.fixture
@@ -106,4 +106,11 @@ def kafka39_ssl(pki: Pki) -> Iterator[Broker]:
         keystore=pki.kafka_keystore, truststore=pki.ca, protocol="SSL", authorizer=False
     )
     with start_kafka(KAFKA3_VERSION, share_groups=False, security=security) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka4_sasl(pki: Pki) -> Iterator[Broker]:
+    """Kafka 4.x share groups, secured as kafka39_sasl (the reference for the ACL tests)."""
+    with start_kafka(KAFKA4_VERSION, share_groups=True, security=secure(pki)) as broker:
         yield broker

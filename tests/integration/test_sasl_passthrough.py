@@ -21,9 +21,9 @@ from confluent_kafka.cimpl import NewTopic
 
 from proxy import wire
 from sharegroup.brokers import Broker
+from sharegroup.pki import Pki
 from tests.conftest import SECURE_USERS
 from tests.harness import ProxyThread
-from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,7 @@ def proxy_configs(pki: Pki) -> dict[str, str]:
         "upstream.sasl.mechanism": "SCRAM-SHA-512",
         "upstream.sasl.username": "proxy",
         "upstream.sasl.password": SECURE_USERS["proxy"],
+        "sharegroup.acl.refresh.ms": "500",
     }
 
 
@@ -78,6 +79,19 @@ def allow(
         f.result(30)
 
 
+def acls_read(proxied: ProxyThread, times: int = 2, timeout_s: float = 30.0) -> None:
+    """Wait until the proxy has read the upstream ACLs ``times`` more times: ACLs made before
+    the call are then in force in the proxy."""
+    proxy = proxied.proxy
+    assert proxy is not None and proxy.authz is not None
+    authz = proxy.authz
+    start: int = proxied.call(lambda: authz.reads)
+    deadline = time.monotonic() + timeout_s
+    while proxied.call(lambda: authz.reads) < start + times:
+        assert time.monotonic() < deadline, "the proxy does not read the upstream ACLs"
+        time.sleep(0.05)
+
+
 def new_topic(broker: Broker) -> str:
     name = f"sec-{uuid.uuid4().hex[:10]}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap, **broker.client_config})
@@ -103,8 +117,9 @@ def test_share_consumer_over_sasl_ssl_scram_512(
         kafka39_sasl, "User:alice", ResourceType.TOPIC, topic, AclOperation.WRITE, AclOperation.READ
     )
     allow(kafka39_sasl, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    acls_read(proxied)
     alice = client(proxied.bootstrap, pki, "alice")
-    admin = AdminClient(alice)
+    admin = AdminClient(client(proxied.bootstrap, pki, "admin"))  # ALTER_CONFIGS on the group
     entry = ConfigEntry(
         "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET
     )
@@ -210,3 +225,34 @@ def read_answer(sock: ssl.SSLSocket) -> bytes:
             return b""
         data += chunk
     return data
+
+
+def test_java_share_consumer_over_sasl_ssl_scram_512(
+    proxied: ProxyThread, kafka39_sasl: Broker, pki: Pki
+) -> None:
+    """Java's KafkaShareConsumer, SASL_SSL with SCRAM-SHA-512 as alice, through the proxy."""
+    from tests.java_probe import ProbeRun
+
+    topic = new_topic(kafka39_sasl)
+    group = f"jg-{uuid.uuid4().hex[:8]}"
+    allow(kafka39_sasl, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ)
+    allow(kafka39_sasl, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    acls_read(proxied)
+    password = SECURE_USERS["alice"]
+    props = {
+        "security.protocol": "SASL_SSL",
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(pki.ca),
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="alice" password="{password}";',
+        "probe.linger.ms": "1000",
+    }
+    with ProbeRun(proxied.bootstrap, group, topic, 20, "implicit", "accept", 90, props) as probe:
+        probe.wait_subscribed(90)
+        produce(
+            {"bootstrap.servers": kafka39_sasl.bootstrap, **kafka39_sasl.client_config}, topic, 20
+        )
+        result = probe.result()
+    assert result.returncode == 0, result.describe()
+    assert sorted(r["offset"] for r in result.records) == list(range(20)), result.describe()

@@ -17,8 +17,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from proxy import wire
 from sharegroup.brokers import Broker
+from sharegroup.pki import Pki
 from tests.harness import ProxyThread
-from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from proxy import wire
 from proxy.security import upstream_security
 from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.brokers import Broker
+from sharegroup.pki import Pki
 from tests.conftest import SECURE_USERS
-from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
