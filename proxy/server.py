@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
 from proxy import wire
+from proxy.authz import Authorizer
+from proxy.connection import ClientConnection
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.internal_topic import InternalTopicGuard
 from proxy.rewrite import BrokerMap
 from proxy.security import ListenerSecurity, UpstreamSecurity
 from proxy.upstream import Cluster, UpstreamError
-
-if TYPE_CHECKING:
-    from proxy.authz import Authorizer
-    from proxy.connection import ClientConnection
-    from proxy.internal_topic import InternalTopicGuard
 
 log = logging.getLogger("sharegroup.proxy")
 
@@ -164,8 +162,6 @@ class Proxy:
             served = [trio.SSLListener(lst, security.ssl_context) for lst in listeners]
 
         async def handler(stream: trio.abc.Stream) -> None:
-            from proxy.connection import ClientConnection
-
             conn = ClientConnection(self, stream, node_id)
             self.connections.add(conn)
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import queue
 import signal
 import subprocess
@@ -59,12 +60,14 @@ class ProxyProcess:
         upstream: str,
         configs: Sequence[str] = (),
         profile: str | None = None,
+        code: str | None = None,
         listen_protocol: str = "PLAINTEXT",
     ) -> None:
         self.upstream = upstream
         self.listen_protocol = listen_protocol
         self.configs = list(configs)
         self.profile = profile
+        self.code = code  # a source tree whose packages the proxy imports instead of these
         self.bootstrap = ""
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -87,6 +90,7 @@ class ProxyProcess:
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the proxy in `finally`
             preexec_fn=die_with_parent,
+            env=None if self.code is None else {**os.environ, "PYTHONPATH": self.code},
         )
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
@@ -142,11 +146,14 @@ def running_proxy(
     upstream: str,
     configs: Sequence[str] = (),
     profile: str | None = None,
+    code: str | None = None,
     listen_protocol: str = "PLAINTEXT",
 ) -> Iterator[ProxyProcess]:
     """The proxy in front of ``upstream``; ``configs`` are ``KEY=VALUE`` for ``--config``;
-    ``profile`` runs it under cProfile, writing the stats there."""
-    proxy = ProxyProcess(upstream, configs, profile, listen_protocol)
+    ``profile`` runs it under cProfile, writing the stats there; ``code`` is a source tree (a
+    checkout of another commit) to run instead of the installed one; ``listen_protocol`` is
+    the listener's security protocol (SSL needs ``ssl.*`` configs)."""
+    proxy = ProxyProcess(upstream, configs, profile, code, listen_protocol)
     try:
         yield proxy.start()
     finally:
