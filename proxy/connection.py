@@ -310,7 +310,7 @@ class ClientConnection:
         except FrameError as e:
             raise CloseConnection(str(e)) from e
         guard = self.proxy.internal_topic
-        if guard is not None and key in GUARDED and guard.may_name(framed):
+        if guard is not None and key in GUARDED and guard.may_name(framed, key, version):
             refusal = guard.refusal(key, version, self._decode(payload.body(), head))
             if refusal is not None:
                 if not expects:  # acks=0: no answer to carry the error, so close, as Kafka does

@@ -32,10 +32,16 @@ class InternalTopicGuard:
         self._name_bytes = name.encode()
         self._topic_id = topic_id
 
-    def may_name(self, framed: bytes | bytearray) -> bool:
-        """Cheap: could the request name the topic (by name or by id)?"""
+    def may_name(self, framed: bytes | bytearray, api_key: int, version: int) -> bool:
+        """Cheap: could the request name the topic? By name, or by id in the versions that
+        name topics by id (Fetch 13+, DeleteTopics 6+; Produce is relayed at 9 at most)."""
         if self._name_bytes in framed:
             return True
+        by_id = (api_key == wire.FETCH and version >= 13) or (
+            api_key == DELETE_TOPICS and version >= 6
+        )
+        if not by_id:
+            return False
         topic_id = self._topic_id()
         return topic_id is not None and topic_id.bytes in framed
 
