@@ -18,12 +18,16 @@ Configs use Kafka's names where Kafka has one:
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
+from proxy.authz import ACL_KEYS, Authorizer, authz_config
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.internal_topic import InternalTopicGuard
 from proxy.metrics import attach_metrics
-from proxy.security import SECURITY_KEYS, listener_security
+from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
 from proxy.shares import ShareService
@@ -62,7 +66,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
-        elif key in SECURITY_KEYS:
+        elif key in SECURITY_KEYS or key in ACL_KEYS:
             continue  # checked by proxy.security when the proxy is built
         elif key == METRICS_LISTEN:
             continue
@@ -88,8 +92,9 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     share, store_configs, max_frame = split_configs(configs)
     config.share_configs = share
     config.max_frame_bytes = max_frame
-    config.listener = listener_security(config.listen_protocol, configs)
+    config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
+    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
         store = StateStore(
@@ -105,8 +110,17 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     or 120000
                 )
                 / 1000,
+                security=config.upstream,
             )
         )
+    if store is not None:
+        topic = store.config.topic
+
+        def state_topic_id() -> UUID | None:
+            info = proxy.cluster.topics.get(topic)
+            return info.topic_id if info is not None else None
+
+        proxy.internal_topic = InternalTopicGuard(topic, state_topic_id)
     service = attach(proxy, store)
     snapshot_every = _int(
         store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500

@@ -41,6 +41,7 @@ from confluent_kafka.cimpl import NewTopic
 from kafka.record.memory_records import MemoryRecords
 
 from proxy import wire
+from proxy.security import UpstreamSecurity
 from proxy.upstream import BrokerConnection, UpstreamError, parse_servers
 from sharegroup.persist.records import (
     RECORD_WRITER_CLAIM,
@@ -101,6 +102,12 @@ class StoreConfig:
     # How long a write may stay unconfirmed (the broker away) before this instance gives up
     # on it: its outcome is then unknown, and the instance recovers (StateStore._recover).
     commit_retry_s: float = 120.0
+    # TLS and SASL for the store's own connections: the Trio tail reader's and librdkafka's.
+    security: UpstreamSecurity = field(default_factory=UpstreamSecurity)
+
+    def client(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """A librdkafka client config: ``settings`` plus the bootstrap and security ones."""
+        return {"bootstrap.servers": self.bootstrap, **self.security.librdkafka, **settings}
 
 
 @dataclass
@@ -189,7 +196,7 @@ class StateStore:
         return self.replay
 
     def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.config.bootstrap})
+        return AdminClient(self.config.client({}))
 
     def _create_topic(self) -> None:
         admin = self._admin()
@@ -225,14 +232,15 @@ class StateStore:
     def _claim(self) -> None:
         """Append this instance's claim and learn its offset."""
         self._producer = Producer(
-            {
-                "bootstrap.servers": self.config.bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 0,
-                "socket.nagle.disable": True,
-                "message.timeout.ms": int(self.config.commit_retry_s * 1000),
-            }
+            self.config.client(
+                {
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 0,
+                    "socket.nagle.disable": True,
+                    "message.timeout.ms": int(self.config.commit_retry_s * 1000),
+                }
+            )
         )
         outcome: list[tuple[Any, Message]] = []
         claim = WriterClaim(
@@ -253,18 +261,19 @@ class StateStore:
         replay = Replay()
         self._claims_read = []
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.config.bootstrap,
-                "group.id": f"sharegroup-state-reader-{self.config.topic}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 100,
-                "socket.nagle.disable": True,
-                "fetch.queue.backoff.ms": 0,
-                "fetch.error.backoff.ms": 50,
-                "auto.offset.reset": "earliest",
-            }
+            self.config.client(
+                {
+                    "group.id": f"sharegroup-state-reader-{self.config.topic}",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 100,
+                    "socket.nagle.disable": True,
+                    "fetch.queue.backoff.ms": 0,
+                    "fetch.error.backoff.ms": 50,
+                    "auto.offset.reset": "earliest",
+                }
+            )
         )
         try:
             return self._replay_with(consumer, replay)
@@ -594,7 +603,7 @@ class StateStore:
         """A new connection to the leader of the state topic's partition."""
         errors = []
         for host, port in parse_servers(self.config.bootstrap):
-            boot = BrokerConnection(host, port, TAIL_MAX_FRAME_BYTES)
+            boot = BrokerConnection(host, port, TAIL_MAX_FRAME_BYTES, self.config.security)
             try:
                 await boot.start(nursery)
                 version = boot.version_for(wire.METADATA, 12)
@@ -618,7 +627,9 @@ class StateStore:
             if (broker.host, broker.port) == (host, port):
                 return boot
             await boot.aclose()
-            conn = BrokerConnection(broker.host, broker.port, TAIL_MAX_FRAME_BYTES)
+            conn = BrokerConnection(
+                broker.host, broker.port, TAIL_MAX_FRAME_BYTES, self.config.security
+            )
             await conn.start(nursery)
             return conn
         raise UpstreamError("no bootstrap server reachable: " + "; ".join(errors))

@@ -155,7 +155,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         configs.update(read_properties(args.config_file))
     from model import ConfigError
     from proxy.app import split_configs
-    from proxy.security import check_command_line, listener_security
+    from proxy.security import check_command_line, security_settings
 
     try:
         check_command_line(dict(args.config))
@@ -174,7 +174,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
 
     try:
         split_configs(configs)
-        listener_security(listen_protocol, configs)
+        security_settings(listen_protocol, configs)
     except ConfigError as e:
         print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
         return 2
