@@ -16,12 +16,15 @@ from model.partition import (
     AcquiredRecords,
     AcquireMode,
     Acquisition,
+    ArchivingRange,
+    DlqCause,
     LogBatch,
     RecordState,
     SharePartition,
     StateBatch,
     StateDelta,
     ack_shape_error,
+    redelivery_delay_ms,
 )
 from model.session import (
     FINAL_EPOCH,
@@ -42,6 +45,8 @@ __all__ = [
     "AcquireMode",
     "AcquiredRecords",
     "Acquisition",
+    "ArchivingRange",
+    "DlqCause",
     "BrokerConfig",
     "ClosedSession",
     "ConfigError",
@@ -61,4 +66,5 @@ __all__ = [
     "StateDelta",
     "assign",
     "next_epoch",
+    "redelivery_delay_ms",
 ]

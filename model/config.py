@@ -1,7 +1,17 @@
-"""Share-group configuration: Kafka's names, defaults and bounds (digest sections 4.1, 4.2, 4.4).
+"""Share-group configuration: Kafka's names, defaults and bounds.
+
+Broker configs as in Kafka's ``ShareGroupConfig.java`` and ``GroupCoordinatorConfig.java``;
+group configs as in ``GroupConfig.java``.
 
 Broker-level values (``group.share.*``) bound the per-group overrides (``share.*``).
 Everything here is a frozen value; validation raises ``ConfigError`` naming the key.
+
+Dead-letter queue (KIP-1191, Kafka 4.4): the group configs ``errors.deadletterqueue.topic.name``
+and ``errors.deadletterqueue.copy.record.enable`` (``GroupConfig.java``) and the cluster configs
+``errors.deadletterqueue.auto.create.topics.enable`` and ``errors.deadletterqueue.topic.name.prefix``
+(``GroupCoordinatorConfig.java``), with Kafka's defaults. The redelivery back-off is the proxy's
+own and lives in its ``sharegroup.`` namespace: ``sharegroup.share.record.redelivery.backoff.ms``
+(0 = none, the default) and ``sharegroup.share.record.redelivery.backoff.max.ms``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ class IntRange:
     high: int
 
 
-# Broker configs: key -> (default, valid range). Digest 4.1 / 4.2.
+# Broker configs: key -> (default, valid range), from ShareGroupConfig / GroupCoordinatorConfig.
 BROKER_INT_CONFIGS: Final[dict[str, tuple[int, IntRange]]] = {
     "group.share.record.lock.duration.ms": (30000, IntRange(1000, 3600000)),
     "group.share.min.record.lock.duration.ms": (15000, IntRange(1000, 30000)),
@@ -52,16 +62,43 @@ _TRIPLES: Final = (
 )
 
 
+DLQ_AUTO_CREATE_KEY: Final = "errors.deadletterqueue.auto.create.topics.enable"
+DLQ_PREFIX_KEY: Final = "errors.deadletterqueue.topic.name.prefix"
+DLQ_TOPIC_KEY: Final = "errors.deadletterqueue.topic.name"
+DLQ_COPY_KEY: Final = "errors.deadletterqueue.copy.record.enable"
+# The topic config that marks a topic as a DLQ topic (``TopicConfig.java``).
+DLQ_TOPIC_ENABLE_KEY: Final = "errors.deadletterqueue.group.enable"
+BACKOFF_KEY: Final = "sharegroup.share.record.redelivery.backoff.ms"
+BACKOFF_MAX_KEY: Final = "sharegroup.share.record.redelivery.backoff.max.ms"
+BROKER_DLQ_KEYS: Final = (DLQ_AUTO_CREATE_KEY, DLQ_PREFIX_KEY)
+
+
+def parse_bool(key: str, raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(f"{key}: {raw!r} is not true/false")
+    return raw.lower() == "true"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Broker-wide share-group settings (the proxy's ``--config`` values)."""
 
     values: dict[str, int]
+    dlq_auto_create_topics_enable: bool = False
+    dlq_topic_name_prefix: str = "dlq."
 
     @classmethod
     def from_mapping(cls, overrides: dict[str, str] | None = None) -> BrokerConfig:
         values = {key: default for key, (default, _) in BROKER_INT_CONFIGS.items()}
+        auto_create = False
+        prefix = "dlq."
         for key, raw in (overrides or {}).items():
+            if key == DLQ_AUTO_CREATE_KEY:
+                auto_create = parse_bool(key, raw)
+                continue
+            if key == DLQ_PREFIX_KEY:
+                prefix = raw
+                continue
             if key not in BROKER_INT_CONFIGS:
                 raise ConfigError(f"unknown share-group broker config {key!r}")
             values[key] = _parse_int(key, raw, BROKER_INT_CONFIGS[key][1])
@@ -80,7 +117,7 @@ class BrokerConfig:
             )
         if values["group.share.max.share.sessions"] < values["group.share.max.size"]:
             raise ConfigError("group.share.max.share.sessions must be >= group.share.max.size")
-        return cls(values)
+        return cls(values, auto_create, prefix)
 
     def __getitem__(self, key: str) -> int:
         return self.values[key]
@@ -119,6 +156,15 @@ class GroupConfig:
     isolation_level: str = "read_uncommitted"
     renew_acknowledge_enable: bool = True
     assignment_interval_ms: int = 1000
+    dlq_topic_name: str = ""
+    dlq_copy_record_enable: bool = False
+    redelivery_backoff_ms: int = 0
+    redelivery_backoff_max_ms: int = 60000
+
+    @property
+    def dlq_enabled(self) -> bool:
+        """The group has a dead-letter queue (``SharePartition.isDLQEnabledForGroup``)."""
+        return bool(self.dlq_topic_name)
 
     @classmethod
     def defaults(cls, broker: BrokerConfig) -> GroupConfig:
@@ -159,9 +205,19 @@ class GroupConfig:
                     )
                 changes["isolation_level"] = raw
             elif key == "share.renew.acknowledge.enable":
-                if raw.lower() not in ("true", "false"):
-                    raise ConfigError(f"share.renew.acknowledge.enable: {raw!r} is not true/false")
-                changes["renew_acknowledge_enable"] = raw.lower() == "true"
+                changes["renew_acknowledge_enable"] = parse_bool(key, raw)
+            elif key == DLQ_TOPIC_KEY:
+                # GroupConfig.validate: internal names are refused when the config is set; the
+                # prefix and the topic itself are checked at each DLQ write, as Kafka does.
+                if raw.startswith("__"):
+                    raise ConfigError(f"{key}: DLQ topic name must not start with '__'")
+                changes["dlq_topic_name"] = raw
+            elif key == DLQ_COPY_KEY:
+                changes["dlq_copy_record_enable"] = parse_bool(key, raw)
+            elif key == BACKOFF_KEY:
+                changes["redelivery_backoff_ms"] = _parse_int(key, raw, IntRange(0, 3600000))
+            elif key == BACKOFF_MAX_KEY:
+                changes["redelivery_backoff_max_ms"] = _parse_int(key, raw, IntRange(1, 3600000))
             else:
                 raise ConfigError(f"unknown share group config {key!r}")
         result = replace(self, **changes)  # type: ignore[arg-type]
@@ -169,6 +225,8 @@ class GroupConfig:
             raise ConfigError(
                 "share.heartbeat.interval.ms must be less than share.session.timeout.ms"
             )
+        if result.redelivery_backoff_max_ms < result.redelivery_backoff_ms:
+            raise ConfigError(f"{BACKOFF_MAX_KEY} must be >= {BACKOFF_KEY}")
         return result
 
 
@@ -189,7 +247,11 @@ GROUP_CONFIG_KEYS: Final = (
     "share.auto.offset.reset",
     "share.isolation.level",
     "share.renew.acknowledge.enable",
+    BACKOFF_KEY,
+    BACKOFF_MAX_KEY,
 )
+# Accepted by GroupConfig; the proxy offers them to clients once it writes DLQ records.
+DLQ_GROUP_CONFIG_KEYS: Final = (DLQ_TOPIC_KEY, DLQ_COPY_KEY)
 
 
 def _parse_int(key: str, raw: str, bounds: IntRange) -> int:

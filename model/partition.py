@@ -1,4 +1,5 @@
-"""One share partition: the per-record state machine of KIP-932 (digest section 3).
+"""One share partition: the per-record state machine of KIP-932, as Kafka's
+``SharePartition.java`` implements it.
 
 Theory of operation
 -------------------
@@ -15,18 +16,35 @@ them in the end. An operation that touches part of a range splits it first (Kafk
 batch into per-offset state the same way, ``SharePartition.java``); cost follows the number of
 distinct ranges, not of records.
 
-Rules carried over from Kafka's ``SharePartition`` (section numbers are the digest's):
+Rules carried over from Kafka's ``SharePartition`` (its method names in brackets):
 
 * Delivery count counts acquisitions: 1 on the first, +1 per re-acquisition; release, session
-  close and lock expiry leave it alone (3.5). A record that would become AVAILABLE again with
-  ``delivery_count >= limit`` is ARCHIVED instead (3.2).
+  close and lock expiry leave it alone (``acquire``). A record that would become AVAILABLE again
+  with ``delivery_count >= limit`` is ARCHIVED instead (``RecordState.validateTransition``), or
+  ARCHIVING when the group has a dead-letter queue.
+* Dead-letter queue (KIP-1191, Kafka 4.4 ``SharePartition`` / ``InFlightState.tryUpdateState``):
+  with ``dlq_enabled``, REJECT and a release / lock expiry / member loss at the delivery limit
+  move records to ARCHIVING instead of ARCHIVED. ARCHIVING is persisted, is not terminal (SPSO
+  stops at it) and is never acquired. ``take_archiving()`` hands each such range out once, with
+  its cause, for the caller to write to the DLQ topic once the ARCHIVING state is durable; then
+  ``complete_archiving(first, last)`` moves it to ARCHIVED, whether or not the write succeeded.
+  ARCHIVING read back by ``from_state`` is handed out again, the cause inferred from the
+  delivery count as ``SharePartition.maybeResumeDlqArchiving`` does. GAP acknowledgements and
+  aborted batches are always ARCHIVED directly.
+* Redelivery back-off (this project's own, no Kafka counterpart): with
+  ``redelivery_backoff_ms > 0`` a record released or expired with delivery count ``n`` stays
+  AVAILABLE but is not acquirable until ``now + min(backoff * 2**(n-1), backoff_max)``; its
+  range holds that time in its ``deadline`` and the same timer heap as the locks wakes it
+  (``next_deadline_ms`` / ``expire_locks``). The delay is not persisted: after recovery the
+  record is available at once. ``release_member`` applies it only when given ``now_ms``.
 * SPSO is the lowest non-terminal offset: after every change the terminal prefix is dropped
-  (3.3). A release never moves SPSO.
+  (``maybeUpdateCachedStateAndOffsets``). A release never moves SPSO.
 * New records are acquired only while ``SPEO - SPSO + 1 < max record locks``; at the limit,
-  records inside the window can still be re-delivered (3.5 step 2). In ``batch_optimized`` mode
+  records inside the window can still be re-delivered (``acquire``). In ``batch_optimized`` mode
   an acquisition runs to the end of the log batch it stops in, so the limit and MaxRecords are
-  soft by at most one log batch (3.6).
-* One acknowledgement request is validated completely before anything changes (3.7).
+  soft by at most one log batch (``acquire`` with ``ShareAcquireMode``).
+* One acknowledgement request is validated completely before anything changes
+  (``acknowledge``).
 
 Time is an argument (``now_ms``); the caller asks ``next_deadline_ms()`` and calls
 ``expire_locks(now_ms)`` when it is due. Operations treat a lock whose deadline has passed as
@@ -71,6 +89,37 @@ class AckType(IntEnum):
     RELEASE = 2
     REJECT = 3
     RENEW = 4
+
+
+class DlqCause(IntEnum):
+    """Why a record went to the dead-letter queue (``ShareGroupDLQManager``'s two causes)."""
+
+    CLIENT_REJECT = 1
+    DELIVERY_COUNT_EXCEEDED = 2
+
+    @property
+    def message(self) -> str:
+        """The text of the ``__dlq.errors.message`` header, as Kafka writes it."""
+        if self is DlqCause.CLIENT_REJECT:
+            return "Offset rejected by client."
+        return "Offset delivery count exceeded the threshold."
+
+
+class ArchivingRange(NamedTuple):
+    """Records that went to ARCHIVING: what the caller writes to the dead-letter queue."""
+
+    first_offset: int
+    last_offset: int
+    delivery_count: int
+    cause: DlqCause
+
+
+def redelivery_delay_ms(delivery_count: int, backoff_ms: int, backoff_max_ms: int) -> int:
+    """The back-off before a record delivered ``delivery_count`` times is acquirable again:
+    ``backoff_ms`` doubled per earlier delivery, at most ``backoff_max_ms`` (0 = no back-off)."""
+    if backoff_ms <= 0 or delivery_count <= 0:
+        return 0
+    return min(backoff_ms << min(delivery_count - 1, 32), max(backoff_ms, backoff_max_ms))
 
 
 class AcquireMode(IntEnum):
@@ -161,6 +210,7 @@ class _Range:
 _AVAILABLE = RecordState.AVAILABLE
 _ACQUIRED = RecordState.ACQUIRED
 _ACKNOWLEDGED = RecordState.ACKNOWLEDGED
+_ARCHIVING = RecordState.ARCHIVING
 _ARCHIVED = RecordState.ARCHIVED
 
 
@@ -175,6 +225,9 @@ class SharePartition:
         max_in_flight: int = 2000,
         lock_duration_ms: int = 30000,
         renew_enabled: bool = True,
+        dlq_enabled: bool = False,
+        redelivery_backoff_ms: int = 0,
+        redelivery_backoff_max_ms: int = 0,
     ) -> None:
         if start_offset < 0:
             raise ValueError(f"start offset must be >= 0, got {start_offset}")
@@ -182,11 +235,16 @@ class SharePartition:
         self._next = start_offset  # one past the last cached offset
         self._ranges: SortedDict[int, _Range] = SortedDict()
         self._available: SortedSet[int] = SortedSet()  # first offsets of AVAILABLE ranges
-        self._timers: list[tuple[int, int, int]] = []  # (deadline, first, last) wake-ups
+        # (deadline, first, last) wake-ups: lock deadlines and the end of redelivery back-offs
+        self._timers: list[tuple[int, int, int]] = []
+        self._archiving: list[ArchivingRange] = []  # ARCHIVING not yet handed out
         self.delivery_count_limit = delivery_count_limit
         self.max_in_flight = max_in_flight
         self.lock_duration_ms = lock_duration_ms
         self.renew_enabled = renew_enabled
+        self.dlq_enabled = dlq_enabled
+        self.redelivery_backoff_ms = redelivery_backoff_ms
+        self.redelivery_backoff_max_ms = redelivery_backoff_max_ms
 
     # ------------------------------------------------------------------ queries
 
@@ -205,7 +263,7 @@ class SharePartition:
         return self._next - self._start
 
     def next_fetch_offset(self) -> int:
-        """Where the next fetch from the log should start (3.3)."""
+        """Where the next fetch from the log should start."""
         if self._available:
             return int(self._available[0])
         return self._next
@@ -214,7 +272,7 @@ class SharePartition:
         return bool(self._available)
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest lock deadline still in force, or None."""
+        """The earliest lock deadline or end of a redelivery back-off still pending, or None."""
         timers = self._timers
         while timers:
             deadline, first, last = timers[0]
@@ -224,7 +282,9 @@ class SharePartition:
         return None
 
     def state_of(self, offset: int) -> tuple[RecordState, int, str | None, int] | None:
-        """(state, delivery count, owner, lock deadline) of one offset, or None outside the window."""
+        """(state, delivery count, owner, deadline) of one offset, or None outside the window.
+        The deadline is the lock's for ACQUIRED, the end of the back-off for a delayed AVAILABLE
+        record, otherwise 0."""
         if not self._start <= offset < self._next:
             return None
         r = self._range_at(offset)
@@ -261,16 +321,23 @@ class SharePartition:
         max_in_flight: int = 2000,
         lock_duration_ms: int = 30000,
         renew_enabled: bool = True,
+        dlq_enabled: bool = False,
+        redelivery_backoff_ms: int = 0,
+        redelivery_backoff_max_ms: int = 0,
     ) -> SharePartition:
-        """Rebuild from persisted state (3.11). Offsets between SPSO and the last persisted
+        """Rebuild from persisted state (Kafka's ``SharePartition.maybeInitialize``). Offsets between SPSO and the last persisted
         batch that no batch covers form the gap window: they are AVAILABLE with delivery count 0,
-        so the next fetch starts there and acquires them as new records."""
+        so the next fetch starts there and acquires them as new records. ARCHIVING ranges are
+        handed out again by ``take_archiving`` (their DLQ write may not have happened)."""
         sp = cls(
             start_offset,
             delivery_count_limit=delivery_count_limit,
             max_in_flight=max_in_flight,
             lock_duration_ms=lock_duration_ms,
             renew_enabled=renew_enabled,
+            dlq_enabled=dlq_enabled,
+            redelivery_backoff_ms=redelivery_backoff_ms,
+            redelivery_backoff_max_ms=redelivery_backoff_max_ms,
         )
         cursor = start_offset
         for b in sorted(batches, key=lambda b: b.first_offset):
@@ -283,7 +350,16 @@ class SharePartition:
                 continue
             if first > cursor:
                 sp._insert(_Range(cursor, first - 1, _AVAILABLE, 0))
-            sp._insert(_Range(first, b.last_offset, b.state, b.delivery_count))
+            restored = _Range(first, b.last_offset, b.state, b.delivery_count)
+            sp._insert(restored)
+            if b.state is _ARCHIVING:
+                # The cause is not persisted: Kafka infers it from the delivery count.
+                cause = (
+                    DlqCause.DELIVERY_COUNT_EXCEEDED
+                    if b.delivery_count >= delivery_count_limit
+                    else DlqCause.CLIENT_REJECT
+                )
+                sp._queue_archiving(restored, cause)
             cursor = b.last_offset + 1
         sp._next = cursor
         sp._advance_start()
@@ -302,7 +378,7 @@ class SharePartition:
         batch_size: int | None = None,
         mode: AcquireMode = AcquireMode.BATCH_OPTIMIZED,
     ) -> Acquisition:
-        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (3.5, 3.6).
+        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (``SharePartition.acquire``).
 
         ``batches`` are the record batches the log returned, in offset order. Returns the
         AcquiredRecords ranges, the persistable changes (offsets archived on the way: log gaps,
@@ -326,7 +402,7 @@ class SharePartition:
         taken = 0
         stop = False
         # Cached AVAILABLE offsets between the fetch offset and the first returned batch are
-        # gone from the log (compaction, retention): archive them (3.5 step 3).
+        # gone from the log (compaction, retention): archive them, as Kafka does.
         lead_first = max(fetch_offset, self._start)
         lead_last = min(batches[0].first_offset - 1, self._next - 1)
         if lead_first <= lead_last:
@@ -432,7 +508,7 @@ class SharePartition:
                     return True
                 end = min(end, start + (budget - taken) - 1)
             if r.count >= throttle:
-                # Poison-record isolation (3.9): hand out fewer records per attempt, alone.
+                # Poison-record isolation (KAFKA-17541): hand out fewer records per attempt, alone.
                 if pieces:
                     return True
                 # Kafka halves the in-flight batch the record is cached in, which may span
@@ -461,7 +537,7 @@ class SharePartition:
         ranges = self._ranges
         while end < hi and end + 1 in ranges:
             nxt: _Range = ranges[end + 1]
-            if nxt.state is not _AVAILABLE or nxt.count != r.count:
+            if nxt.state is not _AVAILABLE or nxt.deadline or nxt.count != r.count:
                 break
             end = nxt.last
         return min(end, hi)
@@ -478,7 +554,7 @@ class SharePartition:
     def acknowledge(
         self, member_id: str, batches: Sequence[AckBatch], *, now_ms: int
     ) -> StateDelta:
-        """Apply one partition's acknowledgement batches atomically (3.7).
+        """Apply one partition's acknowledgement batches atomically (``SharePartition.acknowledge``).
 
         Raises ShareApiError (INVALID_REQUEST, INVALID_RECORD_STATE) with nothing changed."""
         if len(batches) == 1:
@@ -540,14 +616,18 @@ class SharePartition:
                 heapq.heappush(self._timers, (deadline, first, last))
                 continue
             for r in self._carve_all(first, last):
-                if ack is AckType.ACCEPT:
-                    r.state = _ACKNOWLEDGED
-                elif ack is AckType.RELEASE:
-                    self._make_available(r)
-                else:  # REJECT, GAP
-                    r.state = _ARCHIVED
-                r.member = None
-                r.deadline = 0
+                if ack is AckType.RELEASE:
+                    self._make_available(r, now_ms)
+                else:
+                    r.member = None
+                    r.deadline = 0
+                    if ack is AckType.ACCEPT:
+                        r.state = _ACKNOWLEDGED
+                    elif ack is AckType.REJECT and self.dlq_enabled:
+                        r.state = _ARCHIVING
+                        self._queue_archiving(r, DlqCause.CLIENT_REJECT)
+                    else:  # REJECT without a DLQ, GAP
+                        r.state = _ARCHIVED
                 changed.append(r)
         self._advance_start()
         return self._delta(changed)
@@ -572,14 +652,18 @@ class SharePartition:
             self._insert(_Range(last + 1, r.last, _ACQUIRED, r.count, r.member, r.deadline))
             r.last = last
         t = types[0]
-        r.member = None
-        r.deadline = 0
-        if t == 1:
-            r.state = _ACKNOWLEDGED
-        elif t == 2:
-            self._make_available(r)
+        if t == 2:
+            self._make_available(r, now_ms)
         else:
-            r.state = _ARCHIVED
+            r.member = None
+            r.deadline = 0
+            if t == 1:
+                r.state = _ACKNOWLEDGED
+            elif t == 3 and self.dlq_enabled:
+                r.state = _ARCHIVING
+                self._queue_archiving(r, DlqCause.CLIENT_REJECT)
+            else:
+                r.state = _ARCHIVED
         if first == self._start and r.state is not _AVAILABLE:
             self._advance_start()
         return StateDelta(self._start, (StateBatch(first, last, r.state, r.count),))
@@ -608,7 +692,9 @@ class SharePartition:
     # ------------------------------------------------------------------ releases and time
 
     def expire_locks(self, now_ms: int) -> StateDelta:
-        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (3.8)."""
+        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (Kafka's
+        acquisition lock timeout), and make every record whose redelivery back-off ended by now
+        acquirable again."""
         changed: list[_Range] = []
         timers = self._timers
         while timers and timers[0][0] <= now_ms:
@@ -618,19 +704,24 @@ class SharePartition:
                 continue
             for r in list(self._overlapping(first, last)):
                 if r.state is _ACQUIRED and r.deadline <= now_ms:
-                    self._make_available(r)
+                    self._make_available(r, now_ms)
                     changed.append(r)
+                elif r.state is _AVAILABLE and 0 < r.deadline <= now_ms:
+                    r.deadline = 0  # the back-off is over; nothing to persist
+                    self._available.add(r.first)
         if changed:
             self._advance_start()
         return self._delta(changed)
 
-    def release_member(self, member_id: str) -> StateDelta:
+    def release_member(self, member_id: str, *, now_ms: int | None = None) -> StateDelta:
         """Release everything ``member_id`` holds: its share session closed or its connection
-        dropped (3.10). Delivery counts stay; records at the limit are archived."""
+        dropped (``SharePartition.releaseAcquiredRecords``). Delivery counts stay; records at the
+        limit are archived (or ARCHIVING with a DLQ). The redelivery back-off applies only when
+        ``now_ms`` is given."""
         changed: list[_Range] = []
         for r in list(self._ranges.values()):
             if r.state is _ACQUIRED and r.member == member_id:
-                self._make_available(r)
+                self._make_available(r, now_ms)
                 changed.append(r)
         if changed:
             self._advance_start()
@@ -638,7 +729,7 @@ class SharePartition:
 
     def move_log_start(self, log_start_offset: int) -> StateDelta:
         """The log start moved (retention, DeleteRecords): everything below it is archived and
-        SPSO moves up to it (3.3)."""
+        SPSO moves up to it."""
         if log_start_offset <= self._start:
             return StateDelta(self._start, ())
         changed: list[_Range] = []
@@ -670,8 +761,12 @@ class SharePartition:
         max_in_flight: int | None = None,
         lock_duration_ms: int | None = None,
         renew_enabled: bool | None = None,
+        dlq_enabled: bool | None = None,
+        redelivery_backoff_ms: int | None = None,
+        redelivery_backoff_max_ms: int | None = None,
     ) -> None:
-        """Dynamic group configs (digest 4.4): apply to the next operation."""
+        """Dynamic group configs (Kafka's ``GroupConfig``): apply to the next operation. Records
+        already ARCHIVING stay so until ``complete_archiving``, whatever ``dlq_enabled`` becomes."""
         if delivery_count_limit is not None:
             self.delivery_count_limit = delivery_count_limit
         if max_in_flight is not None:
@@ -680,6 +775,37 @@ class SharePartition:
             self.lock_duration_ms = lock_duration_ms
         if renew_enabled is not None:
             self.renew_enabled = renew_enabled
+        if dlq_enabled is not None:
+            self.dlq_enabled = dlq_enabled
+        if redelivery_backoff_ms is not None:
+            self.redelivery_backoff_ms = redelivery_backoff_ms
+        if redelivery_backoff_max_ms is not None:
+            self.redelivery_backoff_max_ms = redelivery_backoff_max_ms
+
+    # ------------------------------------------------------------------ dead-letter queue
+
+    def take_archiving(self) -> tuple[ArchivingRange, ...]:
+        """The ARCHIVING ranges not handed out before, each exactly once, in the order they
+        went to ARCHIVING. Call it once the delta that made them ARCHIVING is persisted."""
+        out = tuple(self._archiving)
+        self._archiving.clear()
+        return out
+
+    def complete_archiving(self, first_offset: int, last_offset: int) -> StateDelta:
+        """The DLQ write of [first, last] is over (written or given up): its ARCHIVING
+        records become ARCHIVED. Offsets in any other state are left alone."""
+        changed: list[_Range] = []
+        first = max(first_offset, self._start)
+        last = min(last_offset, self._next - 1)
+        if first <= last:
+            for r in list(self._overlapping(first, last)):
+                if r.state is _ARCHIVING:
+                    piece = self._carve(max(r.first, first), min(r.last, last))
+                    piece.state = _ARCHIVED
+                    changed.append(piece)
+        if changed:
+            self._advance_start()
+        return self._delta(changed)
 
     # ------------------------------------------------------------------ invariants
 
@@ -695,8 +821,10 @@ class SharePartition:
             if first_seen and r.state.terminal:
                 raise AssertionError(f"SPSO {self._start} sits on a terminal range")
             first_seen = False
-            if (r.state is _AVAILABLE) != (r.first in self._available):
+            if (r.state is _AVAILABLE and r.deadline == 0) != (r.first in self._available):
                 raise AssertionError(f"available index wrong at {r.first}")
+            if r.state not in (_AVAILABLE, _ACQUIRED) and r.deadline != 0:
+                raise AssertionError(f"{r.state.name} range at {r.first} has a deadline")
             if (r.state is _ACQUIRED) != (r.member is not None):
                 raise AssertionError(f"owner wrong at {r.first}: {r.state.name} {r.member}")
             if r.count < 0 or (r.state is _ACQUIRED and r.count == 0):
@@ -709,21 +837,51 @@ class SharePartition:
 
     # ------------------------------------------------------------------ internals
 
-    def _make_available(self, r: _Range) -> None:
-        """ACQUIRED -> AVAILABLE, or ARCHIVED at the delivery-count limit (3.2)."""
+    def _make_available(self, r: _Range, now_ms: int | None) -> None:
+        """ACQUIRED -> AVAILABLE (after the redelivery back-off, when there is one and the time
+        is known), or ARCHIVED / ARCHIVING at the delivery-count limit (``RecordState.validateTransition``)."""
         r.member = None
         r.deadline = 0
         if r.count >= self.delivery_count_limit:
-            r.state = _ARCHIVED
+            if self.dlq_enabled:
+                r.state = _ARCHIVING
+                self._queue_archiving(r, DlqCause.DELIVERY_COUNT_EXCEEDED)
+            else:
+                r.state = _ARCHIVED
+            return
+        r.state = _AVAILABLE
+        delay = (
+            0
+            if now_ms is None
+            else redelivery_delay_ms(
+                r.count, self.redelivery_backoff_ms, self.redelivery_backoff_max_ms
+            )
+        )
+        if delay > 0:
+            r.deadline = now_ms + delay if now_ms is not None else 0
+            heapq.heappush(self._timers, (r.deadline, r.first, r.last))
         else:
-            r.state = _AVAILABLE
             self._available.add(r.first)
+
+    def _queue_archiving(self, r: _Range, cause: DlqCause) -> None:
+        queue = self._archiving
+        if queue:
+            prev = queue[-1]
+            if (
+                prev.last_offset + 1 == r.first
+                and prev.delivery_count == r.count
+                and prev.cause is cause
+            ):
+                queue[-1] = ArchivingRange(prev.first_offset, r.last, r.count, cause)
+                return
+        queue.append(ArchivingRange(r.first, r.last, r.count, cause))
 
     def _archive_available(self, first: int, last: int, changed: list[_Range]) -> None:
         for r in self._carve_all(first, last):
             if r.state is _AVAILABLE:
                 self._available.discard(r.first)
                 r.state = _ARCHIVED
+                r.deadline = 0
                 changed.append(r)
 
     def _archive_region(self, lo: int, hi: int, changed: list[_Range]) -> None:
@@ -743,7 +901,7 @@ class SharePartition:
 
     def _insert(self, r: _Range) -> None:
         self._ranges[r.first] = r
-        if r.state is _AVAILABLE:
+        if r.state is _AVAILABLE and r.deadline == 0:
             self._available.add(r.first)
 
     def _floor_key(self, offset: int) -> int:
@@ -799,11 +957,13 @@ class SharePartition:
         if first > last:
             return False
         return any(
-            r.state is _ACQUIRED and r.deadline == deadline for r in self._overlapping(first, last)
+            (r.state is _ACQUIRED or r.state is _AVAILABLE) and r.deadline == deadline
+            for r in self._overlapping(first, last)
         )
 
     def _advance_start(self) -> None:
-        """Drop the terminal prefix: SPSO becomes the first non-terminal offset (3.3)."""
+        """Drop the terminal prefix: SPSO becomes the first non-terminal offset
+        (``maybeUpdateCachedStateAndOffsets``)."""
         ranges = self._ranges
         while ranges:
             r: _Range = ranges.peekitem(0)[1]
@@ -859,7 +1019,7 @@ def _shape(
     record_limit: bool,
 ) -> tuple[AcquiredRecords, ...]:
     """Cut acquired pieces into AcquiredRecords of about ``batch_size`` offsets, cutting only at
-    log-batch base offsets (3.6). record_limit mode returns its pieces as they are."""
+    log-batch base offsets (``SharePartition.acquire``). record_limit mode returns its pieces as they are."""
     if record_limit or not batch_size or batch_size <= 0:
         return tuple(AcquiredRecords(f, last, c) for f, last, c in pieces)
     out: list[AcquiredRecords] = []

@@ -54,6 +54,7 @@ from sharegroup.persist.records import (
     WriterClaim,
     decode,
     encode,
+    joined,
     read_writer_header,
     type_of_key,
     writer_header,
@@ -678,6 +679,7 @@ class StateStore:
         if self.fenced:
             raise StateWriteError("this proxy instance no longer writes the state", fenced=True)
         for i, record in enumerate(records):
+            record = joined(record)
             self._seq += 1
             try:
                 self._send(record, self._seq, self._delivery_report())

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model import AckBatch, AcquiredRecords, AcquireMode, ErrorCode, LogBatch, ShareApiError
+from model import (
+    AckBatch,
+    AcquiredRecords,
+    AcquireMode,
+    DlqCause,
+    ErrorCode,
+    LogBatch,
+    ShareApiError,
+)
 from model import RecordState as S
 
 TERMINAL = (S.ACKNOWLEDGED, S.ARCHIVED)
@@ -21,12 +29,21 @@ class Slot:
     state: S
     count: int
     member: str | None = None
-    deadline: int = 0
+    deadline: int = 0  # the lock's when ACQUIRED; the end of the back-off when AVAILABLE
 
 
 class NaivePartition:
     def __init__(
-        self, start: int, *, limit: int, max_in_flight: int, lock_ms: int, renew: bool = True
+        self,
+        start: int,
+        *,
+        limit: int,
+        max_in_flight: int,
+        lock_ms: int,
+        renew: bool = True,
+        dlq: bool = False,
+        backoff_ms: int = 0,
+        backoff_max_ms: int = 0,
     ) -> None:
         self.start = start
         self.next = start
@@ -35,13 +52,34 @@ class NaivePartition:
         self.max_in_flight = max_in_flight
         self.lock_ms = lock_ms
         self.renew = renew
+        self.dlq = dlq
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.archiving: list[tuple[int, int, DlqCause]] = []  # (offset, count, cause) not taken
 
     # observables -------------------------------------------------------------
     def next_fetch_offset(self) -> int:
         for o in range(self.start, self.next):
-            if self.slots[o].state is S.AVAILABLE:
+            if self._acquirable(self.slots[o]):
                 return o
         return self.next
+
+    @staticmethod
+    def _acquirable(slot: Slot) -> bool:
+        return slot.state is S.AVAILABLE and slot.deadline == 0
+
+    def delayed(self) -> dict[int, int]:
+        """AVAILABLE offsets still in their back-off, with its end."""
+        return {
+            o: s.deadline
+            for o, s in self.slots.items()
+            if s.state is S.AVAILABLE and s.deadline and self.start <= o < self.next
+        }
+
+    def take_archiving(self) -> list[tuple[int, int, DlqCause]]:
+        out = self.archiving
+        self.archiving = []
+        return out
 
     def end_offset(self) -> int:
         return self.next - 1 if self.next > self.start else self.start
@@ -54,11 +92,32 @@ class NaivePartition:
         ]
 
     # operations ---------------------------------------------------------------
-    def _back(self, slot: Slot) -> tuple[S, int]:
+    def _back(self, o: int, slot: Slot, now: int | None) -> tuple[S, int]:
         slot.member = None
         slot.deadline = 0
-        slot.state = S.ARCHIVED if slot.count >= self.limit else S.AVAILABLE
+        if slot.count >= self.limit:
+            slot.state = S.ARCHIVING if self.dlq else S.ARCHIVED
+            if self.dlq:
+                self.archiving.append((o, slot.count, DlqCause.DELIVERY_COUNT_EXCEEDED))
+        else:
+            slot.state = S.AVAILABLE
+            if now is not None and self.backoff_ms > 0:
+                # Doubling per earlier delivery, written as a loop on purpose.
+                delay = self.backoff_ms
+                for _ in range(slot.count - 1):
+                    delay *= 2
+                slot.deadline = now + min(delay, max(self.backoff_ms, self.backoff_max_ms))
         return slot.state, slot.count
+
+    def complete_archiving(self, first: int, last: int) -> dict[int, tuple[S, int]]:
+        changed: dict[int, tuple[S, int]] = {}
+        for o in range(max(first, self.start), min(last, self.next - 1) + 1):
+            s = self.slots[o]
+            if s.state is S.ARCHIVING:
+                s.state = S.ARCHIVED
+                changed[o] = (S.ARCHIVED, s.count)
+        self._advance()
+        return changed
 
     def _advance(self) -> None:
         while self.start < self.next and self.slots[self.start].state in TERMINAL:
@@ -92,6 +151,7 @@ class NaivePartition:
         for o in range(max(fetch, self.start), min(batches[0].first_offset, self.next)):
             if self.slots[o].state is S.AVAILABLE:
                 self.slots[o].state = S.ARCHIVED
+                self.slots[o].deadline = 0
                 changed[o] = (S.ARCHIVED, self.slots[o].count)
         got: list[tuple[int, int]] = []  # (offset, count)
         bases: list[int] = []
@@ -112,6 +172,7 @@ class NaivePartition:
                     if o < self.next:
                         if self.slots[o].state is S.AVAILABLE:
                             self.slots[o].state = S.ARCHIVED
+                            self.slots[o].deadline = 0
                             changed[o] = (S.ARCHIVED, self.slots[o].count)
                     else:
                         for g in range(self.next, o + 1):
@@ -122,7 +183,7 @@ class NaivePartition:
             o = lo
             while o <= hi and o < self.next:
                 slot = self.slots[o]
-                if slot.state is not S.AVAILABLE:
+                if not self._acquirable(slot):
                     o += 1
                     continue
                 if rl and len(got) >= budget:
@@ -136,7 +197,7 @@ class NaivePartition:
                     while (
                         o + run < self.next
                         and o + run <= batches[-1].last_offset
-                        and self.slots[o + run].state is S.AVAILABLE
+                        and self._acquirable(self.slots[o + run])
                         and self.slots[o + run].count == slot.count
                     ):
                         run += 1
@@ -246,7 +307,11 @@ class NaivePartition:
                 s.state, s.member, s.deadline = S.ACKNOWLEDGED, None, 0
                 changed[o] = (s.state, s.count)
             elif t == 2:
-                changed[o] = self._back(s)
+                changed[o] = self._back(o, s, now)
+            elif t == 3 and self.dlq:
+                s.state, s.member, s.deadline = S.ARCHIVING, None, 0
+                self.archiving.append((o, s.count, DlqCause.CLIENT_REJECT))
+                changed[o] = (s.state, s.count)
             else:
                 s.state, s.member, s.deadline = S.ARCHIVED, None, 0
                 changed[o] = (s.state, s.count)
@@ -254,18 +319,21 @@ class NaivePartition:
         return changed
 
     def expire(self, now: int) -> dict[int, tuple[S, int]]:
+        due = [o for o, s in self.slots.items() if s.state is S.AVAILABLE and 0 < s.deadline <= now]
+        for o in due:
+            self.slots[o].deadline = 0
         changed = {
-            o: self._back(s)
-            for o, s in self.slots.items()
+            o: self._back(o, s, now)
+            for o, s in sorted(self.slots.items())
             if s.state is S.ACQUIRED and s.deadline <= now
         }
         self._advance()
         return changed
 
-    def release_member(self, member: str) -> dict[int, tuple[S, int]]:
+    def release_member(self, member: str, now: int | None = None) -> dict[int, tuple[S, int]]:
         changed = {
-            o: self._back(s)
-            for o, s in self.slots.items()
+            o: self._back(o, s, now)
+            for o, s in sorted(self.slots.items())
             if s.state is S.ACQUIRED and s.member == member
         }
         self._advance()

@@ -30,10 +30,10 @@ def test_seed_corpus_covers_every_decoded_api() -> None:
     assert sum(f.stat().st_size for f in SEEDS.iterdir()) < 256 * 1024
 
 
-@pytest.mark.parametrize("target", sorted(TARGETS))
-def test_every_seed_passes(target: str) -> None:
+@pytest.mark.parametrize("fuzz_target", sorted(TARGETS))
+def test_every_seed_passes(fuzz_target: str) -> None:
     for f in seed_files():
-        TARGETS[target](f.read_bytes())
+        TARGETS[fuzz_target](f.read_bytes())
 
 
 def share_fetch_with_null_topics() -> bytes:

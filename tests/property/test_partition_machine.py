@@ -5,17 +5,29 @@ entry per offset). Every step must give both the same observable result (acquire
 persisted changes, error codes, SPSO, SPEO, next fetch offset, per-offset states), and the model
 must keep the invariants of KIP-932 listed in ``check`` below. ``teardown`` then checks liveness:
 with a fair consumer, every record ends ACKNOWLEDGED or ARCHIVED.
+
+Histories switch the dead-letter queue on and off (REJECT and the delivery limit then lead to
+ARCHIVING, handed out once by ``take_archiving`` and finished by ``complete_archiving``) and
+change the redelivery back-off (released and expired records wait before they are acquirable).
 """
 
 from __future__ import annotations
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from model import (
     AckBatch,
     AcquireMode,
+    ArchivingRange,
+    DlqCause,
     LogBatch,
     RecordState,
     ShareApiError,
@@ -35,6 +47,23 @@ def flatten(delta: StateDelta) -> dict[int, tuple[RecordState, int]]:
         for o in range(b.first_offset, b.last_offset + 1):
             out[o] = (b.state, b.delivery_count)
     return out
+
+
+def archiving_per_offset(ranges: tuple[ArchivingRange, ...]) -> list[tuple[int, int, DlqCause]]:
+    return sorted(
+        (o, r.delivery_count, r.cause)
+        for r in ranges
+        for o in range(r.first_offset, r.last_offset + 1)
+    )
+
+
+def delayed(sp: SharePartition) -> dict[int, int]:
+    return {
+        o: deadline
+        for first, last, state, _, _, deadline in sp.ranges()
+        if state is RecordState.AVAILABLE and deadline
+        for o in range(first, last + 1)
+    }
 
 
 def per_offset(sp: SharePartition) -> list[tuple[int, RecordState, int, str | None]]:
@@ -61,6 +90,21 @@ class SharePartitionMachine(RuleBasedStateMachine):
         self.log_start = 0
         self.max_count: dict[int, int] = {}
         self.terminal: set[int] = set()
+        self.dlq_ever = False
+        self.handed_out: set[int] = set()  # offsets take_archiving returned
+        self.pending: list[tuple[int, int]] = []  # taken, not yet completed
+
+    @initialize(
+        dlq=st.booleans(), backoff=st.sampled_from([0, 0, 30]), limit=st.sampled_from([2, 3])
+    )
+    def start(self, dlq: bool, backoff: int, limit: int) -> None:
+        # Half the histories start with a DLQ, a third with a back-off, half with the lowest
+        # delivery limit, so archiving at the limit and delayed redeliveries are common.
+        self.set_dlq(dlq)
+        self.set_backoff(backoff, LOCK_MS)
+        self.limit = limit
+        self.sp.reconfigure(delivery_count_limit=limit)
+        self.naive.limit = limit
 
     # ---------------------------------------------------------------- the log
     @rule(
@@ -119,8 +163,8 @@ class SharePartitionMachine(RuleBasedStateMachine):
         assert flatten(got.delta) == changed
         acquired_new = any(r.last_offset >= end_before for r in got.records)
         if acquired_new:
-            # New records only while the window is below the limit (3.5); the overshoot is at
-            # most one log batch in batch_optimized mode (3.6).
+            # New records only while the window is below the limit; the overshoot is at most
+            # one log batch in batch_optimized mode (SharePartition.acquire).
             assert in_flight_before < self.max_in_flight
         if mode is AcquireMode.RECORD_LIMIT:
             assert got.count <= max_records  # never more, over however many ranges (KIP-1206)
@@ -215,9 +259,47 @@ class SharePartitionMachine(RuleBasedStateMachine):
             assert self.sp.expire_locks(self.now).empty
         assert flatten(self.sp.expire_locks(self.now)) == self.naive.expire(self.now)
 
-    @rule(member=st.sampled_from(MEMBERS))
-    def release_member(self, member: str) -> None:
-        assert flatten(self.sp.release_member(member)) == self.naive.release_member(member)
+    @rule(member=st.sampled_from(MEMBERS), timed=st.booleans())
+    def release_member(self, member: str, timed: bool) -> None:
+        now = self.now if timed else None
+        delta = self.sp.release_member(member, now_ms=now)
+        assert flatten(delta) == self.naive.release_member(member, now)
+
+    # ---------------------------------------------------------------- dead-letter queue
+    @rule(enabled=st.booleans())
+    def set_dlq(self, enabled: bool) -> None:
+        self.dlq_ever |= enabled
+        self.sp.reconfigure(dlq_enabled=enabled)
+        self.naive.dlq = enabled
+
+    @rule()
+    def take_archiving(self) -> None:
+        taken = self.sp.take_archiving()
+        expected = sorted(self.naive.take_archiving())
+        assert archiving_per_offset(taken) == expected
+        for o, _, _ in expected:
+            assert o not in self.handed_out, f"offset {o} handed out twice"
+            self.handed_out.add(o)
+        self.pending.extend((r.first_offset, r.last_offset) for r in taken)
+        event(f"archiving handed out: {len(taken)} ranges")
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data())
+    def complete_archiving(self, data: st.DataObject) -> None:
+        first, last = self.pending.pop(data.draw(st.integers(0, len(self.pending) - 1)))
+        delta = self.sp.complete_archiving(first, last)
+        assert flatten(delta) == self.naive.complete_archiving(first, last)
+        assert all(state is RecordState.ARCHIVED for state, _ in flatten(delta).values())
+
+    # ---------------------------------------------------------------- redelivery back-off
+    @rule(
+        backoff=st.sampled_from([0, 0, 5, 30, LOCK_MS]),
+        backoff_max=st.sampled_from([0, 20, 60, LOCK_MS * 3]),
+    )
+    def set_backoff(self, backoff: int, backoff_max: int) -> None:
+        self.sp.reconfigure(redelivery_backoff_ms=backoff, redelivery_backoff_max_ms=backoff_max)
+        self.naive.backoff_ms = backoff
+        self.naive.backoff_max_ms = backoff_max
 
     @precondition(lambda self: self.log_end > self.log_start)
     @rule(data=st.data())
@@ -247,6 +329,13 @@ class SharePartitionMachine(RuleBasedStateMachine):
         assert sp.start_offset == self.naive.start
         assert sp.end_offset == self.naive.end_offset()
         assert sp.next_fetch_offset() == self.naive.next_fetch_offset()
+        assert delayed(sp) == self.naive.delayed()
+        if delayed(sp):
+            event("some record is in its redelivery back-off")
+        # A delayed record is never past its back-off, and the timer knows when it ends.
+        due = sp.next_deadline_ms()
+        for deadline in delayed(sp).values():
+            assert due is not None and due <= deadline
         # SPSO is the lowest non-terminal offset.
         assert not states or states[0][1] not in TERMINAL
         for o, state, count, member in states:
@@ -261,16 +350,26 @@ class SharePartitionMachine(RuleBasedStateMachine):
                 self.terminal.add(o)
             # ACQUIRED has exactly one owner.
             assert (state is RecordState.ACQUIRED) == (member is not None)
+            # ARCHIVING only exists when the group had a dead-letter queue.
+            if state is RecordState.ARCHIVING:
+                assert self.dlq_ever
+                event("some record is ARCHIVING")
         # Nothing below SPSO can come back.
         assert all(o >= sp.start_offset for o, *_ in states)
 
     def teardown(self) -> None:
         # Liveness: a fair consumer that acknowledges everything empties the window.
         sp = self.sp
+        self.take_archiving()  # what is still to be handed out agrees with the naive model
         sp.reconfigure(max_in_flight=max(self.max_in_flight, 1))
         for _ in range(2000):
             self.now += LOCK_MS + 1
             sp.expire_locks(self.now)
+            for r in sp.take_archiving():  # the DLQ writer finishes what it was given
+                sp.complete_archiving(r.first_offset, r.last_offset)
+            for first, last in self.pending:
+                sp.complete_archiving(first, last)
+            self.pending.clear()
             fetch = sp.next_fetch_offset()
             if fetch >= self.log_end and not sp.in_flight_count:
                 break

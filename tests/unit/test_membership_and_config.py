@@ -1,4 +1,6 @@
-"""Named cases for ShareGroupHeartbeat membership (digest 7) and share-group configs (4)."""
+"""Named cases for ShareGroupHeartbeat membership (Kafka's
+``GroupMetadataManager.shareGroupHeartbeat``) and share-group configs (``GroupConfig``,
+``ShareGroupConfig``)."""
 
 from __future__ import annotations
 
@@ -133,3 +135,59 @@ def test_group_config_overrides_are_bounded_by_the_broker() -> None:
     ]:
         with pytest.raises(ConfigError):
             base.with_overrides(broker, {key: value})
+
+
+def test_dead_letter_queue_configs_with_kafkas_names_and_defaults() -> None:
+    broker = BrokerConfig.from_mapping()
+    assert broker.dlq_topic_name_prefix == "dlq."
+    assert broker.dlq_auto_create_topics_enable is False
+    broker = BrokerConfig.from_mapping(
+        {
+            "errors.deadletterqueue.topic.name.prefix": "",
+            "errors.deadletterqueue.auto.create.topics.enable": "true",
+        }
+    )
+    assert broker.dlq_topic_name_prefix == "" and broker.dlq_auto_create_topics_enable
+    with pytest.raises(ConfigError, match=r"auto\.create"):
+        BrokerConfig.from_mapping({"errors.deadletterqueue.auto.create.topics.enable": "yes"})
+    base = GroupConfig.defaults(broker)
+    assert base.dlq_topic_name == "" and not base.dlq_enabled
+    assert base.dlq_copy_record_enable is False
+    cfg = base.with_overrides(
+        broker,
+        {
+            "errors.deadletterqueue.topic.name": "dlq.orders",
+            "errors.deadletterqueue.copy.record.enable": "TRUE",
+        },
+    )
+    assert cfg.dlq_enabled and cfg.dlq_topic_name == "dlq.orders" and cfg.dlq_copy_record_enable
+    # GroupConfig.validate refuses internal names; the prefix is checked at write time.
+    with pytest.raises(ConfigError, match="must not start with '__'"):
+        base.with_overrides(broker, {"errors.deadletterqueue.topic.name": "__dlq"})
+    with pytest.raises(ConfigError, match=r"copy\.record\.enable"):
+        base.with_overrides(broker, {"errors.deadletterqueue.copy.record.enable": "1"})
+
+
+def test_redelivery_back_off_configs_live_in_the_proxys_namespace() -> None:
+    broker = BrokerConfig.from_mapping()
+    base = GroupConfig.defaults(broker)
+    assert base.redelivery_backoff_ms == 0 and base.redelivery_backoff_max_ms == 60000
+    cfg = base.with_overrides(
+        broker,
+        {
+            "sharegroup.share.record.redelivery.backoff.ms": "1000",
+            "sharegroup.share.record.redelivery.backoff.max.ms": "8000",
+        },
+    )
+    assert (cfg.redelivery_backoff_ms, cfg.redelivery_backoff_max_ms) == (1000, 8000)
+    with pytest.raises(ConfigError, match=r"backoff\.max\.ms must be >="):
+        base.with_overrides(
+            broker,
+            {
+                "sharegroup.share.record.redelivery.backoff.ms": "9000",
+                "sharegroup.share.record.redelivery.backoff.max.ms": "8000",
+            },
+        )
+    for value in ("-1", "3600001", "soon"):
+        with pytest.raises(ConfigError, match=r"redelivery\.backoff\.ms"):
+            base.with_overrides(broker, {"sharegroup.share.record.redelivery.backoff.ms": value})

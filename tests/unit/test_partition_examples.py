@@ -1,4 +1,5 @@
-"""Named examples: the worked examples of digest 3.14 and the model-level items of 9.4."""
+"""Named examples: worked examples after Kafka's ``SharePartitionTest``, and the model-level
+items of the minimal conformance list in docs/conformance.md (``test_list_N_...``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from model import (
     AckType,
     AcquiredRecords,
     AcquireMode,
+    ArchivingRange,
+    DlqCause,
     ErrorCode,
     LogBatch,
     RecordState,
@@ -16,6 +19,7 @@ from model import (
     SharePartition,
     ShareSessionCache,
     StateBatch,
+    redelivery_delay_ms,
 )
 
 A, B = "member-a", "member-b"
@@ -44,7 +48,7 @@ def acquire(
     return list(got.records)
 
 
-# ---------------------------------------------------------------- 3.14 worked examples
+# ---------------------------------------------------------------- SharePartitionTest examples
 
 
 def test_release_twice_at_limit_two_archives_and_empties_the_cache() -> None:
@@ -102,10 +106,10 @@ def test_reload_with_persisted_batches_starts_at_the_gap() -> None:
     assert acquire(sp, A, [LogBatch(10, 14), LogBatch(15, 30)]) == [AcquiredRecords(10, 14, 1)]
 
 
-# ---------------------------------------------------------------- 9.4 conformance items
+# ---------------------------------------------------------------- minimal conformance list
 
 
-def test_9_4_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
+def test_list_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
     cache = ShareSessionCache()
     with pytest.raises(ShareApiError) as e:
         cache.fetch_context("g", A, 0, connection_id=1, has_acknowledgements=True)
@@ -117,7 +121,7 @@ def test_9_4_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
     assert e.value.code == ErrorCode.INVALID_SHARE_SESSION_EPOCH
 
 
-def test_9_4_2_incremental_session_adds_forgets_and_wraps() -> None:
+def test_list_2_incremental_session_adds_forgets_and_wraps() -> None:
     cache = ShareSessionCache()
     cache.fetch_context("g", A, 0, connection_id=1, add=[("t", 0)])
     ctx = cache.fetch_context("g", A, 1, connection_id=1, add=[("t", 1)], forget=[("t", 0)])
@@ -134,7 +138,7 @@ def test_9_4_2_incremental_session_adds_forgets_and_wraps() -> None:
     assert e.value.code == ErrorCode.SHARE_SESSION_NOT_FOUND
 
 
-def test_9_4_3_final_epoch_closes_and_releases_the_members_records() -> None:
+def test_list_3_final_epoch_closes_and_releases_the_members_records() -> None:
     cache = ShareSessionCache()
     cache.fetch_context("g", A, 0, connection_id=1, add=[("t", 0)])
     sp = SharePartition(0)
@@ -148,7 +152,7 @@ def test_9_4_3_final_epoch_closes_and_releases_the_members_records() -> None:
     assert cache.get("g", A) is None
 
 
-def test_9_4_4_delivery_count_counts_acquisitions_only() -> None:
+def test_list_4_delivery_count_counts_acquisitions_only() -> None:
     sp = SharePartition(0, delivery_count_limit=3, lock_duration_ms=100)
     assert acquire(sp, A, [LogBatch(0, 0)])[0].delivery_count == 1
     sp.release_member(A)  # session close: count unchanged
@@ -161,7 +165,7 @@ def test_9_4_4_delivery_count_counts_acquisitions_only() -> None:
     assert sp.start_offset == 1  # archived at the limit, so SPSO moved past it
 
 
-def test_9_4_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
+def test_list_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
     sp = SharePartition(0)
     acquire(sp, A, [LogBatch(0, 5)])
     sp.acknowledge(
@@ -180,7 +184,7 @@ def test_9_4_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
     assert sp.start_offset == 4
 
 
-def test_9_4_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
+def test_list_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
     sp = SharePartition(0, lock_duration_ms=1000)
     acquire(sp, A, [LogBatch(0, 2)], now_ms=0)
     assert sp.next_deadline_ms() == 1000
@@ -192,7 +196,7 @@ def test_9_4_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
     assert sp.next_fetch_offset() == 0 and sp.next_deadline_ms() is None
 
 
-def test_9_4_7_ownership_and_all_or_nothing_per_partition() -> None:
+def test_list_7_ownership_and_all_or_nothing_per_partition() -> None:
     sp = SharePartition(0)
     acquire(sp, A, [LogBatch(0, 4)])
     acquire(sp, B, [LogBatch(5, 9)])
@@ -203,7 +207,7 @@ def test_9_4_7_ownership_and_all_or_nothing_per_partition() -> None:
     assert sp.start_offset == 0
 
 
-def test_9_4_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
+def test_list_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
     sp = SharePartition(0)
     assert acquire(sp, A, [LogBatch(0, 24)], max_records=10) == [AcquiredRecords(0, 24, 1)]
     sp2 = SharePartition(0)
@@ -211,7 +215,7 @@ def test_9_4_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
     assert got == [AcquiredRecords(0, 9, 1)]
 
 
-def test_9_4_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
+def test_list_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
     sp = SharePartition(0, max_in_flight=10)
     acquire(sp, A, [LogBatch(0, 9)])
     assert acquire(sp, B, [LogBatch(10, 19)]) == []
@@ -221,7 +225,7 @@ def test_9_4_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
     ]
 
 
-def test_9_4_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
+def test_list_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
     sp = SharePartition(0)
     assert acquire(sp, A, [LogBatch(0, 2), LogBatch(5, 6)]) == [AcquiredRecords(0, 6, 1)]
     sp.acknowledge(
@@ -230,7 +234,7 @@ def test_9_4_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
     assert sp.start_offset == 7 and sp.in_flight_count == 0
 
 
-def test_9_4_11_only_acks_releases_and_expiry_are_persisted_and_reload_redelivers() -> None:
+def test_list_11_only_acks_releases_and_expiry_are_persisted_and_reload_redelivers() -> None:
     sp = SharePartition(0, lock_duration_ms=100)
     got = sp.acquire(A, 0, [LogBatch(0, 9)], now_ms=0, max_records=500)
     assert got.delta.empty  # acquisition is never persisted
@@ -306,3 +310,174 @@ def test_read_committed_aborted_batches_are_archived_not_delivered() -> None:
     )
     assert got.records == (AcquiredRecords(0, 2, 1), AcquiredRecords(6, 8, 1))
     assert got.delta.batches == (StateBatch(3, 5, RecordState.ARCHIVED, 0),)
+
+
+# ---------------------------------------------------------------- dead-letter queue (KIP-1191)
+
+ARCHIVING, ARCHIVED = RecordState.ARCHIVING, RecordState.ARCHIVED
+
+
+def test_reject_with_a_dlq_is_archiving_until_the_write_completes() -> None:
+    sp = SharePartition(0, dlq_enabled=True)
+    acquire(sp, A, [LogBatch(0, 9)])
+    delta = sp.acknowledge(A, [ack(0, 3, AckType.REJECT)], now_ms=1)
+    assert delta.batches == (StateBatch(0, 3, ARCHIVING, 1),)
+    # ARCHIVING is not terminal: SPSO stays on it, and it is never acquired again.
+    assert delta.start_offset == sp.start_offset == 0
+    assert sp.take_archiving() == (ArchivingRange(0, 3, 1, DlqCause.CLIENT_REJECT),)
+    assert sp.take_archiving() == ()  # handed out once
+    sp.acknowledge(A, [ack(4, 9, AckType.ACCEPT)], now_ms=2)
+    assert sp.start_offset == 0
+    done = sp.complete_archiving(0, 3)
+    assert done.batches == (StateBatch(0, 3, ARCHIVED, 1),)
+    assert done.start_offset == sp.start_offset == 10
+    assert sp.complete_archiving(0, 3).empty  # nothing left to complete
+
+
+def test_without_a_dlq_reject_goes_straight_to_archived() -> None:
+    sp = SharePartition(0)
+    acquire(sp, A, [LogBatch(0, 3)])
+    delta = sp.acknowledge(A, [ack(0, 3, AckType.REJECT)], now_ms=1)
+    assert delta.batches == (StateBatch(0, 3, ARCHIVED, 1),)
+    assert sp.take_archiving() == ()
+
+
+def test_gap_and_aborted_records_are_archived_never_dead_lettered() -> None:
+    sp = SharePartition(0, dlq_enabled=True)
+    got = sp.acquire(
+        A, 0, [LogBatch(0, 2), LogBatch(3, 5, aborted=True)], now_ms=0, max_records=500
+    )
+    assert got.delta.batches == (StateBatch(3, 5, ARCHIVED, 0),)
+    delta = sp.acknowledge(A, [ack(0, 2, AckType.GAP)], now_ms=1)
+    assert delta.batches == (StateBatch(0, 2, ARCHIVED, 1),)
+    assert sp.take_archiving() == ()
+
+
+@pytest.mark.parametrize("how", ["release", "expiry", "member-loss"])
+def test_delivery_limit_with_a_dlq_goes_to_archiving_with_its_cause(how: str) -> None:
+    sp = SharePartition(0, delivery_count_limit=2, dlq_enabled=True, lock_duration_ms=1000)
+    acquire(sp, A, [LogBatch(0, 4)])
+    sp.acknowledge(A, [ack(0, 4, AckType.RELEASE)], now_ms=1)
+    acquire(sp, A, [LogBatch(0, 4)], now_ms=2)
+    if how == "release":
+        delta = sp.acknowledge(A, [ack(0, 4, AckType.RELEASE)], now_ms=3)
+    elif how == "expiry":
+        delta = sp.expire_locks(2000)
+    else:
+        delta = sp.release_member(A)
+    assert delta.batches == (StateBatch(0, 4, ARCHIVING, 2),)
+    assert sp.take_archiving() == (ArchivingRange(0, 4, 2, DlqCause.DELIVERY_COUNT_EXCEEDED),)
+    assert sp.start_offset == 0 and sp.next_fetch_offset() == 5
+
+
+def test_a_reject_at_the_last_delivery_is_a_client_reject() -> None:
+    # SharePartition: the REJECT decides the cause, whatever the delivery count.
+    sp = SharePartition(0, delivery_count_limit=2, dlq_enabled=True)
+    acquire(sp, A, [LogBatch(0, 0)])
+    sp.acknowledge(A, [ack(0, 0, AckType.RELEASE)], now_ms=1)
+    acquire(sp, A, [LogBatch(0, 0)], now_ms=2)
+    sp.acknowledge(A, [ack(0, 0, AckType.REJECT)], now_ms=3)
+    assert sp.take_archiving() == (ArchivingRange(0, 0, 2, DlqCause.CLIENT_REJECT),)
+
+
+def test_archiving_read_back_is_resumed_with_the_cause_inferred_from_the_count() -> None:
+    # maybeResumeDlqArchiving: count >= limit means the limit, otherwise a reject.
+    sp = SharePartition.from_state(
+        10,
+        [
+            StateBatch(10, 12, ARCHIVING, 1),
+            StateBatch(13, 14, RecordState.ACKNOWLEDGED, 1),
+            StateBatch(15, 15, ARCHIVING, 3),
+        ],
+        delivery_count_limit=3,
+    )
+    assert sp.state_batches()[0] == StateBatch(10, 12, ARCHIVING, 1)
+    assert sp.take_archiving() == (
+        ArchivingRange(10, 12, 1, DlqCause.CLIENT_REJECT),
+        ArchivingRange(15, 15, 3, DlqCause.DELIVERY_COUNT_EXCEEDED),
+    )
+    sp.complete_archiving(10, 12)
+    assert sp.start_offset == 15
+    sp.complete_archiving(15, 15)
+    assert sp.start_offset == 16 and sp.in_flight_count == 0
+
+
+def test_log_start_movement_archives_archiving_records() -> None:
+    sp = SharePartition(0, dlq_enabled=True)
+    acquire(sp, A, [LogBatch(0, 4)])
+    sp.acknowledge(A, [ack(0, 4, AckType.REJECT)], now_ms=1)
+    delta = sp.move_log_start(3)
+    assert delta.batches == (StateBatch(0, 2, ARCHIVED, 1),)
+    assert sp.complete_archiving(0, 4).batches == (StateBatch(3, 4, ARCHIVED, 1),)
+
+
+# ---------------------------------------------------------------- redelivery back-off
+
+
+def test_redelivery_delay_doubles_per_delivery_up_to_the_maximum() -> None:
+    assert [redelivery_delay_ms(n, 100, 1000) for n in range(1, 7)] == [
+        100,
+        200,
+        400,
+        800,
+        1000,
+        1000,
+    ]
+    assert redelivery_delay_ms(3, 0, 1000) == 0  # no back-off configured
+    assert redelivery_delay_ms(1, 500, 0) == 500  # a maximum below the base is the base
+
+
+def test_a_released_record_waits_out_its_back_off() -> None:
+    sp = SharePartition(
+        0, redelivery_backoff_ms=100, redelivery_backoff_max_ms=1000, lock_duration_ms=30000
+    )
+    acquire(sp, A, [LogBatch(0, 4)], now_ms=0)
+    delta = sp.acknowledge(A, [ack(0, 1, AckType.RELEASE)], now_ms=10)
+    assert delta.batches == (StateBatch(0, 1, RecordState.AVAILABLE, 1),)  # persisted as usual
+    assert sp.state_of(0) == (RecordState.AVAILABLE, 1, None, 110)
+    assert not sp.has_available() and sp.next_fetch_offset() == 5
+    assert sp.next_deadline_ms() == 110
+    assert acquire(sp, B, [LogBatch(0, 4)], now_ms=50) == []
+    assert sp.expire_locks(109).empty and not sp.has_available()
+    assert sp.expire_locks(110).empty  # the end of a back-off changes nothing durable
+    assert sp.next_fetch_offset() == 0
+    assert acquire(sp, B, [LogBatch(0, 4)], now_ms=111) == [AcquiredRecords(0, 1, 2)]
+    # The second release waits twice as long.
+    sp.acknowledge(B, [ack(0, 1, AckType.RELEASE)], now_ms=200)
+    assert sp.state_of(0) == (RecordState.AVAILABLE, 2, None, 400)
+
+
+def test_an_expired_lock_starts_the_back_off_at_its_deadline() -> None:
+    sp = SharePartition(0, redelivery_backoff_ms=500, lock_duration_ms=1000)
+    acquire(sp, A, [LogBatch(0, 0)], now_ms=0)
+    sp.expire_locks(1000)
+    assert sp.state_of(0) == (RecordState.AVAILABLE, 1, None, 1500)
+    assert sp.next_deadline_ms() == 1500
+    sp.expire_locks(1500)
+    assert sp.has_available()
+
+
+def test_member_loss_delays_only_when_the_time_is_given() -> None:
+    sp = SharePartition(0, redelivery_backoff_ms=500, redelivery_backoff_max_ms=10_000)
+    acquire(sp, A, [LogBatch(0, 0)], now_ms=0)
+    sp.release_member(A)
+    assert sp.has_available()
+    acquire(sp, A, [LogBatch(0, 0)], now_ms=1)
+    sp.release_member(A, now_ms=7)
+    assert not sp.has_available() and sp.state_of(0) == (RecordState.AVAILABLE, 2, None, 1007)
+
+
+def test_poison_record_throttling_does_not_take_a_delayed_neighbour() -> None:
+    # Limit 4: records delivered twice are handed out half a run of equal count at a time. A
+    # run that continues into records still in their back-off ends where they start.
+    sp = SharePartition(0, delivery_count_limit=4)
+    for now in (0, 1):
+        acquire(sp, A, [LogBatch(0, 9)], now_ms=now)
+        if now == 0:
+            sp.acknowledge(A, [ack(0, 9, AckType.RELEASE)], now_ms=now)
+    sp.acknowledge(A, [ack(0, 1, AckType.RELEASE)], now_ms=2)
+    sp.reconfigure(redelivery_backoff_ms=10_000, redelivery_backoff_max_ms=60_000)
+    sp.acknowledge(A, [ack(2, 9, AckType.RELEASE)], now_ms=2)
+    assert sp.state_of(2) == (RecordState.AVAILABLE, 2, None, 20_002)
+    # The available run is 0-1 alone: half of it, one record (all ten would give five).
+    assert acquire(sp, B, [LogBatch(0, 9)], now_ms=3) == [AcquiredRecords(0, 0, 3)]
