@@ -1,4 +1,4 @@
-"""Benchmark of the pure share-partition model (issue 2).
+"""Benchmark of the pure share-partition model.
 
 Measures, on one core:
 * acquire + ACCEPT cycles with whole-batch acknowledgements (batches of 500 records);

@@ -1,4 +1,4 @@
-"""Benchmark of durable state (issue 5): recovery time and state bytes per acknowledged record.
+"""Benchmark of durable state: recovery time and state bytes per acknowledged record.
 
 1. ``recovery_s``: the state topic is filled with the state of 1,000 share partitions covering
    1,000 records each (1,000,000 records): per partition a snapshot and the updates a consumer

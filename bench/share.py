@@ -1,77 +1,82 @@
-"""Benchmark of share groups end to end: the proxy beside classic consumers and Kafka 4.x.
+"""Benchmark of share groups end to end: the proxy beside Kafka 4.4's share groups and classic
+consumers, measured side by side in one run.
 
-One run starts three things on loopback: the upstream broker (Apache Kafka 3.9 by default,
-Tansu with ``--broker tansu``), a ``sharegroup proxy`` process in front of it, and Apache Kafka
-4.x with share groups on, the reference. It then compares three routes, in rounds whose order
-rotates so that machine noise hits each route alike:
+One run starts, on loopback: the upstream broker (Apache Kafka 3.9 by default, Tansu with
+``--broker tansu``), a ``sharegroup proxy`` process in front of it, and Apache Kafka 4.4 with
+share groups, the reference. Routes:
 
-* proxy_share: C ``confluent_kafka.ShareConsumer`` s in one share group, through the proxy, on a
-  topic of the upstream broker;
-* classic_direct: C classic ``Consumer`` s in one consumer group, straight from the upstream
-  broker (with P partitions only P of them get work: that is what a classic group can do);
-* kafka_share: the same share consumers straight to Kafka 4.x share groups.
+* proxy_share: share consumers through the proxy, on a topic of the upstream broker;
+* kafka_share: the same share consumers straight to Kafka 4.4's share groups;
+* classic_direct: classic consumers straight from the upstream broker (librdkafka only; with P
+  partitions only P of them get work: that is what a classic group can do).
 
-Each measurement uses a fresh topic with P partitions and a fresh group, and C consumer
-processes (``multiprocessing``, spawn: every consumer has its own interpreter, so neither the
-GIL nor this script slows the clients down). Share consumers use implicit acknowledgement,
-classic ones auto commit. A measurement goes:
+Clients: ``librdkafka`` — C consumer processes (``multiprocessing``, spawn: each has its own
+interpreter) with ``confluent_kafka.ShareConsumer`` (implicit acknowledgement) or a classic
+``Consumer`` (auto commit); ``java`` — Kafka's own ``ShareConsumerPerformance``
+(``org.apache.kafka:kafka-tools``, fetched from Maven Central) with ``--threads C``.
 
-1. join: the consumers subscribe and poll while a trickle of tiny warm-up records arrives, until
-   every share consumer has received one (classic: the group's assignment covers every
-   partition). The warm-up records are drained and committed, then the consumers stop polling
-   (a ShareConsumer fetches only inside ``poll``; classic consumers also pause their
-   partitions, or they would prefetch in the background).
-2. N records of 1 KiB are produced straight to the broker, spread evenly over the partitions
-   (not timed: that is bench/passthrough.py's job).
-3. timed: the consumers are told to go; the clock runs from the first record any of them
-   receives until every consumer has seen the group's delivered count reach N and then
-   returned from ``commit_sync()`` (share: that sends the ACCEPT acknowledgements of its last
-   poll and waits for the answer, the earlier ones rode on its fetches; classic: a synchronous
-   offset commit). records/s = N / that time. Joining and closing are not in it, nor the wait
-   for the first record (a few ms for share consumers, but 0.2-0.6 s for a classic consumer
-   after ``resume()``, a librdkafka artefact): each report line shows that wait per consumer
-   ("first record ms", -1 for a consumer that got nothing).
-4. the consumers close, and for share routes DescribeShareGroupOffsets must report lag 0 on
-   every partition: all N records were acknowledged (and none is delivered twice: the group's
-   delivered count must be exactly N).
+Producer batches (``--batch-bytes``, the producer's ``batch.size``): about 1 MiB ("big") and
+4 KiB ("small") by default; ``1`` gives one record per batch, the worst case. Records are 1 KiB.
 
-With 1 KiB records, defaults of 200,000 records, 4 consumers and 2 partitions: fewer records
-make the classic window a fraction of a second.
+Brokers (``--broker-settings``): ``kafka-defaults`` (default) runs both Kafka brokers as
+Kafka's start scripts and server defaults do: a 1 GiB heap, G1, 3 network, 8 I/O and 10
+background threads; ``test`` keeps sharegroup/brokers.py's test settings (512 MiB, serial GC,
+2/2/2). Kafka 4.4 is formatted with its own default ``share.version`` unless
+``--share-version N``. ``--jit full`` (default) lets the JVMs use C2, ``c1`` stops at C1.
 
-Every figure is the median of ``--rounds`` rounds (an unreported warm-up round goes first);
-ratio_vs_classic and ratio_vs_kafka_share divide the medians (proxy / other).
+Backlog drain (every client, batch size and route, in rounds whose route order rotates):
 
-Latency: then one consumer per route (share through the proxy, classic straight from the
-upstream broker, share straight to Kafka 4.x), each on a 1-partition topic of its own, polls
-in a thread while this script produces one 1 KiB record at a time to each route in turn (with
-the client a user would have: the proxy route's producer also goes through the proxy) and
-times produce() to delivery in the consumer. ``--latency-samples`` samples per route after 20
-unreported ones; added_latency_p50_ms / added_latency_p99_ms are the proxy share percentiles
-minus the classic direct ones. Client fetch settings are at their defaults (fetch.wait.max.ms
-500: a broker or the proxy answers a waiting fetch as soon as a record arrives).
+1. join: the consumers subscribe and poll while a trickle of tiny warm-up records arrives,
+   until each has received one (classic: the assignment covers every partition); the
+   warm-up records are drained and committed, and the consumers stop polling.
+2. N records are produced straight to the broker, round robin over the partitions.
+3. timed: from the first record any consumer receives until every consumer has seen the
+   group's delivered count reach N and returned from ``commit_sync()``. records/s = N / that.
+4. the consumers close; share routes must then report lag 0 on every partition through
+   DescribeShareGroupOffsets, and exactly N deliveries (no record twice).
 
-Targets (issue 4): proxy_share >= 0.8 x classic_direct and >= 1.0 x kafka_share.
+The java client instead runs the tool on the backlog; records/s is the tool's own nMsg.sec
+(its join included, as for anyone who runs it).
 
-CPU: while a measurement is timed, the CPU time (user + system, every thread) of each process
-serving the route is taken from /proc: the consumers (each reads its own), the proxy and the
-upstream broker for proxy_share, the upstream broker for classic_direct, Kafka 4.x for
-kafka_share. It is reported in microseconds per record, per part and in total: on a machine
-where everything shares a few cores, the total is what one record costs the machine, and it
-shows where the time goes ("n/a" where there is no /proc).
+Steady state (``--steady-rate R``, librdkafka share consumers, proxy_share and kafka_share,
+each batch size): the consumers wait at the gate, then ``--steady-records`` records are
+produced at R per second while they consume. Every record carries its produce time
+(CLOCK_MONOTONIC, one clock for every process), and every record's produce-to-delivery time is
+kept: p50, p99 and p99.9 are exact percentiles of all of them (no bucketing).
 
-The last line printed is JSON with the keys proxy_share_records_per_s,
-classic_direct_records_per_s, kafka_share_records_per_s, ratio_vs_classic,
-ratio_vs_kafka_share, added_latency_p50_ms, added_latency_p99_ms, the raw latency
-percentiles (<route>_latency_p50_ms, <route>_latency_p99_ms) and the CPU medians
-(<route>_cpu_us_per_record_<part>, part being consumers, proxy, broker or total). Brokers, proxy and consumer
-processes are stopped however the run ends.
+CPU: while a measurement runs, the CPU time (user + system, every thread) of each process is
+taken from /proc: the consumers (each its own; the java tool's from wait4, JVM start
+included), the proxy and the upstream broker for proxy_share, Kafka 4.4 for kafka_share. It is
+reported in microseconds per record, per part; "route" is what serving costs the machine
+without the consumers (proxy + upstream broker, or Kafka 4.4). librdkafka's statistics count
+the ShareFetch and ShareAcknowledge requests the consumers sent (within about one per
+consumer), which gives records and route CPU per request.
 
-The Kafka brokers run with sharegroup/brokers.py's settings except, by default, the JIT: the
-tests stop at C1 for a fast start; ``--jit full`` (default) lets the JVM use C2 as production
-Kafka does, ``--jit c1`` keeps the tests' setting.
+Every figure is per round; the report shows medians with their min and max, and the ratios
+proxy_share / other are paired (both measured in the same round) before their median and
+spread are taken. An unreported warm-up round of ``--warmup`` records goes first.
 
-Run: .venv/bin/python bench/share.py [--records N] [--consumers C] [--partitions P]
-     [--rounds N] [--broker kafka39|tansu] [--latency-samples K] [--jit full|c1]
+The last line printed is JSON. Keys: ratio_vs_kafka_share_<client>_<batch> (and _min, _max),
+cpu_us_per_record_proxy_route_<batch>, cpu_us_per_record_kafka_share_<batch> (and _java_
+variants), records_per_request_* and cpu_us_per_request_*, steady_* latencies, and
+added_latency_p50_ms / _p99_ms / _p999_ms: steady state, proxy_share minus kafka_share, the
+worse of the batch sizes (per batch size: added_latency_p99_ms_<batch>). Kept from earlier
+versions, for librdkafka and the first batch size: <route>_records_per_s, ratio_vs_classic,
+ratio_vs_kafka_share, <route>_cpu_us_per_record_<part>; with ``--latency-samples K`` the
+one-at-a-time probe of earlier versions adds <route>_latency_p50_ms / _p99_ms.
+
+Targets: cpu_us_per_record_proxy_route_<batch> <=
+cpu_us_per_record_kafka_share_<batch>; every ratio_vs_kafka_share_* >= 1.0; added_latency_p99_ms
+<= 2.
+
+A change measured before and after in one run: ``--compare-proxy DIR`` also runs the proxy of
+the source tree DIR (``git archive <commit> | tar -x -C DIR``) on the same upstream broker, with
+a state topic of its own, as route proxy_base: ratio_vs_proxy_base_* are paired as above, and
+cpu_us_per_record_proxy_base_* sit beside cpu_us_per_record_proxy_route_*.
+
+Run: .venv/bin/python bench/share.py [--records N] [--rounds N] [--batch-bytes 1048576,4096]
+     [--clients librdkafka,java] [--routes proxy_share,classic_direct,kafka_share]
+     [--steady-rate R] [--steady-records N] [--broker-settings kafka-defaults|test]
 Profile the proxy: SHAREGROUP_BENCH_PROFILE=/tmp/proxy.prof .venv/bin/python bench/share.py ...
 (runs the proxy under cProfile and writes the stats when it stops).
 """
@@ -80,18 +85,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.queues
 import os
 import queue
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,25 +141,36 @@ LATENCY_WARMUP = 20  # unreported latency samples per route (the first one waits
 JOIN_TIMEOUT_S = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STALL_TIMEOUT_S = 60.0  # no progress for this long: the measurement has failed
+BASE_STATE_TOPIC = "__sharegroup_state_base"
+STATS_INTERVAL_MS = 100  # librdkafka statistics: how requests are counted
+BATCH_NAMES = {1 << 20: "big", 4096: "small", 1: "single"}
+# What Kafka's start scripts give a broker (kafka-server-start.sh, kafka-run-class.sh) and a
+# tool (kafka-run-class.sh's 256 MiB heap), and Kafka's default thread counts.
+_KAFKA_GC_OPTS = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
+]
+KAFKA_SCRIPT_JVM_OPTS = ["-Xmx1G", "-Xms1G", *_KAFKA_GC_OPTS]
+JAVA_TOOL_OPTS = ["-Xmx256M", *_KAFKA_GC_OPTS]
+KAFKA_DEFAULT_THREADS = {
+    "num.network.threads": "3",
+    "num.io.threads": "8",
+    "background.threads": "10",
+}
 
-Route = Literal["proxy_share", "classic_direct", "kafka_share"]
+Route = Literal["proxy_share", "classic_direct", "kafka_share", "proxy_base"]
 ROUTES: tuple[Route, ...] = ("proxy_share", "classic_direct", "kafka_share")
+# proxy_base (--compare-proxy): a second proxy, on the same upstream broker, running the code of
+# another checkout: a change measured before and after in one run.
+ALL_ROUTES: tuple[Route, ...] = (*ROUTES, "proxy_base")
 Kind = Literal["share", "classic"]
 
 # What the consumer processes are doing; the parent moves them on.
 WARM, GATE, RUN, CLOSE, ABORT = range(5)
-
-
-@contextlib.contextmanager
-def jvm_jit(mode: str) -> Iterator[None]:
-    """``full``: start Kafka without brokers.py's -XX:TieredStopAtLevel=1 (C2 as in production)."""
-    saved = brokers.JVM_OPTS
-    if mode == "full":
-        brokers.JVM_OPTS = [o for o in saved if not o.startswith("-XX:TieredStopAtLevel")]
-    try:
-        yield
-    finally:
-        brokers.JVM_OPTS = saved
 
 
 # ---------------------------------------------------------------------------- admin helpers
@@ -200,17 +220,24 @@ def acknowledged_everything(bootstrap: str, group: str, topic: str, partitions: 
         time.sleep(0.2)
 
 
-def produce(bootstrap: str, topic: str, records: int, partitions: int, value: bytes) -> float:
-    """Seconds to produce ``records`` copies of ``value``, round robin over the partitions."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 5,
-            "batch.num.messages": 100_000,  # batch.size (1 MB) is then what closes a batch
-            "acks": "all",
-            "log_level": 3,
-        }
-    )
+def producer_config(bootstrap: str, batch_bytes: int) -> dict[str, Any]:
+    """A producer whose record batches hold about ``batch_bytes`` (at least one record)."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "batch.num.messages": 1_000_000,  # batch.size is then what closes a batch
+        "batch.size": batch_bytes,
+        "acks": "all",
+        "log_level": 3,
+    }
+
+
+def produce(
+    bootstrap: str, topic: str, records: int, partitions: int, value: bytes, batch_bytes: int
+) -> float:
+    """Seconds to produce ``records`` copies of ``value``, round robin over the partitions, in
+    record batches of about ``batch_bytes``."""
+    producer = Producer(producer_config(bootstrap, batch_bytes))
     failures: list[str] = []
     delivered = 0
 
@@ -258,6 +285,7 @@ class Job:
     topic: str
     records: int
     poll_s: float  # poll timeout: how late a waiting consumer notices that the group is done
+    steady: bool = False  # records carry their produce time: keep each one's latency
 
 
 class Batch(Protocol):
@@ -280,8 +308,11 @@ class Shared:
         self.done_at = ctx.Array("d", consumers, lock=False)  # perf_counter after commit
         self.close_s = ctx.Array("d", consumers, lock=False)
         self.cpu_s = ctx.Array("d", consumers, lock=False)  # process CPU while measured
+        # ShareFetch and ShareAcknowledge requests sent while measured (-1: unknown)
+        self.requests = ctx.Array("q", [-1] * consumers, lock=False)
         self.go = ctx.Event()
         self.errors: multiprocessing.queues.Queue[str] = ctx.Queue()
+        self.latencies: multiprocessing.queues.Queue[bytes] = ctx.Queue()  # steady: array("d")
 
 
 def _count(batch: Batch) -> int:
@@ -296,14 +327,34 @@ def _count(batch: Batch) -> int:
     return n
 
 
+def _count_timed(batch: Batch, latencies: array[float]) -> int:
+    """``_count``, keeping each record's produce-to-here time (its first 8 bytes are the
+    CLOCK_MONOTONIC nanoseconds at which it was produced: one clock for every process)."""
+    now = time.monotonic_ns()
+    n = 0
+    for msg in batch:
+        err = msg.error()
+        if err is None:
+            n += 1
+            value = msg.value()
+            if value is not None and len(value) >= 8:
+                latencies.append((now - int.from_bytes(value[:8], "big")) / 1e9)
+        elif err.fatal():
+            raise KafkaException(err)
+    return n
+
+
 class _Client:
     """The few calls the consumer loop needs, for a ShareConsumer or a classic Consumer."""
 
     def __init__(self, job: Job, shared: Shared) -> None:
         self.kind = job.kind
+        self.requests = -1  # ShareFetch + ShareAcknowledge sent, from librdkafka's statistics
+        self.stats_seen = 0
         common = {"bootstrap.servers": job.bootstrap, "group.id": job.group, "log_level": 3}
         if job.kind == "share":
-            self.share = ShareConsumer(common)
+            stats = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._stats}
+            self.share = ShareConsumer({**common, **stats})
             self.share.subscribe([job.topic])
             return
         self.classic = Consumer({**common, "auto.offset.reset": "earliest"})
@@ -316,6 +367,25 @@ class _Client:
             shared.assigned[index] = 0
 
         self.classic.subscribe([job.topic], on_assign=on_assign, on_revoke=on_revoke)
+
+    def _stats(self, text: str) -> None:
+        brokers = json.loads(text).get("brokers", {}).values()
+        self.requests = sum(
+            b.get("req", {}).get("ShareFetch", 0) + b.get("req", {}).get("ShareAcknowledge", 0)
+            for b in brokers
+        )
+        self.stats_seen += 1
+
+    def settle_stats(self, timeout_s: float = 2.0) -> int:
+        """Poll until two fresh statistics have arrived (the first may predate the call);
+        the records received meanwhile."""
+        if self.kind != "share":
+            return 0
+        seen, got = self.stats_seen, 0
+        deadline = time.monotonic() + timeout_s
+        while self.stats_seen < seen + 2 and time.monotonic() < deadline:
+            got += _count(self.share.poll(STATS_INTERVAL_MS / 2000))
+        return got
 
     def poll(self, timeout: float) -> Batch:
         if self.kind == "share":
@@ -358,6 +428,7 @@ def consumer_main(job: Job, shared: Shared) -> None:
 def _consume(job: Job, shared: Shared) -> None:
     i = job.index
     client = _Client(job, shared)
+    latencies: array[float] = array("d")
     try:
         while shared.phase.value == WARM:
             shared.warm[i] += _count(client.poll(job.poll_s))
@@ -365,6 +436,8 @@ def _consume(job: Job, shared: Shared) -> None:
             return
         client.commit()
         client.pause(True)
+        shared.warm[i] += client.settle_stats()
+        requests_before = client.requests
         shared.ready[i] = 1
         while not shared.go.wait(0.5):
             if shared.phase.value == ABORT:
@@ -373,7 +446,8 @@ def _consume(job: Job, shared: Shared) -> None:
         cpu_started = time.process_time()  # every thread of the process: librdkafka's too
         delivered = shared.delivered
         while delivered.value < job.records and shared.phase.value == RUN:
-            n = _count(client.poll(job.poll_s))
+            batch = client.poll(job.poll_s)
+            n = _count_timed(batch, latencies) if job.steady else _count(batch)
             if n:
                 with delivered.get_lock():
                     delivered.value += n
@@ -382,6 +456,14 @@ def _consume(job: Job, shared: Shared) -> None:
         client.commit()
         shared.cpu_s[i] = time.process_time() - cpu_started
         shared.done_at[i] = time.perf_counter()
+        late = client.settle_stats()
+        if late:
+            with delivered.get_lock():
+                delivered.value += late  # more than produced: the parent fails the run
+        if requests_before >= 0 and client.requests >= 0:
+            shared.requests[i] = client.requests - requests_before
+        if job.steady:
+            shared.latencies.put(latencies.tobytes())
         while shared.phase.value == RUN:
             time.sleep(0.01)
     finally:
@@ -419,6 +501,15 @@ class Measurement:
     # CPU time per record while measured, in microseconds: "consumers" (all of them), and
     # each of the route's processes; None where it cannot be read (no /proc).
     cpu_us: dict[str, float | None] = field(default_factory=dict)
+    # ShareFetch + ShareAcknowledge requests the consumers sent (None: not counted)
+    requests: int | None = None
+    latencies: list[float] = field(default_factory=list)  # steady state: seconds per record
+
+    @property
+    def cpu_us_route(self) -> float | None:
+        """What serving the route costs, without the consumers: proxy + broker."""
+        values = [v for k, v in self.cpu_us.items() if k != "consumers"]
+        return None if not values or None in values else sum(v for v in values if v is not None)
 
     @property
     def cpu_us_total(self) -> float | None:
@@ -443,22 +534,20 @@ class Run:
     """The consumer processes of one measurement and the checks while waiting on them."""
 
     def __init__(
-        self, target: Target, consumers: int, group: str, topic: str, records: int, poll_s: float
+        self, target: Target, shape: Shape, group: str, topic: str, records: int, steady: bool
     ) -> None:
         self.target = target
         ctx = multiprocessing.get_context("spawn")
-        self.shared = Shared(ctx, consumers)
+        self.shared = Shared(ctx, shape.consumers)
+        job = Job(target.kind, 0, target.consume, group, topic, records, shape.poll_s, steady)
         self.procs = [
             ctx.Process(
                 target=consumer_main,
-                args=(
-                    Job(target.kind, i, target.consume, group, topic, records, poll_s),
-                    self.shared,
-                ),
+                args=(dataclasses.replace(job, index=i), self.shared),
                 name=f"bench-consumer-{i}",
                 daemon=True,
             )
-            for i in range(consumers)
+            for i in range(shape.consumers)
         ]
 
     def __enter__(self) -> Run:
@@ -530,30 +619,70 @@ def warm_up(run: Run, topic: str, partitions: int) -> int:
     return produced
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What every measurement of a run shares."""
+
+    consumers: int
+    partitions: int
+    value: bytes
+    poll_s: float
+
+
+def _cpu_us(
+    target: Target,
+    before: dict[str, float | None],
+    after: dict[str, float | None],
+    consumers_s: float | None,
+    records: int,
+) -> dict[str, float | None]:
+    cpu_s: dict[str, float | None] = {"consumers": consumers_s}
+    for name, was in before.items():
+        now = after[name]
+        cpu_s[name] = None if was is None or now is None else now - was
+    return {k: None if v is None else v / records * 1e6 for k, v in cpu_s.items()}
+
+
+def _snapshot(target: Target) -> dict[str, float | None]:
+    return {name: process_cpu_s(pid) for name, pid in target.processes.items()}
+
+
 def measure(
-    target: Target, records: int, consumers: int, partitions: int, value: bytes, poll_s: float
+    target: Target, records: int, shape: Shape, batch_bytes: int, steady_rate: float = 0
 ) -> Measurement:
+    """Backlog drain (``steady_rate`` 0): ``records`` are produced, then consumed, timed.
+    Steady state: the consumers run while ``records`` are produced at ``steady_rate`` per
+    second, and each record's produce-to-delivery time is kept."""
     topic = f"bench-share-{target.route}-{uuid.uuid4().hex[:10]}"
     group = f"bench-share-{uuid.uuid4().hex[:10]}"
-    create_topic(target.admin, topic, partitions)
+    steady = steady_rate > 0
+    create_topic(target.admin, topic, shape.partitions)
     try:
         if target.kind == "share":
             set_earliest(target.consume, group)
-        with Run(target, consumers, group, topic, records, poll_s) as run:
+        with Run(target, shape, group, topic, records, steady) as run:
             shared = run.shared
             started = time.perf_counter()
-            warm = warm_up(run, topic, partitions)
+            warm = warm_up(run, topic, shape.partitions)
             join_s = time.perf_counter() - started
             run.wait("drained warm-up", lambda: sum(shared.warm) >= warm, STALL_TIMEOUT_S)
             shared.phase.value = GATE
             run.wait("consumers at the gate", lambda: all(shared.ready), STALL_TIMEOUT_S)
-            produce_s = produce(target.data, topic, records, partitions, value)
-            run.check()
+            produce_s = 0.0
+            if not steady:
+                produce_s = produce(
+                    target.data, topic, records, shape.partitions, shape.value, batch_bytes
+                )
+                run.check()
 
-            cpu_before = {name: process_cpu_s(pid) for name, pid in target.processes.items()}
+            cpu_before = _snapshot(target)
             start = time.perf_counter()
             shared.phase.value = RUN
             shared.go.set()
+            if steady:
+                produce_s = produce_paced(
+                    target.data, topic, records, shape.partitions, batch_bytes, steady_rate, run
+                )
             progress, last = time.monotonic(), -1
             while not all(shared.done_at):
                 run.check()
@@ -563,9 +692,14 @@ def measure(
                 elif now - progress > STALL_TIMEOUT_S:
                     raise BenchError(f"{target.route}: stuck at {got} of {records} records")
                 time.sleep(0.005)
-            cpu_after = {name: process_cpu_s(pid) for name, pid in target.processes.items()}
+            cpu_after = _snapshot(target)
             first_ms = [(t - start) * 1000 if t else -1.0 for t in shared.first_at]
             seconds = max(shared.done_at) - min(t for t in shared.first_at if t)
+            latencies: list[float] = []
+            if steady:
+                for _ in run.procs:
+                    got_bytes = shared.latencies.get(timeout=STALL_TIMEOUT_S)
+                    latencies.extend(array("d", got_bytes))
             shared.phase.value = CLOSE
             for proc in run.procs:
                 proc.join(60)
@@ -575,17 +709,158 @@ def measure(
         if delivered != records:
             raise BenchError(f"{target.route}: {delivered} deliveries of {records} records")
         if target.kind == "share":
-            missing = acknowledged_everything(target.consume, group, topic, partitions)
+            missing = acknowledged_everything(target.consume, group, topic, shape.partitions)
             if missing:
                 raise BenchError(f"{target.route}: not everything acknowledged: {missing}")
     finally:
         delete_topic(target.admin, topic)
-    cpu_s: dict[str, float | None] = {"consumers": sum(shared.cpu_s)}
-    for name, before in cpu_before.items():
-        after = cpu_after[name]
-        cpu_s[name] = None if before is None or after is None else after - before
-    cpu_us = {k: None if v is None else v / records * 1e6 for k, v in cpu_s.items()}
-    return Measurement(records / seconds, seconds, first_ms, join_s, produce_s, close_s, cpu_us)
+    counts = list(shared.requests)
+    requests = sum(counts) if target.kind == "share" and min(counts) >= 0 else None
+    return Measurement(
+        records / seconds,
+        seconds,
+        first_ms,
+        join_s,
+        produce_s,
+        close_s,
+        _cpu_us(target, cpu_before, cpu_after, sum(shared.cpu_s), records),
+        requests,
+        latencies,
+    )
+
+
+def produce_paced(
+    bootstrap: str,
+    topic: str,
+    records: int,
+    partitions: int,
+    batch_bytes: int,
+    rate: float,
+    run: Run,
+) -> float:
+    """Produce ``records`` at ``rate`` per second, each starting with its produce time
+    (CLOCK_MONOTONIC ns); the seconds it took. Falls behind only if this process cannot keep up,
+    which the report shows (produce seconds against records / rate)."""
+    producer = Producer(producer_config(bootstrap, batch_bytes))
+    filler = os.urandom(RECORD_BYTES - 8)
+    start = time.monotonic()
+    sent = 0
+    while sent < records:
+        due = min(records, int((time.monotonic() - start) * rate) + 1)
+        while sent < due:
+            stamp = time.monotonic_ns().to_bytes(8, "big")
+            try:
+                producer.produce(topic, stamp + filler, partition=sent % partitions)
+            except BufferError:
+                producer.poll(0.01)
+                continue
+            sent += 1
+        producer.poll(0)
+        run.check()
+        time.sleep(0.0005)
+    if producer.flush(STALL_TIMEOUT_S):
+        raise BenchError(f"produce to {bootstrap}: not every record was acknowledged")
+    return time.monotonic() - start
+
+
+def tools_classpath() -> str | None:
+    """The classpath of Kafka's command-line tools (kafka-tools), or None if not at hand."""
+    try:
+        from sharegroup import kafka_dist
+
+        ensure = getattr(kafka_dist, "ensure_kafka_tools", None)
+        if ensure is not None:
+            return f"{ensure(KAFKA4_VERSION)}/*"
+        libs = kafka_dist.cache_root() / "kafka-tools" / KAFKA4_VERSION / "libs"
+        return f"{libs}/*" if (libs / kafka_dist.MARKER).is_file() else None
+    except RuntimeError as e:
+        print(f"kafka-tools {KAFKA4_VERSION} not available: {e}", file=sys.stderr)
+        return None
+
+
+def _child_cpu_s(proc: subprocess.Popen[str]) -> tuple[int, float]:
+    """Wait for a child; its exit status and the CPU seconds it used (every thread)."""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def measure_java(
+    target: Target, records: int, shape: Shape, batch_bytes: int, classpath: str
+) -> Measurement:
+    """Backlog drain by Kafka's own ShareConsumerPerformance (``--threads`` consumers): the
+    records are produced first, then the tool consumes them. records/s is the tool's own
+    nMsg.sec; the proxy's and broker's CPU is taken over the tool's whole run (its join
+    included), the tool's own CPU (JVM start included) from wait4."""
+    topic = f"bench-share-java-{uuid.uuid4().hex[:10]}"
+    group = f"bench-share-java-{uuid.uuid4().hex[:10]}"
+    create_topic(target.admin, topic, shape.partitions)
+    try:
+        set_earliest(target.consume, group)
+        produce_s = produce(target.data, topic, records, shape.partitions, shape.value, batch_bytes)
+        java = shutil.which("java") or "java"
+        argv = [
+            java,
+            *JAVA_TOOL_OPTS,
+            "-cp",
+            classpath,
+            "org.apache.kafka.tools.ShareConsumerPerformance",
+            "--bootstrap-server",
+            target.consume,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--num-records",
+            str(records),
+            "--threads",
+            str(shape.consumers),
+            "--timeout",
+            str(int(STALL_TIMEOUT_S * 1000)),
+        ]
+        before = _snapshot(target)
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        code, client_cpu_s = _child_cpu_s(proc)
+        wall_s = time.perf_counter() - started
+        after = _snapshot(target)
+        target.check()
+        if code != 0:
+            raise BenchError(
+                f"{target.route} java: ShareConsumerPerformance exited {code}:\n{output[-3000:]}"
+            )
+        rate, consumed = _java_result(output)
+        if consumed != records:
+            raise BenchError(
+                f"{target.route} java: consumed {consumed} of {records}:\n{output[-3000:]}"
+            )
+        missing = acknowledged_everything(target.consume, group, topic, shape.partitions)
+        if missing:
+            raise BenchError(f"{target.route} java: not everything acknowledged: {missing}")
+    finally:
+        delete_topic(target.admin, topic)
+    cpu = _cpu_us(target, before, after, client_cpu_s, records)
+    # "join": the tool's run outside its own timing (JVM start, join, close).
+    return Measurement(
+        rate, records / rate, [], max(0.0, wall_s - records / rate), produce_s, 0.0, cpu
+    )
+
+
+def _java_result(output: str) -> tuple[float, int]:
+    """(nMsg.sec, data.consumed.in.nMsg) from ShareConsumerPerformance's result lines."""
+    lines = [line.strip() for line in output.splitlines()]
+    for i, line in enumerate(lines):
+        if "nMsg.sec" in line and i + 1 < len(lines):
+            names = [n.strip() for n in line.split(",")]
+            values = [v.strip() for v in lines[i + 1].split(",")]
+            row = dict(zip(names, values, strict=False))
+            try:
+                return float(row["nMsg.sec"]), int(float(row["data.consumed.in.nMsg"]))
+            except (KeyError, ValueError):
+                break
+    raise BenchError(f"no result line in ShareConsumerPerformance's output:\n{output[-3000:]}")
 
 
 # ---------------------------------------------------------------------------- latency
@@ -703,7 +978,8 @@ def measure_latency(targets: Sequence[Target], samples: int) -> dict[Route, list
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between the closest ranks."""
+    """The q-th percentile (0-100), linear between the closest ranks, of every sample (no
+    bucketing: the steady-state samples are kept whole, so p99.9 is exact)."""
     ordered = sorted(values)
     pos = (len(ordered) - 1) * q / 100
     low = int(pos)
@@ -715,91 +991,260 @@ def _us(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def describe(route: Route, m: Measurement) -> str:
+def batch_name(batch_bytes: int) -> str:
+    return BATCH_NAMES.get(batch_bytes, f"{batch_bytes}B")
+
+
+Mode = Literal["drain", "steady"]
+Client = Literal["librdkafka", "java"]
+Cell = tuple[Mode, Client, str, Route]  # mode, client, batch name, route
+ROUTE_NAMES: tuple[tuple[Route, str], ...] = (
+    ("proxy_share", "proxy_route"),
+    ("kafka_share", "kafka_share"),
+    ("proxy_base", "proxy_base"),
+)
+
+
+def describe(cell: Cell, m: Measurement) -> str:
+    mode, client, batch, route = cell
     cpu = ", ".join(f"{name} {_us(v)}" for name, v in m.cpu_us.items())
+    extra = f"; {m.requests} requests" if m.requests is not None else ""
+    if m.latencies:
+        ms = [v * 1000 for v in m.latencies]
+        extra += "; latency ms p50 {:.2f} p99 {:.2f} p99.9 {:.2f}".format(
+            *(percentile(ms, q) for q in (50, 99, 99.9))
+        )
+    first = " ".join(f"{t:.0f}" for t in m.first_ms) or "-"
     return (
-        f"  {route:<15}{m.records_per_s:>9,.0f} rec/s  ({m.seconds:6.2f} s;"
-        f" join {m.join_s:5.1f} s, pre-produce {m.produce_s:5.2f} s, close {m.close_s:4.1f} s;"
-        f" first record ms {' '.join(f'{t:.0f}' for t in m.first_ms)};"
-        f" CPU us/record {cpu})"
+        f"  {mode:<6} {client:<10} {batch:<6} {route:<15}{m.records_per_s:>9,.0f} rec/s"
+        f"  ({m.seconds:6.2f} s; join {m.join_s:5.1f} s, produce {m.produce_s:5.2f} s,"
+        f" close {m.close_s:4.1f} s; first record ms {first}; CPU us/record {cpu}{extra})"
     )
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @dataclass
 class Results:
-    rounds: list[dict[Route, Measurement]] = field(default_factory=list)
-    latency: dict[Route, list[float]] = field(default_factory=dict)
+    batches: list[str] = field(default_factory=list)
+    rounds: list[dict[Cell, Measurement]] = field(default_factory=list)
+    latency: dict[Route, list[float]] = field(default_factory=dict)  # the one-at-a-time probe
 
-    def medians(self) -> dict[Route, float]:
-        return {r: statistics.median(x[r].records_per_s for x in self.rounds) for r in ROUTES}
+    def cells(self) -> list[Cell]:
+        seen: dict[Cell, None] = {}
+        for measured in self.rounds:
+            seen.update(dict.fromkeys(measured))
+        return list(seen)
 
-    def cpu_medians(self, route: Route) -> dict[str, float | None]:
-        """Median CPU microseconds per record of each part of a route, and "total"."""
-        out: dict[str, float | None] = {}
-        parts = [*self.rounds[0][route].cpu_us, "total"]
-        for part in parts:
-            values = [
-                x[route].cpu_us_total if part == "total" else x[route].cpu_us.get(part)
-                for x in self.rounds
-            ]
-            known = [v for v in values if v is not None]
-            out[part] = statistics.median(known) if len(known) == len(values) else None
-        return out
+    def each(self, cell: Cell) -> list[Measurement]:
+        return [x[cell] for x in self.rounds if cell in x]
+
+    def rate(self, cell: Cell) -> float | None:
+        got = self.each(cell)
+        return statistics.median(m.records_per_s for m in got) if got else None
+
+    def paired(self, mode: Mode, client: Client, batch: str, other: Route) -> list[float]:
+        """proxy_share / other of each round, both measured in that round."""
+        a, b = (mode, client, batch, "proxy_share"), (mode, client, batch, other)
+        return [x[a].records_per_s / x[b].records_per_s for x in self.rounds if a in x and b in x]
+
+    def cpu(self, cell: Cell, part: str) -> float | None:
+        """Median CPU us per record of one part ("route": proxy + broker; "total")."""
+        values: list[float | None] = []
+        for m in self.each(cell):
+            if part == "route":
+                values.append(m.cpu_us_route)
+            elif part == "total":
+                values.append(m.cpu_us_total)
+            else:
+                values.append(m.cpu_us.get(part))
+        return _median(values)
+
+    def per_request(self, cell: Cell) -> tuple[float | None, float | None]:
+        """(records per ShareFetch/ShareAcknowledge, route CPU us per request), medians."""
+        per, cost = [], []
+        for m in self.each(cell):
+            route_us = m.cpu_us_route
+            if m.requests and route_us is not None:
+                records = m.records_per_s * m.seconds
+                per.append(records / m.requests)
+                cost.append(route_us * records / m.requests)
+        return _median(per) if per else None, _median(cost) if cost else None
+
+    def latencies_ms(self, cell: Cell) -> list[float]:
+        return [v * 1000 for m in self.each(cell) for v in m.latencies]
 
     def table(self) -> str:
-        medians = self.medians()
-        lines = [f"{'route':<16}{'median rec/s':>13}{'MB/s':>8}   per round"]
-        for route in ROUTES:
-            each = ", ".join(f"{x[route].records_per_s:,.0f}" for x in self.rounds)
-            rate = medians[route]
-            lines.append(f"{route:<16}{rate:>13,.0f}{rate * RECORD_BYTES / 1e6:>8.1f}   {each}")
-        lines.append(
-            f"proxy_share / classic_direct {medians['proxy_share'] / medians['classic_direct']:.3f}"
-            f" (target >= 0.8); proxy_share / kafka_share"
-            f" {medians['proxy_share'] / medians['kafka_share']:.3f} (target >= 1.0)"
-        )
-        lines.append("CPU us per record (median; all cores, while measured)")
-        for route in ROUTES:
-            cpu = self.cpu_medians(route)
-            lines.append(f"{route:<16}" + ", ".join(f"{part} {_us(v)}" for part, v in cpu.items()))
-        lines.append(
-            f"{'latency ms':<16}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}   produce() to delivery"
-        )
-        for route, values in self.latency.items():
-            ms = [v * 1000 for v in values]
-            lines.append(
-                f"{route:<16}"
-                + "".join(f"{percentile(ms, q):>8.2f}" for q in (50, 90, 99))
-                + f"{max(ms):>8.2f}"
+        lines = [
+            f"{'mode':<7}{'client':<11}{'batch':<7}{'route':<16}{'median rec/s':>13}"
+            f"{'min':>10}{'max':>10}  CPU us/record: consumers, proxy, broker; route = proxy +"
+            " broker; records and route CPU us per ShareFetch/ShareAcknowledge"
+        ]
+        for cell in self.cells():
+            got = [m.records_per_s for m in self.each(cell)]
+            parts = ", ".join(
+                f"{p} {_us(self.cpu(cell, p))}" for p in [*self.each(cell)[0].cpu_us, "route"]
             )
+            per, cost = self.per_request(cell)
+            req = f"; {per:.0f} rec, {cost:.0f} us per request" if per and cost else ""
+            mode, client, batch, route = cell
+            lines.append(
+                f"{mode:<7}{client:<11}{batch:<7}{route:<16}{statistics.median(got):>13,.0f}"
+                f"{min(got):>10,.0f}{max(got):>10,.0f}  {parts}{req}"
+            )
+        lines.append("paired ratios, proxy_share / other in the same round: median [min-max]")
+        for mode, client, batch, route in self.cells():
+            if route != "proxy_share":
+                continue
+            for other in ("kafka_share", "classic_direct", "proxy_base"):
+                ratios = self.paired(mode, client, batch, other)
+                if ratios:
+                    lines.append(f"  {mode} {client} {batch} vs {other}: {_spread(ratios)}")
+        steady = [c for c in self.cells() if c[0] == "steady"]
+        if steady:
+            lines.append(
+                f"{'steady latency ms':<40}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}"
+                "   produce() to delivery, every record"
+            )
+            for cell in steady:
+                ms = self.latencies_ms(cell)
+                if ms:
+                    lines.append(
+                        f"  {' '.join(cell[1:]):<38}"
+                        + "".join(f"{percentile(ms, q):>8.2f}" for q in (50, 90, 99, 99.9))
+                        + f"{max(ms):>8.2f}"
+                    )
+        if self.latency:
+            lines.append(f"{'probe latency ms':<18}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}")
+            for route, values in self.latency.items():
+                ms = [v * 1000 for v in values]
+                lines.append(
+                    f"  {route:<16}"
+                    + "".join(f"{percentile(ms, q):>8.2f}" for q in (50, 90, 99))
+                    + f"{max(ms):>8.2f}"
+                )
         return "\n".join(lines)
 
     def summary(self) -> dict[str, float | None]:
-        medians = self.medians()
-        result: dict[str, float | None] = {f"{r}_records_per_s": round(medians[r]) for r in ROUTES}
-        result["ratio_vs_classic"] = round(medians["proxy_share"] / medians["classic_direct"], 3)
-        result["ratio_vs_kafka_share"] = round(medians["proxy_share"] / medians["kafka_share"], 3)
+        result: dict[str, float | None] = {}
+        first = self.batches[0] if self.batches else "big"
+        # The keys of earlier versions: librdkafka, backlog drain, the first batch size.
         for route in ROUTES:
-            for part, value in self.cpu_medians(route).items():
-                result[f"{route}_cpu_us_per_record_{part}"] = (
-                    None if value is None else round(value, 2)
-                )
+            rate = self.rate(("drain", "librdkafka", first, route))
+            result[f"{route}_records_per_s"] = None if rate is None else round(rate)
+        old_keys: tuple[tuple[Route, str], ...] = (
+            ("classic_direct", "ratio_vs_classic"),
+            ("kafka_share", "ratio_vs_kafka_share"),
+        )
+        for other, key in old_keys:
+            ratios = self.paired("drain", "librdkafka", first, other)
+            result[key] = round(statistics.median(ratios), 3) if ratios else None
+        for route in ROUTES:
+            cell: Cell = ("drain", "librdkafka", first, route)
+            if self.each(cell):
+                for part in [*self.each(cell)[0].cpu_us, "total"]:
+                    result[f"{route}_cpu_us_per_record_{part}"] = _r(self.cpu(cell, part))
+        # Per client and batch size: paired ratios with their spread, CPU per record and per
+        # request of the route (proxy + upstream broker against Kafka 4.4's broker).
+        for batch in self.batches:
+            for client in ("librdkafka", "java"):
+                for other in ("kafka_share", "proxy_base"):
+                    ratios = self.paired("drain", client, batch, other)
+                    if ratios:
+                        key = f"ratio_vs_{other}_{client}_{batch}"
+                        result[key] = round(statistics.median(ratios), 3)
+                        result[f"{key}_min"] = round(min(ratios), 3)
+                        result[f"{key}_max"] = round(max(ratios), 3)
+            suffixes: tuple[tuple[Client, str], ...] = (("librdkafka", ""), ("java", "_java"))
+            for client, suffix in suffixes:
+                for route, name in ROUTE_NAMES:
+                    cell = ("drain", client, batch, route)
+                    if self.each(cell):
+                        result[f"cpu_us_per_record_{name}{suffix}_{batch}"] = _r(
+                            self.cpu(cell, "route")
+                        )
+                        if route != "kafka_share":  # the proxy's part and the broker's
+                            for part in ("proxy", "broker"):
+                                result[f"cpu_us_per_record_{name}_{part}{suffix}_{batch}"] = _r(
+                                    self.cpu(cell, part)
+                                )
+                        per, cost = self.per_request(cell)
+                        if per is not None:
+                            result[f"records_per_request_{name}{suffix}_{batch}"] = _r(per, 1)
+                            result[f"cpu_us_per_request_{name}{suffix}_{batch}"] = _r(cost, 1)
+        # Steady state: every record's produce-to-delivery time; added = proxy - Kafka 4.4.
+        added: dict[str, list[float]] = {"p50": [], "p99": [], "p999": []}
+        for batch in self.batches:
+            proxy = self.latencies_ms(("steady", "librdkafka", batch, "proxy_share"))
+            kafka = self.latencies_ms(("steady", "librdkafka", batch, "kafka_share"))
+            if not proxy or not kafka:
+                continue
+            for name, q in (("p50", 50), ("p99", 99), ("p999", 99.9)):
+                p, k = percentile(proxy, q), percentile(kafka, q)
+                result[f"steady_proxy_share_{batch}_latency_{name}_ms"] = round(p, 2)
+                result[f"steady_kafka_share_{batch}_latency_{name}_ms"] = round(k, 2)
+                result[f"added_latency_{name}_ms_{batch}"] = round(p - k, 2)
+                added[name].append(p - k)
+            for route, name in ROUTE_NAMES:
+                cell = ("steady", "librdkafka", batch, route)
+                if self.each(cell):
+                    cpu = _r(self.cpu(cell, "route"))
+                    result[f"steady_cpu_us_per_record_{name}_{batch}"] = cpu
+        for name, values in added.items():  # the worse of the batch sizes
+            result[f"added_latency_{name}_ms"] = round(max(values), 2) if values else None
         ms = {r: [v * 1000 for v in values] for r, values in self.latency.items()}
-        for q in (50, 99):
-            added = None
-            if ms:  # without --latency-samples: null
-                added = round(
-                    percentile(ms["proxy_share"], q) - percentile(ms["classic_direct"], q), 2
-                )
-            result[f"added_latency_p{q}_ms"] = added
         for route, values in ms.items():
             for q in (50, 99):
                 result[f"{route}_latency_p{q}_ms"] = round(percentile(values, q), 2)
         return result
 
 
+@dataclass
+class Plan:
+    """Which measurements a round makes."""
+
+    batches: list[int]
+    routes: list[Route]
+    java_classpath: str | None
+    steady_rate: float
+    steady_records: int
+
+    def drain(self, round_index: int) -> list[tuple[Client, int, Route]]:
+        out: list[tuple[Client, int, Route]] = []
+        for batch in self.batches:
+            routes = _rotate(self.routes, round_index)
+            out += [("librdkafka", batch, r) for r in routes]
+            if self.java_classpath:
+                share = [r for r in routes if r != "classic_direct"]
+                out += [("java", batch, r) for r in share]
+        return out
+
+
+def _rotate(routes: Sequence[Route], i: int) -> list[Route]:
+    k = i % len(routes)
+    return [*routes[k:], *routes[:k]]
+
+
 def run_all(
-    upstream: Broker, kafka4: Broker, proxy: ProxyProcess, args: argparse.Namespace
+    upstream: Broker,
+    kafka4: Broker,
+    proxy: ProxyProcess,
+    args: argparse.Namespace,
+    plan: Plan,
+    base: ProxyProcess | None = None,
 ) -> Results:
     """Every round and the latency probes; the admin clients are gone on return."""
     upstream_admin = AdminClient({"bootstrap.servers": upstream.bootstrap, "log_level": 3})
@@ -831,67 +1276,237 @@ def run_all(
             processes={"broker": kafka4.pid},
         ),
     }
-    value = os.urandom(RECORD_BYTES)
-    shape = (args.consumers, args.partitions, value, args.poll_ms / 1000)
+    if base is not None:
+        targets["proxy_base"] = Target(
+            "proxy_base",
+            "share",
+            upstream.bootstrap,
+            base.bootstrap,
+            upstream_admin,
+            base.check_alive,
+            {"proxy": base.pid, "broker": upstream.pid},
+        )
+    shape = Shape(args.consumers, args.partitions, os.urandom(RECORD_BYTES), args.poll_ms / 1000)
+
+    def one(client: Client, batch: int, route: Route, records: int) -> Measurement:
+        target = targets[route]
+        if client == "java":
+            assert plan.java_classpath is not None
+            return measure_java(target, records, shape, batch, plan.java_classpath)
+        return measure(target, records, shape, batch)
+
+    results = Results(batches=[batch_name(b) for b in plan.batches])
     if args.warmup > 0:
         print(f"warm-up round ({args.warmup:,} records, not reported)", flush=True)
-        for route in ROUTES:
-            print(describe(route, measure(targets[route], args.warmup, *shape)), flush=True)
-    results = Results()
+        for client, batch, route in plan.drain(0):
+            m = one(client, batch, route, args.warmup)
+            print(describe(("drain", client, batch_name(batch), route), m), flush=True)
     for i in range(args.rounds):
-        order = ROUTES[i % len(ROUTES) :] + ROUTES[: i % len(ROUTES)]
         print(f"round {i + 1}/{args.rounds}", flush=True)
-        measured: dict[Route, Measurement] = {}
-        for route in order:
-            measured[route] = measure(targets[route], args.records, *shape)
-            print(describe(route, measured[route]), flush=True)
+        measured: dict[Cell, Measurement] = {}
+        for client, batch, route in plan.drain(i):
+            cell: Cell = ("drain", client, batch_name(batch), route)
+            measured[cell] = one(client, batch, route, args.records)
+            print(describe(cell, measured[cell]), flush=True)
+        if plan.steady_rate > 0:
+            for batch in plan.batches:
+                steady_routes = [r for r in plan.routes if r != "classic_direct"]
+                for route in _rotate(steady_routes, i):
+                    cell = ("steady", "librdkafka", batch_name(batch), route)
+                    measured[cell] = measure(
+                        targets[route], plan.steady_records, shape, batch, plan.steady_rate
+                    )
+                    print(describe(cell, measured[cell]), flush=True)
         results.rounds.append(measured)
     if args.latency_samples > 0:
-        print(f"latency: {args.latency_samples} samples per route", flush=True)
-        results.latency = measure_latency([targets[r] for r in ROUTES], args.latency_samples)
+        print(f"latency probe: {args.latency_samples} samples per route", flush=True)
+        results.latency = measure_latency([targets[r] for r in plan.routes], args.latency_samples)
     return results
+
+
+@contextlib.contextmanager
+def broker_settings(settings: str, jit: str) -> Iterator[dict[str, str]]:
+    """JVM options for the brokers while they start, and the server properties they get.
+
+    ``kafka-defaults``: what Kafka's own start scripts and server defaults give (a 1 GiB heap,
+    G1, 3 network / 8 I/O / 10 background threads), for the upstream broker and Kafka 4.4
+    alike. ``test``: sharegroup/brokers.py's settings for the tests (512 MiB, serial GC, 2 / 2 /
+    2 threads). ``jit``: ``full`` lets the JVM use C2 as production Kafka does, ``c1`` stops at
+    C1 as the tests do."""
+    saved = brokers.JVM_OPTS
+    opts = KAFKA_SCRIPT_JVM_OPTS if settings == "kafka-defaults" else list(saved)
+    if jit == "full":
+        opts = [o for o in opts if not o.startswith("-XX:TieredStopAtLevel")]
+    elif not any(o.startswith("-XX:TieredStopAtLevel") for o in opts):
+        opts = [*opts, "-XX:TieredStopAtLevel=1"]
+    brokers.JVM_OPTS = opts
+    try:
+        yield dict(KAFKA_DEFAULT_THREADS) if settings == "kafka-defaults" else {}
+    finally:
+        brokers.JVM_OPTS = saved
+
+
+def jfr_option(folder: str, name: str) -> str:
+    """Java Flight Recorder for a broker's whole life, dumped at the end of the run
+    (bench/jfr_top.py summarises it)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = Path(folder).resolve() / f"{name}.jfr"
+    return f"-XX:StartFlightRecording=filename={path},settings=profile"
+
+
+def jfr_dump(pid: int | None, path: Path) -> None:
+    """Write a broker's flight recording so far (``jcmd <pid> JFR.dump``)."""
+    jcmd = shutil.which("jcmd")
+    if pid is None or jcmd is None:
+        print(f"cannot dump the flight recording of process {pid} (jcmd: {jcmd})", file=sys.stderr)
+        return
+    done = subprocess.run(
+        [jcmd, str(pid), "JFR.dump", f"filename={path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    print(f"flight recording: {path}" if done.returncode == 0 else done.stdout + done.stderr)
+
+
+def _batch_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("batch sizes are positive byte counts")
+    return values
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--records", type=int, default=200_000, help="records per measurement")
-    parser.add_argument("--consumers", type=int, default=4, help="consumers per route")
+    parser.add_argument("--records", type=int, default=300_000, help="records per measurement")
+    parser.add_argument("--consumers", type=int, default=4, help="consumers (or tool threads)")
     parser.add_argument("--partitions", type=int, default=2, help="partitions per topic")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--broker", choices=["kafka39", "tansu"], default="kafka39")
+    parser.add_argument(
+        "--batch-bytes",
+        type=_batch_list,
+        default=[1 << 20, 4096],
+        help="producer batch.size values, comma-separated (default 1048576,4096: big, small;"
+        " 1 gives one record per batch)",
+    )
+    parser.add_argument(
+        "--routes",
+        default=",".join(ROUTES),
+        help=f"comma-separated, of {', '.join(ROUTES)} (default all)",
+    )
+    parser.add_argument(
+        "--clients",
+        default="librdkafka,java",
+        help="librdkafka (confluent_kafka.ShareConsumer processes) and/or java (Kafka's"
+        " ShareConsumerPerformance, skipped if kafka-tools cannot be fetched)",
+    )
     parser.add_argument(
         "--warmup", type=int, default=20_000, help="records of an unreported first round (0: none)"
     )
-    parser.add_argument("--latency-samples", type=int, default=200, help="per route (0: none)")
+    parser.add_argument(
+        "--steady-rate", type=float, default=20_000, help="records/s of the steady state (0: none)"
+    )
+    parser.add_argument(
+        "--steady-records", type=int, default=200_000, help="records per steady measurement"
+    )
+    parser.add_argument(
+        "--latency-samples", type=int, default=0, help="one-at-a-time probe, per route (0: none)"
+    )
     parser.add_argument("--poll-ms", type=float, default=10, help="consumers' poll timeout (ms)")
     parser.add_argument("--jit", choices=["full", "c1"], default="full", help="Kafka's JVM JIT")
     parser.add_argument(
+        "--broker-settings",
+        choices=["kafka-defaults", "test"],
+        default="kafka-defaults",
+        help="heap, GC and threads of both Kafka brokers",
+    )
+    parser.add_argument(
+        "--share-version",
+        default="default",
+        help="share.version Kafka 4.4 is formatted with (default: the release's own)",
+    )
+    parser.add_argument(
         "--proxy-config", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    parser.add_argument(
+        "--jfr",
+        metavar="DIR",
+        help="record both Kafka brokers with Java Flight Recorder into DIR (upstream.jfr,"
+        " kafka44.jfr; bench/jfr_top.py shows where their CPU went)",
+    )
+    parser.add_argument(
+        "--compare-proxy",
+        metavar="SOURCE_TREE",
+        help="also run the proxy of this source tree (e.g. `git archive <commit>` unpacked) on"
+        " the same upstream: route proxy_base, paired with proxy_share in every round",
     )
     args = parser.parse_args()
     if min(args.records, args.consumers, args.partitions, args.rounds) < 1:
         parser.error("--records, --consumers, --partitions and --rounds must be positive")
-    if args.latency_samples < 0 or args.warmup < 0:
-        parser.error("--latency-samples and --warmup must not be negative")
+    if args.latency_samples < 0 or args.warmup < 0 or args.steady_rate < 0:
+        parser.error("--latency-samples, --warmup and --steady-rate must not be negative")
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if not routes or any(r not in ROUTES for r in routes) or "proxy_share" not in routes:
+        parser.error(f"--routes: proxy_share and any of {', '.join(ROUTES)}")
+    clients = {c.strip() for c in args.clients.split(",") if c.strip()}
+    if not clients <= {"librdkafka", "java"} or "librdkafka" not in clients:
+        parser.error("--clients: librdkafka, and java if wanted")
+    share_version = None if args.share_version == "default" else int(args.share_version)
+    classpath = tools_classpath() if "java" in clients else None
+    plan = Plan(
+        args.batch_bytes,
+        [r for r in ALL_ROUTES if r in routes or (r == "proxy_base" and args.compare_proxy)],
+        classpath,
+        args.steady_rate if "kafka_share" in routes else 0,
+        args.steady_records,
+    )
 
     with contextlib.ExitStack() as stack:
-        with jvm_jit(args.jit):
+        with broker_settings(args.broker_settings, args.jit) as props:
+            jvm = list(brokers.JVM_OPTS)
+            if args.jfr:
+                brokers.JVM_OPTS = [*jvm, jfr_option(args.jfr, "upstream")]
             upstream = stack.enter_context(
                 start_tansu()
                 if args.broker == "tansu"
-                else start_kafka(KAFKA3_VERSION, share_groups=False)
+                else start_kafka(KAFKA3_VERSION, share_groups=False, extra_config=props)
             )
-            kafka4 = stack.enter_context(start_kafka(KAFKA4_VERSION, share_groups=True))
+            if args.jfr:
+                brokers.JVM_OPTS = [*jvm, jfr_option(args.jfr, "kafka44")]
+            kafka4 = stack.enter_context(
+                start_kafka(
+                    KAFKA4_VERSION,
+                    share_groups=True,
+                    share_version=share_version,
+                    extra_config=props,
+                )
+            )
         profile = os.environ.get("SHAREGROUP_BENCH_PROFILE") or None
         proxy = stack.enter_context(running_proxy(upstream.bootstrap, args.proxy_config, profile))
+        base = None
+        if args.compare_proxy:
+            # Its own state topic: two instances on one topic would fence each other.
+            configs = [*args.proxy_config, f"sharegroup.state.topic={BASE_STATE_TOPIC}"]
+            base = stack.enter_context(
+                running_proxy(upstream.bootstrap, configs, code=args.compare_proxy)
+            )
         print(
             f"upstream {upstream.kind} {upstream.version} at {upstream.bootstrap}, proxy at"
             f" {proxy.bootstrap}, kafka {kafka4.version} share groups at {kafka4.bootstrap}"
-            f" (JIT {args.jit}); {args.records:,} records of {RECORD_BYTES} B,"
-            f" {args.consumers} consumers, {args.partitions} partitions, {args.rounds} rounds",
+            f" (settings {args.broker_settings}, JIT {args.jit}, share.version"
+            f" {args.share_version}); {args.records:,} records of {RECORD_BYTES} B,"
+            f" {args.consumers} consumers, {args.partitions} partitions, {args.rounds} rounds;"
+            f" batches {', '.join(batch_name(b) for b in plan.batches)};"
+            f" java client {'on' if classpath else 'off'}"
+            + (f"; proxy_base from {args.compare_proxy} at {base.bootstrap}" if base else ""),
             flush=True,
         )
-        results = run_all(upstream, kafka4, proxy, args)
+        results = run_all(upstream, kafka4, proxy, args, plan, base)
+        if args.jfr:  # the brokers are killed when the run ends: dump the recordings first
+            for broker, name in ((upstream, "upstream"), (kafka4, "kafka44")):
+                jfr_dump(broker.pid, Path(args.jfr).resolve() / f"{name}.jfr")
     print(results.table(), flush=True)
     print(json.dumps(results.summary()), flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""The simple share-group assignor as a pure function (digest section 7, ``SimpleAssignor``).
+"""The simple share-group assignor as a pure function (Kafka's share ``SimpleAssignor``).
 
 Balance first: with M subscribers and P partitions of a topic, M <= P gives each partition to
 one member, spread so members differ by at most one partition; M > P gives every member one

@@ -1,4 +1,7 @@
-"""Share-group configuration: Kafka's names, defaults and bounds (digest sections 4.1, 4.2, 4.4).
+"""Share-group configuration: Kafka's names, defaults and bounds.
+
+Broker configs as in Kafka's ``ShareGroupConfig.java`` and ``GroupCoordinatorConfig.java``;
+group configs as in ``GroupConfig.java``.
 
 Broker-level values (``group.share.*``) bound the per-group overrides (``share.*``).
 Everything here is a frozen value; validation raises ``ConfigError`` naming the key.
@@ -28,7 +31,7 @@ class IntRange:
     high: int
 
 
-# Broker configs: key -> (default, valid range). Digest 4.1 / 4.2.
+# Broker configs: key -> (default, valid range), from ShareGroupConfig / GroupCoordinatorConfig.
 BROKER_INT_CONFIGS: Final[dict[str, tuple[int, IntRange]]] = {
     "group.share.record.lock.duration.ms": (30000, IntRange(1000, 3600000)),
     "group.share.min.record.lock.duration.ms": (15000, IntRange(1000, 30000)),

@@ -1,6 +1,6 @@
 """Kafka error codes used by the share APIs, and the one exception the model raises.
 
-Numbers and names are Kafka's (``org.apache.kafka.common.protocol.Errors``; digest section 5).
+Numbers and names are Kafka's (``org.apache.kafka.common.protocol.Errors``, Kafka's ``Errors.java``).
 A ``ShareApiError`` is raised *before* anything changes: every mutating call in ``model/``
 either raises it with the state untouched or applies completely.
 """

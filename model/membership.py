@@ -1,4 +1,5 @@
-"""Share-group membership: ShareGroupHeartbeat join / heartbeat / leave (digest section 7).
+"""Share-group membership: ShareGroupHeartbeat join / heartbeat / leave (KIP-932; Kafka's
+``GroupMetadataManager.shareGroupHeartbeat``).
 
 Member ids are chosen by the client. A member joins with epoch 0 and a non-empty subscription,
 heartbeats with its current (or previous, if a response was lost) member epoch, and leaves with

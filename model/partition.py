@@ -1,4 +1,5 @@
-"""One share partition: the per-record state machine of KIP-932 (digest section 3).
+"""One share partition: the per-record state machine of KIP-932, as Kafka's
+``SharePartition.java`` implements it.
 
 Theory of operation
 -------------------
@@ -15,12 +16,12 @@ them in the end. An operation that touches part of a range splits it first (Kafk
 batch into per-offset state the same way, ``SharePartition.java``); cost follows the number of
 distinct ranges, not of records.
 
-Rules carried over from Kafka's ``SharePartition`` (section numbers are the digest's):
+Rules carried over from Kafka's ``SharePartition`` (its method names in brackets):
 
 * Delivery count counts acquisitions: 1 on the first, +1 per re-acquisition; release, session
-  close and lock expiry leave it alone (3.5). A record that would become AVAILABLE again with
-  ``delivery_count >= limit`` is ARCHIVED instead (3.2), or ARCHIVING when the group has a
-  dead-letter queue.
+  close and lock expiry leave it alone (``acquire``). A record that would become AVAILABLE again
+  with ``delivery_count >= limit`` is ARCHIVED instead (``RecordState.validateTransition``), or
+  ARCHIVING when the group has a dead-letter queue.
 * Dead-letter queue (KIP-1191, Kafka 4.4 ``SharePartition`` / ``InFlightState.tryUpdateState``):
   with ``dlq_enabled``, REJECT and a release / lock expiry / member loss at the delivery limit
   move records to ARCHIVING instead of ARCHIVED. ARCHIVING is persisted, is not terminal (SPSO
@@ -37,12 +38,13 @@ Rules carried over from Kafka's ``SharePartition`` (section numbers are the dige
   (``next_deadline_ms`` / ``expire_locks``). The delay is not persisted: after recovery the
   record is available at once. ``release_member`` applies it only when given ``now_ms``.
 * SPSO is the lowest non-terminal offset: after every change the terminal prefix is dropped
-  (3.3). A release never moves SPSO.
+  (``maybeUpdateCachedStateAndOffsets``). A release never moves SPSO.
 * New records are acquired only while ``SPEO - SPSO + 1 < max record locks``; at the limit,
-  records inside the window can still be re-delivered (3.5 step 2). In ``batch_optimized`` mode
+  records inside the window can still be re-delivered (``acquire``). In ``batch_optimized`` mode
   an acquisition runs to the end of the log batch it stops in, so the limit and MaxRecords are
-  soft by at most one log batch (3.6).
-* One acknowledgement request is validated completely before anything changes (3.7).
+  soft by at most one log batch (``acquire`` with ``ShareAcquireMode``).
+* One acknowledgement request is validated completely before anything changes
+  (``acknowledge``).
 
 Time is an argument (``now_ms``); the caller asks ``next_deadline_ms()`` and calls
 ``expire_locks(now_ms)`` when it is due. Operations treat a lock whose deadline has passed as
@@ -261,7 +263,7 @@ class SharePartition:
         return self._next - self._start
 
     def next_fetch_offset(self) -> int:
-        """Where the next fetch from the log should start (3.3)."""
+        """Where the next fetch from the log should start."""
         if self._available:
             return int(self._available[0])
         return self._next
@@ -323,7 +325,7 @@ class SharePartition:
         redelivery_backoff_ms: int = 0,
         redelivery_backoff_max_ms: int = 0,
     ) -> SharePartition:
-        """Rebuild from persisted state (3.11). Offsets between SPSO and the last persisted
+        """Rebuild from persisted state (Kafka's ``SharePartition.maybeInitialize``). Offsets between SPSO and the last persisted
         batch that no batch covers form the gap window: they are AVAILABLE with delivery count 0,
         so the next fetch starts there and acquires them as new records. ARCHIVING ranges are
         handed out again by ``take_archiving`` (their DLQ write may not have happened)."""
@@ -376,7 +378,7 @@ class SharePartition:
         batch_size: int | None = None,
         mode: AcquireMode = AcquireMode.BATCH_OPTIMIZED,
     ) -> Acquisition:
-        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (3.5, 3.6).
+        """Acquire records for ``member_id`` from log batches read at ``fetch_offset`` (``SharePartition.acquire``).
 
         ``batches`` are the record batches the log returned, in offset order. Returns the
         AcquiredRecords ranges, the persistable changes (offsets archived on the way: log gaps,
@@ -400,7 +402,7 @@ class SharePartition:
         taken = 0
         stop = False
         # Cached AVAILABLE offsets between the fetch offset and the first returned batch are
-        # gone from the log (compaction, retention): archive them (3.5 step 3).
+        # gone from the log (compaction, retention): archive them, as Kafka does.
         lead_first = max(fetch_offset, self._start)
         lead_last = min(batches[0].first_offset - 1, self._next - 1)
         if lead_first <= lead_last:
@@ -506,7 +508,7 @@ class SharePartition:
                     return True
                 end = min(end, start + (budget - taken) - 1)
             if r.count >= throttle:
-                # Poison-record isolation (3.9): hand out fewer records per attempt, alone.
+                # Poison-record isolation (KAFKA-17541): hand out fewer records per attempt, alone.
                 if pieces:
                     return True
                 # Kafka halves the in-flight batch the record is cached in, which may span
@@ -552,7 +554,7 @@ class SharePartition:
     def acknowledge(
         self, member_id: str, batches: Sequence[AckBatch], *, now_ms: int
     ) -> StateDelta:
-        """Apply one partition's acknowledgement batches atomically (3.7).
+        """Apply one partition's acknowledgement batches atomically (``SharePartition.acknowledge``).
 
         Raises ShareApiError (INVALID_REQUEST, INVALID_RECORD_STATE) with nothing changed."""
         if len(batches) == 1:
@@ -690,8 +692,9 @@ class SharePartition:
     # ------------------------------------------------------------------ releases and time
 
     def expire_locks(self, now_ms: int) -> StateDelta:
-        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (3.8), and
-        make every record whose redelivery back-off ended by now acquirable again."""
+        """Return every ACQUIRED record whose lock deadline is <= now to AVAILABLE (Kafka's
+        acquisition lock timeout), and make every record whose redelivery back-off ended by now
+        acquirable again."""
         changed: list[_Range] = []
         timers = self._timers
         while timers and timers[0][0] <= now_ms:
@@ -712,8 +715,9 @@ class SharePartition:
 
     def release_member(self, member_id: str, *, now_ms: int | None = None) -> StateDelta:
         """Release everything ``member_id`` holds: its share session closed or its connection
-        dropped (3.10). Delivery counts stay; records at the limit are archived (or ARCHIVING
-        with a DLQ). The redelivery back-off applies only when ``now_ms`` is given."""
+        dropped (``SharePartition.releaseAcquiredRecords``). Delivery counts stay; records at the
+        limit are archived (or ARCHIVING with a DLQ). The redelivery back-off applies only when
+        ``now_ms`` is given."""
         changed: list[_Range] = []
         for r in list(self._ranges.values()):
             if r.state is _ACQUIRED and r.member == member_id:
@@ -725,7 +729,7 @@ class SharePartition:
 
     def move_log_start(self, log_start_offset: int) -> StateDelta:
         """The log start moved (retention, DeleteRecords): everything below it is archived and
-        SPSO moves up to it (3.3)."""
+        SPSO moves up to it."""
         if log_start_offset <= self._start:
             return StateDelta(self._start, ())
         changed: list[_Range] = []
@@ -761,8 +765,8 @@ class SharePartition:
         redelivery_backoff_ms: int | None = None,
         redelivery_backoff_max_ms: int | None = None,
     ) -> None:
-        """Dynamic group configs (digest 4.4): apply to the next operation. Records already
-        ARCHIVING stay so until ``complete_archiving``, whatever ``dlq_enabled`` becomes."""
+        """Dynamic group configs (Kafka's ``GroupConfig``): apply to the next operation. Records
+        already ARCHIVING stay so until ``complete_archiving``, whatever ``dlq_enabled`` becomes."""
         if delivery_count_limit is not None:
             self.delivery_count_limit = delivery_count_limit
         if max_in_flight is not None:
@@ -835,7 +839,7 @@ class SharePartition:
 
     def _make_available(self, r: _Range, now_ms: int | None) -> None:
         """ACQUIRED -> AVAILABLE (after the redelivery back-off, when there is one and the time
-        is known), or ARCHIVED / ARCHIVING at the delivery-count limit (3.2)."""
+        is known), or ARCHIVED / ARCHIVING at the delivery-count limit (``RecordState.validateTransition``)."""
         r.member = None
         r.deadline = 0
         if r.count >= self.delivery_count_limit:
@@ -958,7 +962,8 @@ class SharePartition:
         )
 
     def _advance_start(self) -> None:
-        """Drop the terminal prefix: SPSO becomes the first non-terminal offset (3.3)."""
+        """Drop the terminal prefix: SPSO becomes the first non-terminal offset
+        (``maybeUpdateCachedStateAndOffsets``)."""
         ranges = self._ranges
         while ranges:
             r: _Range = ranges.peekitem(0)[1]
@@ -1014,7 +1019,7 @@ def _shape(
     record_limit: bool,
 ) -> tuple[AcquiredRecords, ...]:
     """Cut acquired pieces into AcquiredRecords of about ``batch_size`` offsets, cutting only at
-    log-batch base offsets (3.6). record_limit mode returns its pieces as they are."""
+    log-batch base offsets (``SharePartition.acquire``). record_limit mode returns its pieces as they are."""
     if record_limit or not batch_size or batch_size <= 0:
         return tuple(AcquiredRecords(f, last, c) for f, last, c in pieces)
     out: list[AcquiredRecords] = []

@@ -1,5 +1,5 @@
 """Share sessions: the per-(group, member) fetch sessions of ShareFetch / ShareAcknowledge
-(digest section 2).
+(KIP-932; Kafka's ``ShareSessionCache.java`` and ``ShareRequestMetadata.java``).
 
 A session holds the set of topic-partitions a member fetches from this broker and the epoch the
 next request must carry. Epoch 0 opens (or replaces) a session, -1 closes it, anything else must
@@ -83,7 +83,7 @@ class ShareSessionCache:
         forget: Iterable[TopicPartition] = (),
         has_acknowledgements: bool = False,
     ) -> SessionContext:
-        """The session step of a ShareFetch (2.2). Raises ShareApiError with nothing changed."""
+        """The session step of a ShareFetch (``SharePartitionManager.newContext``). Raises ShareApiError with nothing changed."""
         _check_member_id(member_id)
         key = (group_id, member_id)
         if epoch == INITIAL_EPOCH:
@@ -126,7 +126,7 @@ class ShareSessionCache:
         return SessionContext(session, final=False, full=False, added=tuple(added_list))
 
     def acknowledge_context(self, group_id: str, member_id: str, epoch: int) -> SessionContext:
-        """The session step of a ShareAcknowledge (2.2)."""
+        """The session step of a ShareAcknowledge (``acknowledgeSessionUpdate``)."""
         _check_member_id(member_id)
         if epoch == INITIAL_EPOCH:
             raise ShareApiError(
@@ -155,7 +155,7 @@ class ShareSessionCache:
         return ClosedSession(group_id, member_id, tuple(session.partitions))
 
     def connection_closed(self, connection_id: int) -> list[ClosedSession]:
-        """Evict every session the connection created (2.1)."""
+        """Evict every session the connection created (as ``ShareSessionCache`` does)."""
         gone = [k for k, s in self._sessions.items() if s.connection_id == connection_id]
         out: list[ClosedSession] = []
         for key in gone:

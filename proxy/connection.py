@@ -33,7 +33,7 @@ import trio
 from proxy import wire
 from proxy.framing import FrameError
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
-from proxy.streams import FrameReader, SendFailed, TruncatedFrame, send_nowait
+from proxy.streams import FrameReader, SendFailed, TruncatedFrame, raw_socket, send_nowait
 from proxy.upstream import UpstreamError, open_stream
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class CloseConnection(Exception):
 
 
 _CID = struct.Struct(">i")
+TLS_HANDSHAKE_TIMEOUT_S = 30.0
 # Enough of a request to read its header and, for Produce, the transactional id and acks.
 _HEAD_BYTES = 1 << 16
 
@@ -100,18 +101,27 @@ async def _after_answer(slot: Slot, then: Callable[[], None]) -> None:
 
 
 class ClientConnection:
-    def __init__(self, proxy: Proxy, stream: trio.SocketStream, node_id: int) -> None:
+    def __init__(self, proxy: Proxy, stream: trio.abc.Stream, node_id: int) -> None:
         self.proxy = proxy
         self.stream = stream
+        # The client's socket when its bytes are read and written directly; None under TLS,
+        # where they go through the SSLStream (and large answers are relayed a bufferful at a
+        # time instead of with splice).
+        self.sock = raw_socket(stream)
         self.node_id = node_id
         self.id = next(_connection_ids)
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        self.peer_host = "?"
         try:
-            host, port, *_ = stream.socket.getpeername()
+            assert isinstance(transport, trio.SocketStream)
+            host, port, *_ = transport.socket.getpeername()
             self.peer = f"{host}:{port}"
-        except OSError:
+            self.peer_host = str(host)
+        except (OSError, AssertionError):
             self.peer = "?"
         self.client_id = ""
-        self._upstream: trio.SocketStream | None = None
+        self._upstream: trio.abc.Stream | None = None
+        self._upstream_sock: trio.socket.SocketType | None = None
         self._pending: deque[tuple[Slot, wire.RequestHead]] = deque()
         # The slot the writer has reached: everything before it has been sent, and nothing
         # more will be until its event is set.
@@ -124,6 +134,10 @@ class ClientConnection:
         return f"{who} on node {self.node_id} port"
 
     async def run(self) -> None:
+        if isinstance(self.stream, trio.SSLStream) and not await self._handshake(self.stream):
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+            return
         send, receive = trio.open_memory_channel[Slot](self.proxy.config.max_in_flight_requests)
         try:
             async with trio.open_nursery() as nursery:
@@ -159,8 +173,24 @@ class ClientConnection:
                     await self._upstream.aclose()
                 await self.stream.aclose()
 
+    async def _handshake(self, stream: trio.SSLStream[trio.abc.Stream]) -> bool:
+        """The TLS handshake of a client; False (logged) when it fails, e.g. for a client
+        speaking plaintext to a TLS listener or one without a required certificate."""
+        with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT_S):
+            try:
+                await stream.do_handshake()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                cause = e.__cause__ or e
+                log.info("TLS handshake with %s failed: %s", self.describe(), cause)
+                return False
+            return True
+        log.info("TLS handshake with %s timed out", self.describe())
+        return False
+
     async def _reader(self, send: trio.MemorySendChannel[Slot], nursery: trio.Nursery) -> None:
-        reader = FrameReader(self.stream.socket, self.proxy.config.max_frame_bytes)
+        reader = FrameReader(
+            self.sock if self.sock is not None else self.stream, self.proxy.config.max_frame_bytes
+        )
         while True:
             try:
                 framed = await reader.next_frame()
@@ -198,7 +228,7 @@ class ClientConnection:
                 scope.cancel()
                 return
             try:
-                sent = send_nowait(self.stream.socket, slot.data)
+                sent = send_nowait(self.sock, slot.data)
                 if sent < len(slot.data):
                     with memoryview(slot.data) as view:
                         await self.stream.send_all(view[sent:])
@@ -327,19 +357,23 @@ class ClientConnection:
                 self._upstream = await open_stream(*broker)
             except (OSError, trio.TooSlowError) as e:
                 raise UpstreamError(f"cannot reach broker {self.node_id} at {broker}: {e}") from e
+            self._upstream_sock = raw_socket(self._upstream)
             nursery.start_soon(self._upstream_reader, self._upstream, nursery.cancel_scope)
         if slot is not None:
             self._pending.append((slot, head))
         try:
-            sent = send_nowait(self._upstream.socket, framed)
+            sent = send_nowait(self._upstream_sock, framed)
             if sent < len(framed):
                 with memoryview(framed) as view:
                     await self._upstream.send_all(view[sent:])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise UpstreamError(f"send to broker {self.node_id} failed: {e}") from e
 
-    async def _upstream_reader(self, upstream: trio.SocketStream, scope: trio.CancelScope) -> None:
-        reader = FrameReader(upstream.socket, self.proxy.config.max_frame_bytes)
+    async def _upstream_reader(self, upstream: trio.abc.Stream, scope: trio.CancelScope) -> None:
+        sock = raw_socket(upstream)
+        reader = FrameReader(
+            sock if sock is not None else upstream, self.proxy.config.max_frame_bytes
+        )
         try:
             await self._relay_answers(reader)
         except SendFailed:
@@ -383,7 +417,7 @@ class ClientConnection:
                 if self._turn is not slot:
                     slot.turn = trio.Event()
                     await slot.turn.wait()
-                await reader.relay_frame(self.stream.socket)
+                await reader.relay_frame(self.sock if self.sock is not None else self.stream)
                 slot.set_streamed()
 
     def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes | bytearray:

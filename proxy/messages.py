@@ -3,7 +3,7 @@ ShareFetch (78), ShareAcknowledge (79), DescribeShareGroupOffsets (90), AlterSha
 and DeleteShareGroupOffsets (92).
 
 kafka-python 3 builds each class from ``proxy/schemas/<ClassName>.json`` (our own schemas, written
-from the digest ``docs/kip932.md`` section 1.3): fields become snake_case attributes, nested
+from the field tables of Kafka's message schemas, e.g. ``ShareFetchRequest.json``): fields become snake_case attributes, nested
 structs become nested classes named after the schema type (``ShareFetchResponse.
 ShareFetchableTopicResponse.PartitionData``), and ``encode``/``decode`` handle the flexible
 (compact) encoding and the request header v2 / response header v1.
@@ -116,7 +116,7 @@ else:
         pass
 
 
-# Keyed by API key, in the order of the digest's table (section 1.1).
+# Keyed by API key, in the order of Kafka's ``ApiKeys``.
 SHARE_REQUESTS: dict[int, type[ShareMessage]] = {
     76: ShareGroupHeartbeatRequest,
     77: ShareGroupDescribeRequest,

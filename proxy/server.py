@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
 from proxy import wire
+from proxy.connection import ClientConnection
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.rewrite import BrokerMap
+from proxy.security import ListenerSecurity
 from proxy.upstream import Cluster, UpstreamError
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
 
 log = logging.getLogger("sharegroup.proxy")
 
@@ -64,6 +63,8 @@ class ProxyConfig:
     max_in_flight_requests: int = 1000
     metadata_refresh_s: float = 30.0
     share_configs: dict[str, str] = field(default_factory=dict)
+    listen_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    listener: ListenerSecurity = field(default_factory=ListenerSecurity)  # built by build_proxy
 
     @property
     def host_for_clients(self) -> str:
@@ -141,9 +142,13 @@ class Proxy:
         self._nursery.start_soon(self._serve, listeners, node_id)
 
     async def _serve(self, listeners: list[trio.SocketListener], node_id: int) -> None:
-        async def handler(stream: trio.SocketStream) -> None:
-            from proxy.connection import ClientConnection
+        security = self.config.listener
+        served: list[trio.abc.Listener[Any]] = list(listeners)
+        if security.ssl_context is not None:
+            # The handshake happens in the connection's own task (ClientConnection.run).
+            served = [trio.SSLListener(lst, security.ssl_context) for lst in listeners]
 
+        async def handler(stream: trio.abc.Stream) -> None:
             conn = ClientConnection(self, stream, node_id)
             self.connections.add(conn)
             try:
@@ -154,7 +159,7 @@ class Proxy:
             finally:
                 self.connections.discard(conn)
 
-        await trio.serve_listeners(handler, listeners)
+        await trio.serve_listeners(handler, served)
 
     async def _refresh_loop(self) -> None:
         while True:

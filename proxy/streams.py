@@ -10,6 +10,10 @@ the proxy holds one small buffer per connection instead of the whole answer. Rea
 plain system calls on POSIX: Trio's socket methods yield to the scheduler after every call, a
 round trip through the event loop that costs more than the call. ``FrameBuffer``
 (``framing.py``) stays the sans-I/O reader for everything else.
+
+A TLS connection has no socket to read or write: its bytes are decrypted in the process, so a
+``FrameReader`` over a Trio stream (an ``SSLStream``) reads with ``receive_some`` and relays with
+``send_all``, a bufferful at a time, and splice(2) is not used.
 """
 
 from __future__ import annotations
@@ -43,10 +47,23 @@ _YIELD_READS = 32
 _YIELD_BYTES = 1 << 20
 
 
-def send_nowait(sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> int:
+Source = trio.socket.SocketType | trio.abc.ReceiveStream
+Dest = trio.socket.SocketType | trio.abc.SendStream
+
+
+def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under ``stream`` when its bytes may be read and written directly (a plain
+    TCP stream); None for a TLS stream."""
+    if isinstance(stream, trio.SocketStream):
+        return stream.socket
+    return None
+
+
+def send_nowait(sock: trio.socket.SocketType | None, data: bytes | bytearray | memoryview) -> int:
     """Send what the socket takes now, without yielding to the scheduler; how much went out
-    (0 where the OS has no plain write on sockets: the caller sends the rest as usual)."""
-    if not _RAW_IO:
+    (0 where the OS has no plain write on sockets, or for a TLS stream, ``sock`` None: the
+    caller sends the rest as usual)."""
+    if not _RAW_IO or sock is None:
         return 0
     fd = sock.fileno()
     sent = 0
@@ -81,14 +98,20 @@ class FrameReader:
 
     def __init__(
         self,
-        sock: trio.socket.SocketType,
+        source: Source,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         chunk: int = 65536,
         relay_chunk: int = 1 << 20,
         *,
         trusted: bool = False,
     ) -> None:
-        self.sock = sock
+        # A socket is read with plain system calls; any other stream (TLS) with receive_some.
+        self.sock: trio.socket.SocketType | None = None
+        self.stream: trio.abc.ReceiveStream | None = None
+        if isinstance(source, trio.abc.ReceiveStream):
+            self.stream = source
+        else:
+            self.sock = source
         # A trusted peer (an upstream broker) gets the whole of a large frame allocated at
         # once; a client's frame grows as its bytes arrive (see next_frame).
         self.trusted = trusted
@@ -127,6 +150,11 @@ class FrameReader:
         """Read what has arrived into ``view`` (0 at the end of the stream). With plain reads
         this waits only when nothing has arrived, instead of yielding to the scheduler after
         every read as Trio's socket methods do; a reader that never waits yields now and then."""
+        if self.stream is not None:
+            data = await self.stream.receive_some(len(view))
+            view[: len(data)] = data
+            return len(data)
+        assert self.sock is not None
         if not _RAW_IO:
             return await self.sock.recv_into(view)
         fd = self.sock.fileno()
@@ -177,7 +205,7 @@ class FrameReader:
         (size,) = _SIZE.unpack_from(self._buf, self._start)
         return bool(self._end - self._start >= 4 + size)
 
-    async def relay_frame(self, dest: trio.socket.SocketType) -> None:
+    async def relay_frame(self, dest: Dest) -> None:
         """Send the next frame, size prefix included, on to ``dest`` as its bytes arrive,
         without assembling it. Call after ``peek_frame`` (which checked the size). Bytes after
         the frame stay buffered for the next one. SendFailed if sending fails; TruncatedFrame
@@ -192,7 +220,11 @@ class FrameReader:
                 left -= n
             if not left:
                 return
-            if self.use_splice:
+            if (
+                self.use_splice
+                and self.sock is not None
+                and not isinstance(dest, trio.abc.SendStream)
+            ):
                 try:
                     await self._splice(dest, total, left)
                     return
@@ -212,6 +244,7 @@ class FrameReader:
     async def _splice(self, dest: trio.socket.SocketType, total: int, left: int) -> None:
         """Move the last ``left`` bytes of the frame (none of them buffered) from the socket
         through a pipe to ``dest``, as they arrive."""
+        assert self.sock is not None
         read_end, write_end, capacity = self._pipe or self._open_pipe()
         source, target = self.sock.fileno(), dest.fileno()
         held = 0  # in the pipe
@@ -268,8 +301,14 @@ class FrameReader:
         self._pipe = read_end, write_end, capacity
         return self._pipe
 
-    async def _send(self, dest: trio.socket.SocketType, start: int, stop: int) -> None:
+    async def _send(self, dest: Dest, start: int, stop: int) -> None:
         with memoryview(self._buf) as view:
+            if isinstance(dest, trio.abc.SendStream):
+                try:
+                    await dest.send_all(view[start:stop])
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    raise SendFailed(str(e)) from e
+                return
             if not _RAW_IO:
                 while start < stop:
                     try:

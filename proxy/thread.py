@@ -68,6 +68,14 @@ class ProxyThread:
             await self._stop.wait()
             nursery.cancel_scope.cancel()
 
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the proxy's loop ended on, if it ended on one."""
+        return self._error
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(30):

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
             "served on the listen port and each further broker on the next port. Without "
             "--bootstrap-server a local in-memory broker (Tansu) is started for you."
         ),
+        epilog=SECURITY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     proxy.add_argument(
         "--bootstrap-server",
@@ -63,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proxy.add_argument(
         "--listen",
-        metavar="HOST:PORT",
+        metavar="[PROTOCOL://]HOST:PORT",
         default="127.0.0.1:9192",
-        help="address of the first proxy port (default: %(default)s; port 0 picks free ports)",
+        help="address of the first proxy port, with a security protocol as in Kafka's listeners: "
+        "PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL "
+        "(default: %(default)s; port 0 picks free ports)",
     )
     proxy.add_argument(
         "--advertised-host",
@@ -84,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--config-file", metavar="FILE", type=Path, help="a .properties file of such configs"
     )
+    proxy.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+        "(the config sharegroup.metrics.listen; default: no endpoint)",
+    )
     proxy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     proxy.set_defaults(func=_run_proxy)
     from sharegroup.offsets_cli import add_offsets_command
@@ -99,6 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_conformance_command(sub)
     return parser
+
+
+SECURITY_HELP = """\
+security configs (--config KEY=VALUE or --config-file; Kafka's names, see docs/security.md):
+  TLS listener (--listen SSL://... or SASL_SSL://...):
+    ssl.keystore.type=PEM            ssl.keystore.location=FILE (PEM key + certificate chain)
+    ssl.keystore.certificate.chain.location=FILE  ssl.keystore.key.location=FILE
+    ssl.key.password=SECRET          ssl.truststore.type=PEM  ssl.truststore.location=FILE
+    ssl.client.auth=none|requested|required       ssl.enabled.protocols=TLSv1.2,TLSv1.3
+    ssl.cipher.suites=NAMES
+  the upstream cluster, for the proxy's own connections and the clients' relayed ones:
+    upstream.security.protocol=PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL
+    upstream.ssl.truststore.location=FILE  upstream.ssl.keystore.location=FILE
+    upstream.ssl.endpoint.identification.algorithm=https|""  upstream.ssl.enabled.protocols=...
+    upstream.sasl.mechanism=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER
+    upstream.sasl.username=NAME      upstream.sasl.password=SECRET
+    upstream.sasl.oauthbearer.token.file=FILE   upstream.sasl.oauthbearer.token.command=CMD
+  SECRET values are never accepted literally on the command line: put them in --config-file,
+  or write ${env:NAME}, ${file:PATH} or ${file:PATH:KEY} (a key of a properties file).
+"""
+
+
+def parse_listen(text: str) -> tuple[str, str]:
+    """'[PROTOCOL://]HOST:PORT' -> (protocol, 'HOST:PORT')."""
+    protocol, sep, address = text.partition("://")
+    if not sep:
+        return "PLAINTEXT", text
+    return protocol.upper(), address
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
@@ -118,17 +156,28 @@ def _run_proxy(args: argparse.Namespace) -> int:
             )
             return 2
         configs.update(read_properties(args.config_file))
-    configs.update(dict(args.config))
+    from model import ConfigError
+    from proxy.app import split_configs
+    from proxy.security import check_command_line, listener_security
+
     try:
-        listen_host, listen_port = parse_host_port(args.listen, 9192)
+        check_command_line(dict(args.config))
+    except ConfigError as e:
+        print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
+        return 2
+    configs.update(dict(args.config))
+    if args.metrics_listen:
+        configs["sharegroup.metrics.listen"] = args.metrics_listen
+    listen_protocol, listen_address = parse_listen(args.listen)
+    try:
+        listen_host, listen_port = parse_host_port(listen_address, 9192)
     except ValueError as e:
         print(f"sharegroup proxy: --listen: {e}", file=sys.stderr)
         return 2
-    from model import ConfigError
-    from proxy.app import split_configs
 
     try:
         split_configs(configs)
+        listener_security(listen_protocol, configs)
     except ConfigError as e:
         print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
         return 2
@@ -153,6 +202,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         bootstrap=bootstrap,
         listen_host=listen_host,
         listen_port=listen_port,
+        listen_protocol=listen_protocol,
         advertised_host=args.advertised_host,
     )
 

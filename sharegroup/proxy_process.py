@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import queue
 import signal
 import subprocess
@@ -55,11 +56,16 @@ class ProxyProcess:
     """``sharegroup proxy`` as a child process; its output goes to a drain thread."""
 
     def __init__(
-        self, upstream: str, configs: Sequence[str] = (), profile: str | None = None
+        self,
+        upstream: str,
+        configs: Sequence[str] = (),
+        profile: str | None = None,
+        code: str | None = None,
     ) -> None:
         self.upstream = upstream
         self.configs = list(configs)
         self.profile = profile
+        self.code = code  # a source tree whose packages the proxy imports instead of these
         self.bootstrap = ""
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -81,6 +87,7 @@ class ProxyProcess:
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the proxy in `finally`
             preexec_fn=die_with_parent,
+            env=None if self.code is None else {**os.environ, "PYTHONPATH": self.code},
         )
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
@@ -133,11 +140,15 @@ class ProxyProcess:
 
 @contextlib.contextmanager
 def running_proxy(
-    upstream: str, configs: Sequence[str] = (), profile: str | None = None
+    upstream: str,
+    configs: Sequence[str] = (),
+    profile: str | None = None,
+    code: str | None = None,
 ) -> Iterator[ProxyProcess]:
     """The proxy in front of ``upstream``; ``configs`` are ``KEY=VALUE`` for ``--config``;
-    ``profile`` runs it under cProfile, writing the stats there."""
-    proxy = ProxyProcess(upstream, configs, profile)
+    ``profile`` runs it under cProfile, writing the stats there; ``code`` is a source tree (a
+    checkout of another commit) to run instead of the installed one."""
+    proxy = ProxyProcess(upstream, configs, profile, code)
     try:
         yield proxy.start()
     finally:

@@ -7,9 +7,26 @@ from dataclasses import dataclass
 
 import pytest
 
-from proxy.thread import ProxyThread
 from sharegroup.brokers import Broker, start_kafka, start_tansu
 from sharegroup.kafka_dist import KAFKA3_VERSION, KAFKA4_VERSION
+from tests.harness import ProxyThread
+
+BROKER_FIXTURES = {"tansu", "kafka39", "own_kafka39", "kafka4", "target"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a broker must be marked ``integration``, so ``-m "not integration"``
+    (the fast subset in the README) never starts one."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests using a broker without @pytest.mark.integration: {unmarked}"
+        )
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Each ``<ClassName>.json`` file is read by kafka-python's ``load_json`` when the class of the same
 name is declared in ``proxy/messages.py``. The files are our own, written from the field tables of
-``docs/kip932.md`` section 1.3 (field names, types and versions follow Apache Kafka's protocol).
+Kafka's message schemas of the same names (field names, types and versions follow Apache Kafka's
+protocol; the files and sentences are ours).
 Whole-line ``//`` comments are allowed: the first block becomes the class's ``__license__``, the
 second is appended to its ``__doc__``.
 """

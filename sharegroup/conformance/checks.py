@@ -18,23 +18,27 @@ from dataclasses import dataclass, field
 class Check:
     name: str
     title: str
-    refs: str  # digest sections / Kafka test names it stands for
+    refs: str  # items of the minimal list ("list N", docs/conformance.md), Kafka sources and tests
 
 
 CHECKS: dict[str, Check] = {
     c.name: c
     for c in [
-        # --- sessions (digest 2.2, 9.4 items 1-3)
-        Check("session.open", "epoch-0 ShareFetch opens a session; next epoch is 1", "9.4.1, 2.2"),
+        # --- sessions (list items 1-3)
+        Check(
+            "session.open",
+            "epoch-0 ShareFetch opens a session; next epoch is 1",
+            "list 1, ShareRequestMetadata",
+        ),
         Check(
             "session.epoch0-acks",
             "acknowledgements in an epoch-0 ShareFetch: top-level INVALID_REQUEST",
-            "9.4.1, testShareFetchInitialEpochWithAcknowledgements",
+            "list 1, testShareFetchInitialEpochWithAcknowledgements",
         ),
         Check(
             "session.ack-epoch0",
             "ShareAcknowledge with epoch 0: INVALID_SHARE_SESSION_EPOCH",
-            "9.4.1, testShareAcknowledgeInitialRequestError",
+            "list 1, testShareAcknowledgeInitialRequestError",
         ),
         Check(
             "session.epoch-mismatch",
@@ -50,70 +54,70 @@ CHECKS: dict[str, Check] = {
             "session.incremental",
             "later epochs add (Topics) and remove (ForgottenTopicsData) partitions, fetch all "
             "session partitions, list only partitions with news",
-            "9.4.2, 2.3, testShareFetchRequestForgetTopicPartitions",
+            "list 2, ShareSessionContext, testShareFetchRequestForgetTopicPartitions",
         ),
         Check(
             "session.close",
             "epoch -1 applies acknowledgements, fetches nothing, closes the session and releases "
             "the member's records",
-            "9.4.3, testShareSessionCloseWithShareFetch, testShareSessionCloseWithShareAcknowledge",
+            "list 3, testShareSessionCloseWithShareFetch, testShareSessionCloseWithShareAcknowledge",
         ),
         Check(
             "session.connection-drop",
             "closing the connection evicts its sessions and releases the member's records",
-            "2.1, testShareSessionEvictedOnConnectionDrop",
+            "ShareSessionCache, testShareSessionEvictedOnConnectionDrop",
         ),
         Check(
             "session.multi-partition",
             "one session over several partitions; MaxRecords shared by all of them",
-            "2.5, testShareFetchRequestSuccessMultiplePartitions",
+            "DelayedShareFetch, testShareFetchRequestSuccessMultiplePartitions",
         ),
-        # --- where a share partition starts and how it follows the log (3.3)
+        # --- where a share partition starts and how it follows the log (SharePartition)
         Check(
             "init.auto-offset-reset",
             "a new share partition starts at share.auto.offset.reset: earliest, latest "
             "(also when unset) or by_duration",
-            "3.3, testMaybeInitializeDefaultStartEpochGroupConfigReturnsEarliest/Latest/ByDuration",
+            "SharePartition, testMaybeInitializeDefaultStartEpochGroupConfigReturnsEarliest/Latest/ByDuration",
         ),
         Check(
             "log-start.move",
             "after DeleteRecords the share partition moves to the log start: records below it "
             "are never delivered again, acknowledgements below it are skipped",
-            "3.3, testLsoMovementForArchivingBatches, testAcknowledgeBatchPostLsoMovement",
+            "SharePartition, testLsoMovementForArchivingBatches, testAcknowledgeBatchPostLsoMovement",
         ),
-        # --- acquisition (3.5, 3.6, 9.4 items 4, 8, 9)
+        # --- acquisition (SharePartition.acquire; list items 4, 8, 9)
         Check(
             "acquire.batch-optimized",
             "batch_optimized acquisition: whole log batches (may exceed MaxRecords), "
             "AcquiredRecords cut near BatchSize at batch boundaries",
-            "9.4.8, 3.6, testAcquireWithMaxFetchRecords, testAcquireWithBatchSizeAndMultipleBatches",
+            "list 8, SharePartition.acquire, testAcquireWithMaxFetchRecords, testAcquireWithBatchSizeAndMultipleBatches",
         ),
         Check(
             "acquire.record-limit",
             "record_limit acquisition: at most MaxRecords, over as many ranges as needed; the rest stays available",
-            "9.4.8, KIP-1206, testAcquireSingleBatchInRecordLimitMode",
+            "list 8, KIP-1206, testAcquireSingleBatchInRecordLimitMode",
         ),
         Check(
             "acquire.max-records",
             "MaxRecords smaller than what is acquirable",
-            "3.6, testShareFetchRequestWithMaxRecordsAndBatchSize",
+            "SharePartition.acquire, testShareFetchRequestWithMaxRecordsAndBatchSize",
         ),
         Check(
             "acquire.delivery-count",
             "delivery count 1 on first acquisition, +1 per re-acquisition; archived at the limit",
-            "9.4.4, 3.5, testMaxDeliveryCountLimitExceededForRecordBatch",
+            "list 4, SharePartition.acquire, testMaxDeliveryCountLimitExceededForRecordBatch",
         ),
         Check(
             "acquire.in-flight-limit",
             "at share.partition.max.record.locks no new records are acquired; re-delivery inside "
             "the window still is",
-            "9.4.9, testAcquireWithMaxInFlightRecordsAndTryAcquireNewBatch",
+            "list 9, testAcquireWithMaxInFlightRecordsAndTryAcquireNewBatch",
         ),
         Check(
             "acquire.throttling",
             "records near the delivery limit are handed out in smaller groups, the last "
             "attempt alone",
-            "3.9, testAcquireRecordsHalvesBatchSizeOnEachFailureUntilSingleRecordOnLastAttempt",
+            "KAFKA-17541, testAcquireRecordsHalvesBatchSizeOnEachFailureUntilSingleRecordOnLastAttempt",
         ),
         Check(
             "acquire.sharing",
@@ -123,23 +127,23 @@ CHECKS: dict[str, Check] = {
         Check(
             "records.delivered",
             "the Records of a response hold every acquired record",
-            "9.4.10, 1.3",
+            "list 10, ShareFetchResponse.json",
         ),
-        # --- acknowledgement (3.7, 9.4 items 5, 7)
+        # --- acknowledgement (SharePartition.acknowledge; list items 5, 7)
         Check(
             "ack.accept",
             "ACCEPT is terminal (not redelivered), SPSO moves over terminal prefix",
-            "9.4.5, testShareAcknowledgeRequestSuccessAccept",
+            "list 5, testShareAcknowledgeRequestSuccessAccept",
         ),
         Check(
             "ack.release",
             "RELEASE makes records available again (redelivered with count+1)",
-            "9.4.5, testShareAcknowledgeRequestSuccessRelease",
+            "list 5, testShareAcknowledgeRequestSuccessRelease",
         ),
         Check(
-            "ack.reject", "REJECT is terminal", "9.4.5, testShareAcknowledgeRequestSuccessReject"
+            "ack.reject", "REJECT is terminal", "list 5, testShareAcknowledgeRequestSuccessReject"
         ),
-        Check("ack.gap", "GAP is terminal", "9.4.5, testAckTypeToRecordStateMapping"),
+        Check("ack.gap", "GAP is terminal", "list 5, testAckTypeToRecordStateMapping"),
         Check(
             "ack.per-offset",
             "one acknowledge type per offset",
@@ -153,7 +157,7 @@ CHECKS: dict[str, Check] = {
         Check(
             "ack.ownership",
             "acknowledging another member's records: INVALID_RECORD_STATE, nothing applied",
-            "9.4.7, testAcknowledgeWithAnotherMember, testAcknowledgeRollbackWithFullBatchError",
+            "list 7, testAcknowledgeWithAnotherMember, testAcknowledgeRollbackWithFullBatchError",
         ),
         Check(
             "ack.not-acquired",
@@ -176,39 +180,41 @@ CHECKS: dict[str, Check] = {
             "RENEW keeps records acquired and restarts the lock (IsRenewAck)",
             "KIP-1222, testRenewAcknowledgeWithCompleteBatchAck",
         ),
-        # --- time (3.8, 9.4 item 6)
+        # --- time (acquisition locks; list item 6)
         Check(
             "lock.expiry",
             "after AcquisitionLockTimeoutMs records are available again (same count); "
             "acknowledging them fails with INVALID_RECORD_STATE",
-            "9.4.6, testAcquisitionLockForAcquiringSingleRecord, "
+            "list 6, testAcquisitionLockForAcquiringSingleRecord, "
             "testAcknowledgeAfterAcquisitionLockTimeout",
         ),
         Check(
             "lock.timeout-field",
             "AcquisitionLockTimeoutMs is the group's lock duration (0 with a top-level error)",
-            "1.3, testScheduleAcquisitionLockTimeoutValueFromGroupConfig",
+            "ShareFetchResponse.json, testScheduleAcquisitionLockTimeoutValueFromGroupConfig",
         ),
-        # --- configs (4.4)
+        # --- configs (GroupConfig)
         Check(
             "config.dynamic",
             "share.delivery.count.limit and share.partition.max.record.locks changed while running",
             "testDynamicDeliveryCountDecreaseCausesArchival, testDynamicPartitionMaxRecordLocksDecrease",
         ),
-        # --- membership (7)
+        # --- membership (GroupMetadataManager.shareGroupHeartbeat)
         Check(
-            "member.join", "ShareGroupHeartbeat epoch 0 joins; epoch -1 leaves", "7, 9.1 heartbeat"
+            "member.join",
+            "ShareGroupHeartbeat epoch 0 joins; epoch -1 leaves",
+            "GroupMetadataManager.shareGroupHeartbeat, ShareGroupHeartbeatRequestTest",
         ),
         Check(
             "member.errors",
             "unknown member: UNKNOWN_MEMBER_ID; wrong epoch: FENCED_MEMBER_EPOCH",
-            "7, testFencedMemberCanRejoinWithEpochZero",
+            "GroupMetadataManager.shareGroupHeartbeat, testFencedMemberCanRejoinWithEpochZero",
         ),
         # --- the protocol itself
         Check(
             "protocol.answer",
             "every request gets a well-formed answer on an open connection",
-            "1.3",
+            "the share APIs' message schemas (ShareFetchRequest.json, ...)",
         ),
     ]
 }

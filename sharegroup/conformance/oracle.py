@@ -6,7 +6,8 @@ batches of each partition's log (known exactly, because the test produces one ba
 Produce request). For every request the test sends it computes the answer the model predicts:
 top-level error, which partitions the response lists, and per partition the error, the
 acknowledgement error and the AcquiredRecords ranges. It composes the model's pieces the way
-Kafka's request handlers do (digest sections 2.2-2.4, 3.5-3.7, 3.10).
+Kafka's request handlers do (``KafkaApis.handleShareFetchRequest``,
+``SharePartitionManager``, ``SharePartition``).
 
 Some things a broker may legitimately do in either of several ways, and the oracle returns
 every candidate outcome, each with the oracle state that follows it:
@@ -14,7 +15,7 @@ every candidate outcome, each with the oracle state that follows it:
 * the order in which a ShareFetch visits the session's partitions (Kafka rotates it by session
   epoch; MaxRecords is a budget shared in that order);
 * whether piggy-backed acknowledgements are applied before or after the fetch acquires (Kafka
-  runs them in parallel, digest 2.4 step 8).
+  runs them in parallel, ``KafkaApis.handleShareFetchRequest``).
 
 The caller keeps the candidate that matches what the target answered.
 """

@@ -1,13 +1,22 @@
 """State-topic records: keys and values as versioned kafka-python data classes.
 
-Framing follows Kafka's coordinator records (digest 6.3): a key is an int16 record type and the
-key struct at version 0; a value is an int16 version and the value struct; a null value is a
-tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2 GroupConfig,
-3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``, loaded by kafka-python.
+Framing follows Kafka's coordinator records (``CoordinatorRecordSerde``): a key is an int16
+record type and the key struct at version 0; a value is an int16 version and the value struct; a
+null value is a tombstone. Record types: 0 ShareSnapshot, 1 ShareUpdate (as in Kafka), 2
+GroupConfig, 3 TopicId and 4 WriterClaim (ours). The schemas are JSON files in ``schemas/``,
+loaded by kafka-python.
+
+ShareSnapshot and ShareUpdate records (and their tombstones) are written for every acknowledging
+request, so :func:`encode` packs those with ``struct`` (``_encode_share``) instead of building
+kafka-python's generic objects, which cost about 7 us per state batch. The bytes are the same:
+``tests/unit/test_persist_records.py`` holds the two encoders to that. The other record types,
+and all decoding, go through kafka-python (:func:`encode_generic`, :func:`decode`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import struct
 from dataclasses import dataclass
@@ -169,8 +178,112 @@ def _key(record_type: int, key: Any) -> bytes:
     return _TYPE.pack(record_type) + bytes(key.encode(version=0, header=False))
 
 
+# ShareSnapshotValue / ShareUpdateValue v0 (flexible): the version, the fixed fields, then the
+# StateBatches as a compact array (unsigned varint length + 1) whose items each end with an
+# empty tagged-field section, and an empty tagged-field section for the value itself.
+_SNAPSHOT_HEAD = struct.Struct(">hiiiqqq")
+_UPDATE_HEAD = struct.Struct(">hiiq")
+_STATE_BATCH = struct.Struct(">qqbhx")  # the pad byte is the item's empty tagged fields
+_KEY_TAIL = struct.Struct(">16si")  # topic id, partition
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_UVARINTS = tuple(_uvarint(n) for n in range(128))
+
+
+@functools.lru_cache(maxsize=8192)
+def _share_key(record_type: int, group_id: str, topic_id: UUID, partition: int) -> bytes:
+    """ShareSnapshotKey / ShareUpdateKey v0 (not flexible): int16-length string, uuid, int32."""
+    group = group_id.encode()
+    if len(group) > 0x7FFF:
+        raise ValueError(f"group id of {len(group)} bytes is too long for a state record")
+    return (
+        _TYPE.pack(record_type)
+        + _TYPE.pack(len(group))
+        + group
+        + _KEY_TAIL.pack(topic_id.bytes, partition)
+    )
+
+
+def _state_batches(batches: tuple[StateBatch, ...]) -> bytes:
+    n = len(batches) + 1
+    head = _SMALL_UVARINTS[n] if n < 128 else _uvarint(n)
+    pack = _STATE_BATCH.pack
+    return head + b"".join([pack(*b) for b in batches]) + b"\x00"
+
+
+def _encode_share(record: Snapshot | Update | Tombstone) -> tuple[bytes, bytes | None]:
+    group_id, topic_id, partition = record.key
+    if isinstance(record, Update):
+        key = _share_key(RECORD_UPDATE, group_id, topic_id, partition)
+        head = _UPDATE_HEAD.pack(0, record.snapshot_epoch, record.leader_epoch, record.start_offset)
+        return key, head + _state_batches(record.batches)
+    key = _share_key(RECORD_SNAPSHOT, group_id, topic_id, partition)
+    if isinstance(record, Tombstone):
+        return key, None
+    head = _SNAPSHOT_HEAD.pack(
+        0,
+        record.snapshot_epoch,
+        record.state_epoch,
+        record.leader_epoch,
+        record.start_offset,
+        record.create_timestamp,
+        record.write_timestamp,
+    )
+    return key, head + _state_batches(record.batches)
+
+
 def encode(record: Record) -> tuple[bytes, bytes | None]:
     """(key, value) bytes of a record; value None for a tombstone."""
+    if isinstance(record, (Snapshot, Update, Tombstone)):
+        return _encode_share(record)
+    return encode_generic(record)
+
+
+def coalesce(batches: tuple[StateBatch, ...]) -> tuple[StateBatch, ...]:
+    """The same ranges with adjacent ones of equal state and delivery count joined.
+
+    Replay merges offset by offset (``DurableState.merge``), so a record with the joined ranges
+    leaves exactly the state the original would. The model keeps a range per acquired producer
+    batch, so an acknowledgement of records from many small batches would otherwise write a
+    state batch for each of them."""
+    if len(batches) < 2:
+        return batches
+    out: list[StateBatch] = []
+    first, last, state, count = batches[0]
+    for b in batches[1:]:
+        if b.first_offset == last + 1 and b.state == state and b.delivery_count == count:
+            last = b.last_offset
+        else:
+            out.append(StateBatch(first, last, state, count))
+            first, last, state, count = b
+    if not out:
+        return (StateBatch(first, last, state, count),)
+    out.append(StateBatch(first, last, state, count))
+    return tuple(out) if len(out) < len(batches) else batches
+
+
+def joined(record: Record) -> Record:
+    """The record with adjacent equal state batches joined (``coalesce``): the same state once
+    replayed, in fewer bytes to encode, send, store, read back and merge. Every writer of the
+    state topic (the proxy's store, the simulator's) writes records through this."""
+    if isinstance(record, (Snapshot, Update)):
+        batches = coalesce(record.batches)
+        if batches is not record.batches:
+            return dataclasses.replace(record, batches=batches)
+    return record
+
+
+def encode_generic(record: Record) -> tuple[bytes, bytes | None]:
+    """(key, value) bytes of any record through kafka-python's generic classes."""
     if isinstance(record, (Snapshot, Update, Tombstone)):
         group_id, topic_id, partition = record.key
         key_cls: Any = ShareUpdateKey if isinstance(record, Update) else ShareSnapshotKey

@@ -1,9 +1,10 @@
 """Replaying the state topic into durable share-partition states (pure).
 
 A snapshot replaces what is known of its key; an update merges into it; a tombstone deletes it
-(digest 6.4). The merge is Kafka's (``PersisterStateBatchCombiner``): SPSO never moves back,
-everything below SPSO is dropped, and where ranges overlap the one with the higher delivery
-count wins, ties going to the higher state id — not simply the last write.
+(as Kafka's ``ShareCoordinatorShard`` replays its log). The merge is Kafka's
+(``PersisterStateBatchCombiner``): SPSO never moves back, everything below SPSO is dropped, and
+where ranges overlap the one with the higher delivery count wins, ties going to the higher state
+id — not simply the last write.
 """
 
 from __future__ import annotations

@@ -221,7 +221,9 @@ class SimRun:
                 acks[tp] = [AckBatch(first, last, (code,))]
         forget = [tp for t in a.forget for tp in proxy.topic_partitions(t)]
         if a.api == "ShareAcknowledge":
-            resp = proxy.share_acknowledge(conn, consumer.member_id, epoch, acks)
+            # A client sets IsRenewAck on a request that carries RENEW acknowledgements.
+            renew = a.ack_type == "renew" and bool(acks)
+            resp = proxy.share_acknowledge(conn, consumer.member_id, epoch, acks, renew=renew)
             error = resp.error.name if resp is not None else "NETWORK_EXCEPTION"
             ack_errors = resp.ack_errors if resp is not None else {}
         else:

@@ -7,7 +7,7 @@ updated from what the broker side reports (acquired ranges, persisted state chan
 check the broker independently: a record delivered again after a confirmed ACCEPT, two owners
 at once, a delivery count that disagrees with the deliveries seen.
 
-The ledger stores ranges, not records (style 4.7): a range splits only where an operation
+The ledger stores ranges, not records, as ``model/partition.py`` does: a range splits only where an operation
 touches part of it, so a million records acknowledged in batches of 500 cost a few thousand
 entries.
 

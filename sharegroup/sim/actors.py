@@ -436,7 +436,8 @@ class SimShareConsumer:
         assert conn is not None
 
         def at_proxy() -> None:
-            resp = self.proxy.share_acknowledge(conn, self.member_id, epoch, acks)
+            renew = any(RENEW in b.ack_types for batches in acks.values() for b in batches)
+            resp = self.proxy.share_acknowledge(conn, self.member_id, epoch, acks, renew=renew)
             if resp is not None:
                 self.loop.after(self.latency, self._on_commit, gen, conn, resp)
 

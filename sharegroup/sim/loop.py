@@ -2,7 +2,7 @@
 
 Role: the clock of a simulated run. Events are ``(time_ms, priority, seq, callback, args)``;
 ``seq`` is a counter, so two events at the same time and priority run in the order they were
-scheduled, and the same scenario with the same seed always runs identically (style 4.3: this
+scheduled, and the same scenario with the same seed always runs identically (this
 is why the simulator does not run Trio with a mock clock, whose scheduler is randomised).
 Priority ``TIMER`` runs before ``NORMAL`` at the same instant: the engine's lock and session
 deadlines are handled before any request that arrives at that very millisecond, as a broker's

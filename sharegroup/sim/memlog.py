@@ -6,7 +6,7 @@ and one-offset control batches (transaction markers), as Kafka's log holds them.
 the proxy's share-fetch path asks: the batches from an offset (whole batches, up to a byte
 budget), the log start offset and high watermark, the offset for a timestamp
 (``share.auto.offset.reset=by_duration``), and which offsets of a span hold a record a client
-would see (the rest it acknowledges as GAP, digest 3.12).
+would see (the rest it acknowledges as GAP, as with Kafka's share consumer).
 
 Compaction keeps each batch's offset span (Kafka's cleaner keeps the base offset and last offset
 delta of a v2 batch) and drops superseded records from it; a batch left empty vanishes.

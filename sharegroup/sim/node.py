@@ -1,24 +1,24 @@
-"""The proxy's side of a simulated run: the real ``ShareEngine`` driven the way the live proxy
-drives it, on the in-memory log, minus sockets.
+"""The proxy's side of a simulated run: the sans-I/O core (``sharegroup.core``) that the live
+proxy runs, driven on the in-memory log, minus sockets.
 
-Role: what ``proxy/shares.py`` does per request, step for step — the share-session step
-(``ShareSessionCache.fetch_context`` / ``acknowledge_context``), acknowledgements per partition
-through ``ShareEngine.acknowledge``, then for each session partition: expire due locks, pick
-``SharePartition.next_fetch_offset``, skip a partition at its in-flight limit or with nothing new
-in the log, read whole batches from the fetch offset (MaxBytes split evenly over the session's
-partitions, at most 1 MiB each, as the proxy asks), mark aborted
-transactions under read_committed, and let ``SharePartition.acquire`` decide, with one record
-budget (MaxRecords) across partitions. A fetch that acquires nothing waits (long polling) until
-records are produced to, or change state in, one of its partitions, or MaxWaitMs passes. Share
-partitions are created at the start offset ``share.auto.offset.reset`` gives, or, new partitions
-of a topic the group already consumes, at the earliest offset (digest 3.3). Lock expiry and
-member session timeouts run from the engine's ``next_deadline_ms``/``tick``.
+Role: the driver of ``ShareCore`` in virtual time, as ``proxy/shares.py`` is its driver in Trio.
+The core does the share-session step, the acknowledgements, the choice of partitions (round
+robin by session epoch), the record budget, lock expiry, the in-flight limit, out-of-range
+reads and log-start movement, and which partitions the answer lists; this driver reads the
+log it asks for from ``MemLog`` (whole batches from the fetch offset, aborted transactions
+marked under read_committed), creates the share partitions it names, persists and traces the
+changes it returns, and parks a fetch that acquired nothing (long polling) until records are
+produced to, or change state in, one of its partitions, or MaxWaitMs passes. Nothing runs
+concurrently here, so no partition is ever busy. Lock expiry and member session timeouts run
+from the engine's ``next_deadline_ms``/``tick``.
 
 What the simulator adds around the engine, because a real deployment has it elsewhere:
-a durable state store (the deltas the engine returns, applied in order, as the persister would
-write them; after ``restart`` share partitions are rebuilt with ``SharePartition.from_state``),
-group configs that survive a restart, and AlterShareGroupOffsets (a fresh share partition at the
-new start offset, refused while the group has members, as Kafka does).
+the durable store (``state_log``: the state topic in memory, holding the encoded records that
+``sharegroup.persist.policy`` decides on, exactly as the proxy writes them; a ``restart`` claims
+it anew and rebuilds share partitions, group configs and topic ids with the real replay of
+``sharegroup.persist.recovery``, then prunes it, as ``proxy/state_store.py`` and
+``ShareService.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
+offset, refused while the group has members, as Kafka does).
 
 Everything it learns goes into the run's ``Trace``. Deterministic: no clock but the loop's,
 no randomness of its own.
@@ -42,22 +42,44 @@ from model import (
     HeartbeatResult,
     LogBatch,
     RecordState,
-    ShareApiError,
     SharePartition,
-    StateBatch,
-    StateDelta,
 )
 from model.config import parse_by_duration_ms
 from model.session import next_epoch
+from sharegroup.core import (
+    AckOutcome,
+    Acquired,
+    Batches,
+    FetchAction,
+    HeartbeatRequest,
+    InitNeed,
+    LogStartNeeded,
+    NoRecords,
+    Outcome,
+    OutOfRange,
+    ReadResult,
+    Refused,
+    ShareAcknowledgeRequest,
+    ShareCore,
+    ShareFetch,
+    ShareFetchRequest,
+    Turn,
+)
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.policy import (
+    DEFAULT_UPDATES_PER_SNAPSHOT,
+    PersistPolicy,
+    initial_snapshot,
+    reset_snapshot,
+)
+from sharegroup.persist.records import GroupConfigs, TopicIdAssigned
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.trace import Trace
 from sharegroup.sim.loop import EventLoop
-from sharegroup.sim.memlog import MemLog, PartitionLog
+from sharegroup.sim.memlog import Batch, MemLog, PartitionLog
+from sharegroup.sim.state_log import StateLog, StateWriter
 
 NODE_ID: Final = 0
-PARTITION_FETCH_BYTES: Final = 1 << 20  # the proxy's per-partition Fetch size (proxy/shares.py)
-DEFAULT_MAX_RECORDS: Final = 500  # the proxy's MaxRecords when a request gives none
 
 TopicPartition = tuple[UUID, int]
 _KIND_OF_ACK: Final = {0: tr.GAP, 1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 4: tr.RENEW}
@@ -76,6 +98,7 @@ class FetchRequest:
     mode: AcquireMode
     max_wait_ms: int
     max_bytes: int = 52_428_800  # fetch.max.bytes, librdkafka's and Java's default
+    renew: bool = False  # IsRenewAck
 
 
 @dataclass(slots=True)
@@ -94,6 +117,7 @@ class Delivered:
 class FetchResponse:
     error: ErrorCode = ErrorCode.NONE
     ack_errors: dict[TopicPartition, ErrorCode] = field(default_factory=dict)
+    errors: dict[TopicPartition, ErrorCode] = field(default_factory=dict)  # partition errors
     delivered: list[Delivered] = field(default_factory=list)
     lock_timeout_ms: int = 0
 
@@ -112,55 +136,16 @@ class Client(Protocol):
 
 @dataclass(slots=True)
 class _Pending:
-    """A ShareFetch waiting in the purgatory for records (long polling)."""
+    """A ShareFetch being served, waiting in the purgatory for records (long polling)."""
 
     consumer_id: str
     conn: int
-    req: FetchRequest
-    parts: list[TopicPartition]
-    response: FetchResponse
-    deadline_ms: int
+    op: ShareFetch[Batch]
     reply: Callable[[FetchResponse], None]
+    delivered: list[Delivered] = field(default_factory=list)
     done: bool = False
     wake_scheduled: bool = False
     deadline_scheduled: bool = False
-
-
-class _StateStore:
-    """Durable share-partition state: start offset and persisted ranges per key, written in
-    order (a single writer, so the last write of a range is its state)."""
-
-    def __init__(self) -> None:
-        self.states: dict[PartitionKey, tuple[int, dict[int, StateBatch]]] = {}
-
-    def initialize(self, key: PartitionKey, start_offset: int) -> None:
-        self.states[key] = (start_offset, {})
-
-    def write(self, key: PartitionKey, delta: StateDelta) -> None:
-        start, ranges = self.states.get(key, (delta.start_offset, {}))
-        for b in delta.batches:
-            # Cut what the new range overlaps, then store it.
-            for first in [
-                f
-                for f, r in ranges.items()
-                if r.last_offset >= b.first_offset and f <= b.last_offset
-            ]:
-                r = ranges.pop(first)
-                if r.first_offset < b.first_offset:
-                    ranges[r.first_offset] = r._replace(last_offset=b.first_offset - 1)
-                if r.last_offset > b.last_offset:
-                    ranges[b.last_offset + 1] = r._replace(first_offset=b.last_offset + 1)
-            ranges[b.first_offset] = b
-        start = max(start, delta.start_offset)
-        for first in [f for f, r in ranges.items() if r.last_offset < start]:
-            del ranges[first]
-        self.states[key] = (start, ranges)
-
-    def read(self, key: PartitionKey) -> tuple[int, list[StateBatch]] | None:
-        state = self.states.get(key)
-        if state is None:
-            return None
-        return state[0], sorted(state[1].values())
 
 
 class SimProxy:
@@ -177,19 +162,28 @@ class SimProxy:
         group_configs: dict[str, str],
         latency_ms: int,
         rng: random.Random,
+        updates_per_snapshot: int = DEFAULT_UPDATES_PER_SNAPSHOT,
     ) -> None:
         self.loop = loop
         self.log = log
         self.trace = trace
         self.group_id = group_id
         self.broker_config = BrokerConfig.from_mapping(broker_configs)
-        self.group_configs: dict[str, str] = dict(group_configs)
         self.latency_ms = latency_ms
         self.topic_ids = {
             name: UUID(int=rng.getrandbits(128), version=4) for name in sorted(log.topics)
         }
         self.topic_names = {tid: name for name, tid in self.topic_ids.items()}
-        self.store = _StateStore()
+        self.policy = PersistPolicy(updates_per_snapshot)
+        self.state_log = StateLog()
+        self.instances = 0  # proxy processes started so far
+        self.store = self._start_store()
+        self.engine = self._recover()
+        # Topic ids are assigned by the proxy (as for an upstream without them) and the scenario's
+        # group configs set through it: both are written to the state topic.
+        self.store.write([TopicIdAssigned(name, tid) for name, tid in self.topic_ids.items()])
+        if group_configs:
+            self._set_group_configs(dict(group_configs))
         self.up = True
         self.connections: dict[int, Client] = {}
         self.members: dict[str, str] = {}  # member id -> consumer id
@@ -197,13 +191,49 @@ class SimProxy:
         self._parked: dict[PartitionKey, list[_Pending]] = {}
         self._next_conn = 0
         self._tick_at: int | None = None
-        self.engine = self._new_engine()
+        self._core = ShareCore(self.engine)
 
-    def _new_engine(self) -> ShareEngine:
+    @property
+    def core(self) -> ShareCore:
+        """The share-group core over the current engine (a restart replaces the engine)."""
+        if self._core.engine is not self.engine:
+            self._core = ShareCore(self.engine)
+        return self._core
+
+    # ------------------------------------------------------------------ the durable store
+    def _start_store(self) -> StateWriter:
+        """A proxy process starts: it claims the state topic and replays it."""
+        self.instances += 1
+        store = StateWriter(self.state_log, UUID(int=self.instances))
+        store.start(self.loop.now_ms)
+        return store
+
+    def _recover(self) -> ShareEngine:
+        """A new engine with what the replay holds, as ``ShareService.start`` sets it up: group
+        configs and topic ids now; share partitions when first used (``_init_partition``)."""
+        replay = self.store.replay
         engine = ShareEngine(self.broker_config)
-        if self.group_configs:
-            engine.set_group_configs(self.group_id, dict(self.group_configs))
+        for group_id, configs in replay.group_configs.items():
+            engine.set_group_configs(group_id, dict(configs))
+        if replay.topic_ids:
+            self.topic_ids = {n: replay.topic_ids.get(n, t) for n, t in self.topic_ids.items()}
+            self.topic_names = {tid: name for name, tid in self.topic_ids.items()}
         return engine
+
+    def _persist(self, changes: Sequence[Change]) -> None:
+        """Write what the engine changed, through the persistence policy the proxy uses."""
+        if changes:
+            self.store.write(
+                self.policy.records(
+                    changes, self.store.replay.partitions, self.engine.partitions, self.loop.now_ms
+                )
+            )
+
+    def _set_group_configs(self, configs: dict[str, str | None]) -> None:
+        self.engine.set_group_configs(self.group_id, configs)
+        entry = self.engine.group(self.group_id)
+        assert entry is not None
+        self.store.write([GroupConfigs(self.group_id, dict(entry.overrides))])
 
     # ------------------------------------------------------------------ connections
     def connect(self, client: Client) -> int | None:
@@ -232,46 +262,39 @@ class SimProxy:
         client = self.connections.get(conn)
         if client is None:
             return None
-        now = self.loop.now_ms
-        try:
-            result = self.engine.heartbeat(
+        answer = self.core.heartbeat(
+            HeartbeatRequest(
                 self.group_id,
                 member_id,
                 member_epoch,
-                now_ms=now,
-                partition_counts=self.log.partition_counts(),
-                subscribed_topic_names=subscribed,
+                None if subscribed is None else tuple(subscribed),
                 client_id=client.consumer_id,
-            )
-        except ShareApiError as e:
-            return e.code
+            ),
+            now_ms=self.loop.now_ms,
+            partition_counts=self.log.partition_counts(),
+            topic_ids=self.topic_ids,
+        )
+        if answer.result is None:
+            assert answer.error is not None
+            return answer.error.code
         self.members[member_id] = client.consumer_id
         self._schedule_tick(self.engine.next_deadline_ms())
-        if result.assignment is not None:
-            self._initialize(result.assignment)
-        return result
+        for need in answer.initialize:
+            self._init_partition(need)
+        return answer.result
 
-    def _initialize(self, assignment: dict[str, tuple[int, ...]]) -> None:
-        entry = self.engine.group(self.group_id, create=True)
-        assert entry is not None
-        for name, parts in assignment.items():
-            tid = self.topic_ids[name]
-            known_topic = any(t == tid for t, _ in entry.partitions)
-            for p in parts:
-                key = (self.group_id, tid, p)
-                if self.engine.share_partition(key) is None:
-                    self._init_partition(key, name, known_topic)
-
-    def _init_partition(self, key: PartitionKey, topic: str, known_topic: bool) -> SharePartition:
-        stored = self.store.read(key)
-        if stored is not None:
-            # Recovery (digest 3.11): persisted ranges keep their state and delivery count;
-            # acquired-but-unpersisted offsets form the gap window and are fetched again.
-            return self.engine.add_partition(key, SharePartition.from_state(*stored))
-        config = self.engine.group_config(key[0])
-        reset = "earliest" if known_topic else config.auto_offset_reset
-        start = self._start_offset(self.log.partition(topic, key[2]), reset)
-        self.store.initialize(key, start)
+    def _init_partition(self, need: InitNeed) -> SharePartition:
+        key = need.key
+        durable = self.store.replay.partitions.get(key)
+        if durable is not None:
+            # Recovery (docs/persistence.md, Recovery): persisted ranges keep their state and
+            # delivery count; acquired-but-unpersisted offsets form the gap window and are
+            # fetched again.
+            return self.engine.add_partition(
+                key, SharePartition.from_state(durable.start_offset, durable.batches())
+            )
+        start = self._start_offset(self.log.partition(need.topic, key[2]), need.reset)
+        self.store.write([initial_snapshot(key, start, self.loop.now_ms)])
         return self.engine.new_partition(key, start)
 
     def _start_offset(self, plog: PartitionLog, reset: str | int) -> int:
@@ -286,58 +309,81 @@ class SimProxy:
         return plog.high_watermark
 
     # ------------------------------------------------------------------ acknowledgements
-    def _apply_acks(
-        self, consumer_id: str, member_id: str, tp: TopicPartition, batches: list[AckBatch]
-    ) -> ErrorCode:
-        topic = self.topic_names.get(tp[0])
-        if topic is None:
-            return ErrorCode.UNKNOWN_TOPIC_ID
-        key = (self.group_id, tp[0], tp[1])
+    def _applied(self, consumer_id: str, outcomes: Sequence[AckOutcome]) -> None:
+        """Persist and trace what the core did with acknowledgements, and wake the fetches
+        waiting on those partitions."""
         now = self.loop.now_ms
-        self._expire_due()
-        try:
-            change = self.engine.acknowledge(key, member_id, batches, now)
-        except ShareApiError as e:
-            for b in batches:
-                self.trace.ack_error(
-                    now, consumer_id, topic, tp[1], b.first_offset, b.last_offset, e.code.name
+        for o in outcomes:
+            topic = self.topic_names.get(o.tp[0])
+            if topic is None:
+                continue
+            if o.refused_by_model:
+                for b in o.batches:
+                    self.trace.ack_error(
+                        now, consumer_id, topic, o.tp[1], b.first_offset, b.last_offset, o.code.name
+                    )
+            if o.change is None:
+                continue
+            key = o.change.key
+            self._persist([o.change])
+            runs = _type_runs(o.batches)
+            for sb in o.change.delta.batches:
+                kind = _KIND_OF_ACK[_type_at(runs, sb.first_offset)]
+                self.trace.ack(
+                    now,
+                    consumer_id,
+                    topic,
+                    o.tp[1],
+                    sb.first_offset,
+                    sb.last_offset,
+                    kind,
+                    sb.state.name,
                 )
-            return e.code
-        self.store.write(key, change.delta)
-        runs = _type_runs(batches)
-        for sb in change.delta.batches:
-            kind = _KIND_OF_ACK[_type_at(runs, sb.first_offset)]
-            self.trace.ack(
-                now, consumer_id, topic, tp[1], sb.first_offset, sb.last_offset, kind, sb.state.name
-            )
-        if any(t == 4 for _, _, t in runs):
-            for first, last, t in runs:
-                if t == 4:
-                    self.trace._event(now, tr.RENEW, consumer_id, topic, tp[1], first, last, "")
-            self._schedule_tick(self.engine.next_deadline_ms())
-        self._wake(key)
-        return ErrorCode.NONE
+            if any(t == 4 for _, _, t in runs):
+                for first, last, t in runs:
+                    if t == 4:
+                        self.trace._event(
+                            now, tr.RENEW, consumer_id, topic, o.tp[1], first, last, ""
+                        )
+                self._schedule_tick(self.engine.next_deadline_ms())
+            self._wake(key)
 
     def share_acknowledge(
-        self, conn: int, member_id: str, epoch: int, acks: dict[TopicPartition, list[AckBatch]]
+        self,
+        conn: int,
+        member_id: str,
+        epoch: int,
+        acks: dict[TopicPartition, list[AckBatch]],
+        *,
+        renew: bool = False,
     ) -> FetchResponse | None:
         """ShareAcknowledge. None: the connection is gone (no answer)."""
         client = self.connections.get(conn)
         if client is None:
             return None
-        cache = self.engine.session_cache(NODE_ID)
-        try:
-            ctx = cache.acknowledge_context(self.group_id, member_id, epoch)
-        except ShareApiError as e:
-            return FetchResponse(error=e.code)
-        resp = FetchResponse(
-            lock_timeout_ms=self.engine.group_config(self.group_id).record_lock_duration_ms
+        op = self.core.share_acknowledge(
+            ShareAcknowledgeRequest(
+                self.group_id,
+                member_id,
+                epoch,
+                tuple((tp, tuple(b)) for tp, b in acks.items()),
+                renew,
+            ),
+            node_id=NODE_ID,
+            now_ms=self.loop.now_ms,
+            topic_names=self.topic_names,
         )
-        for tp, batches in acks.items():
-            resp.ack_errors[tp] = self._apply_acks(client.consumer_id, member_id, tp, batches)
-        if ctx.final:
-            self._publish(self.engine.close_session(NODE_ID, self.group_id, member_id))
-        return resp
+        if isinstance(op, Refused):
+            return FetchResponse(error=op.code)
+        self._applied(client.consumer_id, op.outcomes)
+        answer = op.answer()
+        self._publish(op.close())
+        return FetchResponse(
+            ack_errors={
+                (p.topic_id, p.partition): p.ack_code or ErrorCode.NONE for p in answer.partitions
+            },
+            lock_timeout_ms=answer.lock_timeout_ms,
+        )
 
     # ------------------------------------------------------------------ fetch
     def share_fetch(
@@ -347,91 +393,97 @@ class SimProxy:
         client = self.connections.get(conn)
         if client is None:
             return  # the connection is gone: no answer
-        cache = self.engine.session_cache(NODE_ID)
-        acks = {tp: b for tp, b in req.topics.items() if b}
-        try:
-            ctx = cache.fetch_context(
+        op: Refused | ShareFetch[Batch] = self.core.share_fetch(
+            ShareFetchRequest(
                 self.group_id,
                 req.member_id,
                 req.epoch,
-                connection_id=conn,
-                add=list(req.topics),
-                forget=req.forget,
-                has_acknowledgements=bool(acks),
-            )
-        except ShareApiError as e:
-            reply(FetchResponse(error=e.code))
-            return
-        config = self.engine.group_config(self.group_id)
-        resp = FetchResponse(lock_timeout_ms=config.record_lock_duration_ms)
-        for tp, batches in acks.items():
-            resp.ack_errors[tp] = self._apply_acks(client.consumer_id, req.member_id, tp, batches)
-        if ctx.final:
-            self._publish(self.engine.close_session(NODE_ID, self.group_id, req.member_id))
-            reply(resp)
-            return
-        if req.max_records == 0:
-            reply(resp)
-            return
-        parts: list[TopicPartition] = []
-        entry = self.engine.group(self.group_id, create=True)
-        assert entry is not None
-        for session_tp in ctx.session.partitions:
-            tid = UUID(str(session_tp[0]))
-            tp = (tid, session_tp[1])
-            name = self.topic_names.get(tid)
-            if name is None:
-                continue
-            key = (self.group_id, tid, tp[1])
-            if self.engine.share_partition(key) is None:
-                known = any(t == tid for t, _ in entry.partitions)
-                self._init_partition(key, name, known)
-            parts.append(tp)
-        pending = _Pending(
-            client.consumer_id,
-            conn,
-            req,
-            parts,
-            resp,
-            self.loop.now_ms + max(req.max_wait_ms, 0),
-            reply,
+                tuple((tp, tuple(b)) for tp, b in req.topics.items()),
+                tuple(req.forget),
+                max_wait_ms=req.max_wait_ms,
+                max_bytes=req.max_bytes,
+                max_records=req.max_records,
+                batch_size=req.batch_size,
+                mode=req.mode,
+                renew=req.renew,
+            ),
+            node_id=NODE_ID,
+            connection_id=conn,
+            now_ms=self.loop.now_ms,
+            topic_names=self.topic_names,
         )
+        if isinstance(op, Refused):
+            refusal = FetchResponse(error=op.code)
+            if op.delay_ms:
+                self.loop.after(op.delay_ms, reply, refusal)
+            else:
+                reply(refusal)
+            return
+        self._applied(client.consumer_id, op.acks)
+        pending = _Pending(client.consumer_id, conn, op, reply)
+        if op.action is FetchAction.CLOSE:
+            self._publish(op.close())
+            self._finish(pending)
+            return
+        if op.action is FetchAction.ACKS_ONLY:
+            self._finish(pending)
+            return
+        for need in op.prepare(self.topic_names):
+            self._init_partition(need)
+        op.plan()
         self._try_fetch(pending)
 
     def _try_fetch(self, pending: _Pending) -> None:
         pending.wake_scheduled = False
         if pending.done:
             return
+        op = pending.op
         if pending.conn not in self.connections or (
-            self.engine.session_cache(NODE_ID).get(self.group_id, pending.req.member_id) is None
+            self.engine.session_cache(NODE_ID).get(self.group_id, op.member_id) is None
         ):
             pending.done = True  # the connection or the share session is gone: no answer
             return
-        acquired = self._acquire_all(pending)
-        now = self.loop.now_ms
-        if acquired or now >= pending.deadline_ms:
+        rnd = op.new_round()
+        while (turn := rnd.next_turn()) is not None:
+            rnd.took(turn, self._acquire_from(pending, turn))
+        if op.round_done(rnd, self.loop.now_ms):
             self._finish(pending)
             return
-        for tp in pending.parts:
+        for tp, _ in op.parts:
             waiting = self._parked.setdefault((self.group_id, tp[0], tp[1]), [])
             if pending not in waiting:
                 waiting.append(pending)
         if not pending.deadline_scheduled:
             pending.deadline_scheduled = True
-            self.loop.at(pending.deadline_ms, self._deadline, pending)
+            self.loop.at(op.deadline_ms, self._deadline, pending)
 
     def _deadline(self, pending: _Pending) -> None:
-        if not pending.done and self.loop.now_ms >= pending.deadline_ms:
+        if not pending.done and self.loop.now_ms >= pending.op.deadline_ms:
             self._try_fetch(pending)
 
     def _finish(self, pending: _Pending) -> None:
         pending.done = True
-        for tp in pending.parts:
+        for tp, _ in pending.op.parts:
             waiting = self._parked.get((self.group_id, tp[0], tp[1]))
             if waiting and pending in waiting:
                 waiting.remove(pending)
-        self.trace.fetched(self.loop.now_ms, pending.consumer_id, pending.response.record_count)
-        pending.reply(pending.response)
+        answer = pending.op.answer()
+        response = FetchResponse(
+            ack_errors={
+                (p.topic_id, p.partition): p.ack_code
+                for p in answer.partitions
+                if p.ack_code is not None
+            },
+            errors={
+                (p.topic_id, p.partition): ErrorCode(p.code)
+                for p in answer.partitions
+                if p.code != ErrorCode.NONE
+            },
+            delivered=pending.delivered,
+            lock_timeout_ms=answer.lock_timeout_ms,
+        )
+        self.trace.fetched(self.loop.now_ms, pending.consumer_id, response.record_count)
+        pending.reply(response)
 
     def _wake(self, key: PartitionKey) -> None:
         for pending in self._parked.get(key, ()):
@@ -439,96 +491,61 @@ class SimProxy:
                 pending.wake_scheduled = True
                 self.loop.at(self.loop.now_ms, self._try_fetch, pending)
 
-    def _acquire_all(self, pending: _Pending) -> bool:
-        req = pending.req
-        budget = req.max_records if req.max_records > 0 else DEFAULT_MAX_RECORDS
-        batch_size = req.batch_size if req.batch_size > 0 else budget
-        read_committed = self.engine.group_config(self.group_id).isolation_level == "read_committed"
-        # MaxBytes split evenly over the partitions, at most 1 MiB each (as the proxy does).
-        max_bytes = max(1, min(PARTITION_FETCH_BYTES, req.max_bytes // max(len(pending.parts), 1)))
-        acquired_any = False
-        for tp in pending.parts:
-            if budget <= 0:
-                break
-            got = self._acquire_from(
-                pending, tp, budget, batch_size, req.mode, read_committed, max_bytes
-            )
-            if got:
-                acquired_any = True
-                budget -= got
-        return acquired_any
-
-    def _acquire_from(
-        self,
-        pending: _Pending,
-        tp: TopicPartition,
-        budget: int,
-        batch_size: int,
-        mode: AcquireMode,
-        read_committed: bool,
-        max_bytes: int = PARTITION_FETCH_BYTES,
-    ) -> int:
-        """Fetch and acquire from one partition; returns how many offsets were acquired."""
-        key = (self.group_id, tp[0], tp[1])
-        sp = self.engine.share_partition(key)
-        assert sp is not None
-        topic = self.topic_names[tp[0]]
-        plog = self.log.partition(topic, tp[1])
+    def _acquire_from(self, pending: _Pending, turn: Turn) -> Outcome[Batch]:
+        """Serve one partition's turn from the in-memory log; ``PartitionRead`` decides."""
         now = self.loop.now_ms
-        self._expire_due()
-        fetch_offset = sp.next_fetch_offset()
-        if not sp.has_available() and sp.in_flight_count >= sp.max_in_flight:
-            return 0  # at the in-flight limit: wait for acknowledgements
-        if fetch_offset >= plog.high_watermark and not sp.has_available():
-            return 0  # nothing new in the log
-        if fetch_offset < plog.log_start_offset:
-            # OFFSET_OUT_OF_RANGE: the log start moved past us (digest 3.3).
-            if plog.log_start_offset > sp.start_offset:
-                old_start = sp.start_offset
-                self._publish([Change(key, sp.move_log_start(plog.log_start_offset), "log-start")])
-                # Records below the new log start that the share partition never cached are
-                # gone as well: never to be delivered.
-                self.trace.archive(
-                    now, topic, tp[1], old_start, plog.log_start_offset - 1, "log-start"
-                )
-            return 0
-        batches = plog.read(fetch_offset, max_bytes)
-        if not batches:
-            return 0
-        log_batches = [
-            LogBatch(b.base_offset, b.last_offset, read_committed and b.aborted) for b in batches
-        ]
-        acq = sp.acquire(
-            pending.req.member_id,
-            fetch_offset,
-            log_batches,
-            now_ms=now,
-            max_records=budget,
-            batch_size=batch_size,
-            mode=mode,
-        )
-        if not acq.delta.empty:
-            self._publish([Change(key, acq.delta, "acquire")])
-        if not acq.records:
-            return 0
-        window = sp.in_flight_count
-        if window > self.window_max.get(key, 0):
-            self.window_max[key] = window
-        self._schedule_tick(acq.lock_deadline_ms)
+        pr = pending.op.read(turn, now)
+        self._publish(pr.changes)
+        pr.changes.clear()
+        if pr.outcome is not None:
+            return pr.outcome
+        topic, partition = turn.topic, turn.tp[1]
+        plog = self.log.partition(topic, partition)
+        read = pr.log_read()
+        result: ReadResult[Batch]
+        if read.offset < plog.log_start_offset:
+            result = OutOfRange(plog.log_start_offset, plog.high_watermark)
+        else:
+            result = Batches(
+                tuple(
+                    (LogBatch(b.base_offset, b.last_offset, read.isolation == 1 and b.aborted), b)
+                    for b in plog.read(read.offset, read.max_bytes)
+                ),
+                plog.high_watermark,
+            )
+        old_start = pr.sp.start_offset
+        outcome = pr.on_read(result)
+        if isinstance(outcome, LogStartNeeded):
+            outcome = pr.on_log_start(plog.log_start_offset)
+        self._publish(pr.changes)
+        if isinstance(outcome, NoRecords) and outcome.log_start_moved:
+            # Records below the new log start that the share partition never cached are
+            # gone as well: never to be delivered.
+            self.trace.archive(
+                now, topic, partition, old_start, pr.sp.start_offset - 1, "log-start"
+            )
+        if not isinstance(outcome, Acquired):
+            return outcome
+        window = pr.sp.in_flight_count
+        if window > self.window_max.get(turn.key, 0):
+            self.window_max[turn.key] = window
+        self._schedule_tick(outcome.lock_deadline_ms)
         runs: list[tuple[int, int]] = []
-        for r in acq.records:
+        for r in outcome.records:
             for a, b in plog.data_runs(r.first_offset, r.last_offset):
-                self.trace.acquire(now, pending.consumer_id, topic, tp[1], a, b, r.delivery_count)
+                self.trace.acquire(
+                    now, pending.consumer_id, topic, partition, a, b, r.delivery_count
+                )
                 runs.append((a, b))
-        pending.response.delivered.append(Delivered(tp, topic, tp[1], acq.records, runs))
-        return acq.count
+        pending.delivered.append(Delivered(turn.tp, topic, partition, outcome.records, runs))
+        return outcome
 
     # ------------------------------------------------------------------ changes and time
     def _publish(self, changes: Sequence[Change]) -> None:
         now = self.loop.now_ms
+        self._persist(changes)
         for change in changes:
             key = change.key
-            self.store.write(key, change.delta)
             topic = self.topic_names[key[1]]
             partition = key[2]
             for b in change.delta.batches:
@@ -576,16 +593,6 @@ class SimProxy:
             member_id = member.split("/", 1)[1]
             self.trace.lifecycle(now, "fenced", self.members.get(member_id, member_id))
 
-    def _expire_due(self) -> None:
-        """Apply what the clock made due before serving a request. Every deadline the engine
-        creates is put on the loop as a timer, and timers run before requests of the same
-        millisecond, so this is a safety net that costs nothing while a tick is pending."""
-        if self._tick_at is not None and self._tick_at > self.loop.now_ms:
-            return
-        due = self.engine.next_deadline_ms()
-        if due is not None and due <= self.loop.now_ms:
-            self._run_tick()
-
     # ------------------------------------------------------------------ the log and admin
     def produce(
         self,
@@ -618,12 +625,7 @@ class SimProxy:
         return first, last
 
     def alter_configs(self, configs: dict[str, str | None]) -> None:
-        for k, v in configs.items():
-            if v is None:
-                self.group_configs.pop(k, None)
-            else:
-                self.group_configs[k] = v
-        self.engine.set_group_configs(self.group_id, dict(configs))
+        self._set_group_configs(dict(configs))
         for key in list(self._parked):
             self._wake(key)
         self._schedule_tick(self.engine.next_deadline_ms())
@@ -637,15 +639,16 @@ class SimProxy:
         for topic, partition, to in targets:
             key = (self.group_id, self.topic_ids[topic], partition)
             start = self._start_offset(self.log.partition(topic, partition), to)
-            self.store.initialize(key, start)
+            durable = self.store.replay.partitions.get(key)
+            self.store.write([reset_snapshot(key, start, durable, now)])
             self.engine.add_partition(key, SharePartition(start))
             self.trace.reset(now, topic, partition, start)
         return ErrorCode.NONE
 
     def restart(self, downtime_ms: int) -> None:
         """The proxy process stops and starts again: connections, sessions, membership and
-        acquisitions are lost; share-partition state and group configs come back from the
-        store."""
+        acquisitions are lost; share-partition state, group configs and topic ids come back
+        from the state log's replay when it is up again."""
         now = self.loop.now_ms
         self.up = False
         clients = list(self.connections.items())
@@ -658,13 +661,15 @@ class SimProxy:
             hw = self.log.partition(topic, partition).high_watermark
             if hw:
                 self.trace.unlock(now, "proxy-restart", topic, partition, 0, hw - 1, tr.AVAILABLE)
-        self.engine = self._new_engine()
+        self.engine = ShareEngine(self.broker_config)  # nothing is served while down
         self._tick_at = None
         for conn, client in clients:
             client.on_disconnect(conn)
         self.loop.after(downtime_ms, self._come_up)
 
     def _come_up(self) -> None:
+        self.store = self._start_store()
+        self.engine = self._recover()
         self.up = True
 
     def finish(self) -> None:

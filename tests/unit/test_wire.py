@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import wire
 from proxy.framing import FrameError
@@ -77,3 +79,52 @@ def test_decode_response_of_a_non_flexible_version() -> None:
     got = wire.decode_response(body, wire.METADATA, 8)
     assert got.header.correlation_id == 99
     assert got.cluster_id == "c" and got.controller_id == 1
+
+
+# ---------------------------------------------------------------------------- scan_batches
+
+
+def _batch(base: int, count: int, control: bool) -> bytes:
+    from kafka.record.memory_records import MemoryRecordsBuilder
+
+    builder = MemoryRecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20, offset=0)
+    for i in range(count):
+        builder.append(timestamp=i, key=None, value=b"v" * (i % 7), headers=[])
+    builder.close()
+    data = bytearray(builder.buffer())
+    struct.pack_into(">q", data, 0, base)  # the base offset, as the log assigns it
+    if control:  # attributes (int16 at byte 21): bit 5 marks a control batch
+        (attributes,) = struct.unpack_from(">h", data, 21)
+        struct.pack_into(">h", data, 21, attributes | 0x20)
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.booleans(), st.integers(0, 3)), max_size=8),
+    st.integers(0, 400),
+)
+def test_scan_batches_finds_every_whole_batch(
+    shape: list[tuple[int, bool, int]], cut_back: int
+) -> None:
+    """Spans of batches built by kafka-python, with gaps between their offsets, control
+    batches, and the answer cut anywhere (a partial batch ends the scan)."""
+    data, expected, offset = b"", [], 0
+    for count, control, gap in shape:
+        offset += gap
+        raw = _batch(offset, count, control)
+        expected.append((len(data), len(data) + len(raw), offset, offset + count - 1, control))
+        data += raw
+        offset += count
+    cut = max(0, len(data) - cut_back)
+    whole = [span for span in expected if span[1] <= cut]
+    assert wire.scan_batches(data[:cut]) == whole
+    assert wire.scan_batches(memoryview(data)[:cut]) == whole
+
+
+def test_scan_batches_stops_at_a_legacy_message_set() -> None:
+    v2 = _batch(0, 2, False)
+    legacy = bytearray(_batch(2, 1, False))
+    legacy[16] = 1  # magic
+    assert wire.scan_batches(v2 + bytes(legacy) + v2) == [(0, len(v2), 0, 1, False)]
+    assert wire.scan_batches(None) == [] and wire.scan_batches(b"") == []

@@ -1,0 +1,36 @@
+"""The in-process proxy of the tests: a proxy whose loop dies fails the test that ran it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+
+from sharegroup.brokers import Broker
+from tests.harness import ProxyThread
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_proxy_that_dies_while_serving_fails_the_test(tansu: Broker) -> None:
+    async def crash() -> None:
+        raise RuntimeError("the proxy's loop failed")
+
+    with (
+        pytest.raises(AssertionError, match="the proxy stopped on an error"),
+        ProxyThread(tansu.bootstrap) as p,
+    ):
+        # A system task that raises ends trio.run with the error, as a bug would.
+        p.call(trio.lowlevel.spawn_system_task, crash)
+        deadline = time.monotonic() + 10
+        while p.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not p.is_alive(), "the proxy's loop kept running"
+    assert p.error is not None
+
+
+def test_a_proxy_stopped_cleanly_passes(tansu: Broker) -> None:
+    with ProxyThread(tansu.bootstrap) as p:
+        assert p.bootstrap
+    assert p.error is None and not p.is_alive()

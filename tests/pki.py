@@ -1,0 +1,53 @@
+"""Certificates for the TLS tests, made at test time by a test CA (trustme)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files: the CA, a server key+chain for 127.0.0.1/localhost, a client key+chain, and a
+    second CA that signed nothing the server trusts."""
+
+    ca: Path
+    server: Path  # private key and certificate chain in one file (ssl.keystore.location)
+    server_cert: Path
+    server_key: Path
+    client: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    stranger: Path  # key+chain of a client signed by other_ca
+
+
+def make_pki(directory: Path) -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, other = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client.example")
+    stranger = other.issue_cert("stranger.example")
+
+    def write(name: str, data: bytes) -> Path:
+        path = directory / name
+        path.write_bytes(data)
+        return path
+
+    return Pki(
+        ca=write("ca.pem", ca.cert_pem.bytes()),
+        server=write("server.pem", server.private_key_and_cert_chain_pem.bytes()),
+        server_cert=write(
+            "server-cert.pem", b"".join(blob.bytes() for blob in server.cert_chain_pems)
+        ),
+        server_key=write("server-key.pem", server.private_key_pem.bytes()),
+        client=write("client.pem", client.private_key_and_cert_chain_pem.bytes()),
+        client_cert=write(
+            "client-cert.pem", b"".join(blob.bytes() for blob in client.cert_chain_pems)
+        ),
+        client_key=write("client-key.pem", client.private_key_pem.bytes()),
+        other_ca=write("other-ca.pem", other.cert_pem.bytes()),
+        stranger=write("stranger.pem", stranger.private_key_and_cert_chain_pem.bytes()),
+    )

@@ -1,0 +1,96 @@
+"""The state-partition mapping against values computed with Kafka 4.4's own classes
+(``SharePartitionKey.asCoordinatorKey``, ``String.hashCode``, ``Utils.abs``, ``Uuid.toString``)."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import pytest
+
+from sharegroup.persist.partitioning import (
+    java_string_hash,
+    kafka_abs,
+    kafka_uuid,
+    share_coordinator_key,
+    state_partition_for_group,
+    state_partition_for_share,
+    state_partition_of,
+)
+from sharegroup.persist.records import (
+    GroupConfigs,
+    Snapshot,
+    Tombstone,
+    TopicIdAssigned,
+    Update,
+    WriterClaim,
+)
+
+TOPIC_ID = UUID(int=(0x0123456789ABCDEF << 64) | 0xFEDCBA9876543210)
+
+
+def test_kafka_uuid_string() -> None:
+    assert kafka_uuid(TOPIC_ID) == "ASNFZ4mrze_-3LqYdlQyEA"
+    assert kafka_uuid(UUID(int=0)) == "AAAAAAAAAAAAAAAAAAAAAA"
+    assert kafka_uuid(UUID(int=1)) == "AAAAAAAAAAAAAAAAAAAAAQ"
+
+
+def test_java_string_hash() -> None:
+    assert java_string_hash("") == 0
+    assert java_string_hash("g") == 103
+    assert java_string_hash("orders") == -1008770331
+    assert java_string_hash("g:ASNFZ4mrze_-3LqYdlQyEA:0") == 1102242264
+    assert java_string_hash("polygenelubricants") == -(1 << 31)
+    # UTF-16 code units, not code points: a character outside the BMP is two of them.
+    assert java_string_hash("\U0001f600") == 31 * 0xD83D + 0xDE00
+
+
+def test_kafka_abs_takes_int_min_to_zero() -> None:
+    assert kafka_abs(-(1 << 31)) == 0
+    assert kafka_abs(-5) == 5 and kafka_abs(7) == 7
+
+
+# (group, partition) -> (state partition of 8, of 50), from Kafka's classes.
+SHARE_EXPECTED = {
+    ("g", 0): (0, 14),
+    ("g", 2): (2, 16),
+    ("orders", 0): (2, 6),
+    ("orders", 1): (3, 7),
+    ("my-share-group", 0): (7, 19),
+    ("my-share-group", 1): (0, 20),
+    ("polygenelubricants", 2): (1, 43),
+}
+GROUP_EXPECTED = {
+    "g": (7, 3),
+    "orders": (3, 31),
+    "my-share-group": (0, 46),
+    "polygenelubricants": (0, 0),
+}
+
+
+@pytest.mark.parametrize(("group", "partition"), sorted(SHARE_EXPECTED))
+def test_share_partition_maps_as_kafka_share_coordinator(group: str, partition: int) -> None:
+    assert share_coordinator_key(group, TOPIC_ID, partition) == (
+        f"{group}:ASNFZ4mrze_-3LqYdlQyEA:{partition}"
+    )
+    got = tuple(state_partition_for_share(group, TOPIC_ID, partition, n) for n in (8, 50))
+    assert got == SHARE_EXPECTED[(group, partition)]
+
+
+@pytest.mark.parametrize("group", sorted(GROUP_EXPECTED))
+def test_group_maps_as_kafka_group_coordinator(group: str) -> None:
+    got = tuple(state_partition_for_group(group, n) for n in (8, 50))
+    assert got == GROUP_EXPECTED[group]
+
+
+def test_one_partition_holds_everything_and_records_follow_their_keys() -> None:
+    key = ("orders", TOPIC_ID, 1)
+    for _ in range(50):
+        assert state_partition_for_share("x", uuid4(), 3, 1) == 0
+    assert state_partition_of(Snapshot(key, 1, 0, 0, 0, 0, 0, ()), 8) == 3
+    assert state_partition_of(Update(key, 1, 0, 0, ()), 8) == 3
+    assert state_partition_of(Tombstone(key), 8) == 3
+    assert state_partition_of(GroupConfigs("orders", None), 8) == 3
+    assert state_partition_of(TopicIdAssigned("orders", TOPIC_ID), 50) == 31
+    assert state_partition_of(WriterClaim(TOPIC_ID), 8) is None
+    with pytest.raises(ValueError, match="at least one partition"):
+        state_partition_for_group("g", 0)
