@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sharegroup.top_cli import add_top_command
 
     add_top_command(sub)
+    from sharegroup.dlq_cli import add_dlq_command
+
+    add_dlq_command(sub)
     from sharegroup.scenario.cli import add_scenario_commands
 
     add_scenario_commands(sub)

@@ -69,6 +69,14 @@ def kafka4() -> Iterator[Broker]:
         yield broker
 
 
+@pytest.fixture(scope="session")
+def kafka4_dlq() -> Iterator[Broker]:
+    """Kafka 4.4 with share.version=2: share groups with Kafka's own dead-letter queue
+    (KIP-1191), the reference for the DLQ tests. Shared by the session."""
+    with start_kafka(KAFKA4_VERSION, share_groups=True, share_version=2) as broker:
+        yield broker
+
+
 @dataclass
 class Target:
     """Where share consumers connect: the proxy on some upstream, or Kafka 4.x itself."""
