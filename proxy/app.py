@@ -7,8 +7,10 @@ Configs use Kafka's names where Kafka has one:
 * ``socket.request.max.bytes`` — the largest request frame accepted;
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
   ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (Kafka's ``ShareCoordinatorConfig``);
-* ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
-  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
+* ``sharegroup.state.topic`` (default ``__sharegroup_state``), ``sharegroup.state.enable``
+  (default true; false keeps share-group state in memory only) and
+  ``sharegroup.state.topic.partitions`` (the partition count a new state topic gets; see
+  docs/persistence.md) — ours, where Kafka's own state topic is internal;
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
 """
 
@@ -20,11 +22,14 @@ from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
 from proxy.shares import ShareService, attach
-from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
+from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import DEFAULT_TOPIC, StoreConfig
+from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_PARTITIONS
 
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
+    "sharegroup.state.topic.partitions",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.snapshot.update.records.per.snapshot",
@@ -63,7 +68,12 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
-    for key in STORE_KEYS - {"sharegroup.state.topic", "sharegroup.state.enable"}:
+    _int(store, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS)
+    for key in STORE_KEYS - {
+        "sharegroup.state.topic",
+        "sharegroup.state.enable",
+        "sharegroup.state.topic.partitions",
+    }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
     return share, store, max_frame
 
@@ -76,7 +86,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     proxy = Proxy(config)
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
-        store = StateStore(
+        store = PartitionedStateStore(
             StoreConfig(
                 bootstrap=",".join(f"{h}:{p}" for h, p in config.bootstrap),
                 topic=store_configs.get("sharegroup.state.topic", DEFAULT_TOPIC),
@@ -84,6 +94,10 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     store_configs, "share.coordinator.state.topic.replication.factor", 1, 1000
                 ),
                 min_isr=_int(store_configs, "share.coordinator.state.topic.min.isr", 1, 1000),
+                partitions=_int(
+                    store_configs, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS
+                )
+                or DEFAULT_STATE_PARTITIONS,
             )
         )
     service = attach(proxy, store)

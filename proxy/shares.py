@@ -37,7 +37,8 @@ from model import (
 )
 from model.config import parse_by_duration_ms
 from proxy import messages, wire
-from proxy.state_store import StateStore, StateWriteError
+from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.core import (
     AckOutcome,
@@ -199,7 +200,10 @@ class ShareService:
     api_keys = SHARE_API_VERSIONS
 
     def __init__(
-        self, proxy: Proxy, broker_config: BrokerConfig, store: StateStore | None = None
+        self,
+        proxy: Proxy,
+        broker_config: BrokerConfig,
+        store: PartitionedStateStore | None = None,
     ) -> None:
         self.proxy = proxy
         self.engine = ShareEngine(broker_config)
@@ -1179,7 +1183,7 @@ def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]])
     return out
 
 
-def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store)."""
     broker_config = BrokerConfig.from_mapping(
         {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}

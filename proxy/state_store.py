@@ -95,6 +95,12 @@ class StoreConfig:
     # How long a write may stay unconfirmed (the broker away) before this instance gives up:
     # its outcome is then unknown, so it stops serving share groups, as when fenced.
     commit_retry_s: float = 120.0
+    # The state partition this store writes (proxy/state_partitions.py runs one store per
+    # state partition it owns), the partition count a new topic is created with, and
+    # whether start() creates the topic (the partitioned store does that once for all).
+    partition: int = 0
+    partitions: int = 1
+    create_topic: bool = True
 
 
 @dataclass
@@ -122,9 +128,27 @@ def _header_writer(headers: Any) -> tuple[UUID, int] | None:
     return None
 
 
+def new_producer(config: StoreConfig) -> Producer:
+    """The idempotent producer of the state writes (one per instance, whatever the number
+    of state partitions it writes)."""
+    return Producer(
+        {
+            "bootstrap.servers": config.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 0,
+            "socket.nagle.disable": True,
+            "message.timeout.ms": int(config.commit_retry_s * 1000),
+        }
+    )
+
+
 class StateStore:
-    def __init__(self, config: StoreConfig) -> None:
+    """The writer and reader of one state partition (``config.partition``)."""
+
+    def __init__(self, config: StoreConfig, producer: Producer | None = None) -> None:
         self.config = config
+        self.partition = config.partition
         self.writer_id = uuid4()
         # The state as this instance wrote it, in log order: applied when a write is made (the
         # log has it in that order). A write that fails stops the writer (see _fail), so this
@@ -132,7 +156,7 @@ class StateStore:
         self.replay = Replay()
         self.fenced = False
         self.claim_offset = -1
-        self._producer: Producer | None = None
+        self._producer: Producer | None = producer  # shared by the stores of one instance
         self._tail_offset = 0  # where the tail reader reads next
         self._read_seq = 0  # the last of our sequence numbers it read
         self._seq = 0  # last sequence number produced
@@ -143,16 +167,18 @@ class StateStore:
     # ------------------------------------------------------------------ start-up
     async def start(self, nursery: trio.Nursery) -> Replay:
         started = time.monotonic()
-        await trio.to_thread.run_sync(self._create_topic)
+        if self.config.create_topic:
+            await trio.to_thread.run_sync(self._create_topic)
         created = time.monotonic()
         await trio.to_thread.run_sync(self._claim)
         claimed = time.monotonic()
         self.replay = await trio.to_thread.run_sync(self._read_through_claim)
         log.info(
-            "state topic %s: %d records replayed (%d of fenced writers ignored), %d share "
+            "state topic %s partition %d: %d records replayed (%d of fenced writers ignored), %d share "
             "partitions, %d groups with configs, in %.2fs (topic %.2fs, claim %.2fs at offset "
             "%d, replay %.2fs)",
             self.config.topic,
+            self.partition,
             self.replay.records,
             self.replay.ignored,
             len(self.replay.partitions),
@@ -165,24 +191,30 @@ class StateStore:
         )
         if self.replay.owner != self.writer_id:
             self.fenced = True
-            log.error("state topic %s was claimed by a newer instance at start", self.config.topic)
+            log.error(
+                "state topic %s partition %d was claimed by a newer instance at start",
+                self.config.topic,
+                self.partition,
+            )
         nursery.start_soon(self._run_tail)
         return self.replay
 
     def _admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.config.bootstrap})
 
-    def _create_topic(self) -> None:
+    def _create_topic(self) -> int:
+        """Create the topic unless it exists; returns its partition count."""
         admin = self._admin()
         metadata = admin.list_topics(timeout=30)
-        if self.config.topic in metadata.topics:
-            return
+        existing = metadata.topics.get(self.config.topic)
+        if existing is not None and existing.error is None and existing.partitions:
+            return len(existing.partitions)
         brokers = max(1, len(metadata.brokers))
         rf = self.config.replication_factor or min(3, brokers)
         min_isr = self.config.min_isr or min(2, rf)
         topic = NewTopic(
             self.config.topic,
-            1,
+            self.config.partitions,
             rf,
             config={
                 "cleanup.policy": "delete",
@@ -196,25 +228,22 @@ class StateStore:
             except KafkaException as e:
                 if "TOPIC_ALREADY_EXISTS" not in str(e):
                     raise
+                # Created by another instance meanwhile.
+                again = admin.list_topics(self.config.topic, timeout=30).topics
+                return max(1, len(again[self.config.topic].partitions))
         log.info(
-            "created state topic %s (replication factor %d, min.insync.replicas %d)",
+            "created state topic %s (%d partitions, replication factor %d, min.insync.replicas %d)",
             self.config.topic,
+            self.config.partitions,
             rf,
             min_isr,
         )
+        return self.config.partitions
 
     def _claim(self) -> None:
         """Append this instance's claim and learn its offset."""
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self.config.bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 0,
-                "socket.nagle.disable": True,
-                "message.timeout.ms": int(self.config.commit_retry_s * 1000),
-            }
-        )
+        if self._producer is None:
+            self._producer = new_producer(self.config)
         outcome: list[tuple[Any, Message]] = []
         claim = WriterClaim(
             self.writer_id, int(time.time() * 1000), socket.gethostname(), os.getpid()
@@ -222,10 +251,12 @@ class StateStore:
         self._send(claim, 0, lambda err, msg: outcome.append((err, msg)))
         self._producer.flush(self.config.write_timeout_s * 3)
         if not outcome:
-            raise StateWriteError(f"claiming {self.config.topic}: no answer from the cluster")
+            raise StateWriteError(
+                f"claiming {self.config.topic} partition {self.partition}: no answer"
+            )
         err, msg = outcome[0]
         if err is not None:
-            raise StateWriteError(f"claiming {self.config.topic}: {err}")
+            raise StateWriteError(f"claiming {self.config.topic} partition {self.partition}: {err}")
         self.claim_offset = int(msg.offset() or 0)
 
     def _read_through_claim(self) -> Replay:
@@ -257,12 +288,12 @@ class StateStore:
         start = -2  # OFFSET_BEGINNING, if the watermarks cannot be read
         try:
             low, _high = consumer.get_watermark_offsets(
-                TopicPartition(self.config.topic, 0), timeout=10
+                TopicPartition(self.config.topic, self.partition), timeout=10
             )
             start = low
         except KafkaException as e:
             log.warning("reading the watermarks of %s: %s", self.config.topic, e)
-        consumer.assign([TopicPartition(self.config.topic, 0, start)])
+        consumer.assign([TopicPartition(self.config.topic, self.partition, start)])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for m in _poll_batch(consumer, 0.1):
@@ -345,7 +376,7 @@ class StateStore:
                 version = conn.version_for(wire.FETCH, 12)
                 request = wire.fetch_request(
                     version,
-                    [(self.config.topic, 0, self._tail_offset, TAIL_FETCH_BYTES)],
+                    [(self.config.topic, self.partition, self._tail_offset, TAIL_FETCH_BYTES)],
                     max_wait_ms=TAIL_MAX_WAIT_MS,
                     min_bytes=1,
                 )
@@ -433,13 +464,18 @@ class StateStore:
                 await boot.aclose()
                 continue
             leader = next(
-                (p.leader_id for t in meta.topics for p in t.partitions if p.partition_index == 0),
+                (
+                    p.leader_id
+                    for t in meta.topics
+                    for p in t.partitions
+                    if p.partition_index == self.partition
+                ),
                 -1,
             )
             broker = next((b for b in meta.brokers if b.node_id == leader), None)
             if broker is None:
                 await boot.aclose()
-                raise UpstreamError(f"{self.config.topic} has no leader")
+                raise UpstreamError(f"{self.config.topic} partition {self.partition} has no leader")
             if (broker.host, broker.port) == (host, port):
                 return boot
             await boot.aclose()
@@ -510,7 +546,7 @@ class StateStore:
             self.config.topic,
             key=key,
             value=value,
-            partition=0,
+            partition=self.partition,
             headers=[(WRITER_HEADER, writer_header(self.writer_id, seq))],
             on_delivery=on_delivery,
         )
@@ -520,8 +556,16 @@ class StateStore:
         topic, else raises."""
         if not records:
             return
+        await self.confirmed(self.begin_write(records))
+
+    def begin_write(self, records: Sequence[Record]) -> _Waiter:
+        """Hand records to the producer now (raises if refused); ``confirmed`` waits for them."""
         waiter = _Waiter(self._produce(records))
         self._waiters.append(waiter)
+        return waiter
+
+    async def confirmed(self, waiter: _Waiter) -> None:
+        """Wait until the write of ``waiter`` is durable and read back, else raise."""
         with trio.CancelScope(shield=True):  # the write happens anyway; wait for its outcome
             with trio.move_on_after(self.config.commit_retry_s + 30):
                 await waiter.done.wait()
@@ -554,7 +598,9 @@ class StateStore:
     def _delete_below(self, offset: int) -> None:
         admin = self._admin()
         try:
-            futures = admin.delete_records([TopicPartition(self.config.topic, 0, offset)])
+            futures = admin.delete_records(
+                [TopicPartition(self.config.topic, self.partition, offset)]
+            )
             for f in futures.values():
                 f.result(30)
         except (KafkaException, AttributeError, TypeError) as e:
