@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-KAFKA_PREFIXES = ("kafka.", "org.apache.kafka.")
+KAFKA_PREFIXES = ("kafka.", "org.apache.kafka.", "kafka/", "org/apache/kafka/")
 
 
 def samples(path: str) -> list[list[str]]:

@@ -65,7 +65,7 @@ versions, for librdkafka and the first batch size: <route>_records_per_s, ratio_
 ratio_vs_kafka_share, <route>_cpu_us_per_record_<part>; with ``--latency-samples K`` the
 one-at-a-time probe of earlier versions adds <route>_latency_p50_ms / _p99_ms.
 
-Targets (the performance issue): cpu_us_per_record_proxy_route_<batch> <=
+Targets: cpu_us_per_record_proxy_route_<batch> <=
 cpu_us_per_record_kafka_share_<batch>; every ratio_vs_kafka_share_* >= 1.0; added_latency_p99_ms
 <= 2.
 
@@ -842,7 +842,10 @@ def measure_java(
     finally:
         delete_topic(target.admin, topic)
     cpu = _cpu_us(target, before, after, client_cpu_s, records)
-    return Measurement(rate, records / rate, [], 0.0, produce_s, wall_s, cpu)
+    # "join": the tool's run outside its own timing (JVM start, join, close).
+    return Measurement(
+        rate, records / rate, [], max(0.0, wall_s - records / rate), produce_s, 0.0, cpu
+    )
 
 
 def _java_result(output: str) -> tuple[float, int]:
@@ -1197,7 +1200,9 @@ class Results:
                 added[name].append(p - k)
             for route, name in ROUTE_NAMES:
                 cell = ("steady", "librdkafka", batch, route)
-                result[f"steady_cpu_us_per_record_{name}_{batch}"] = _r(self.cpu(cell, "route"))
+                if self.each(cell):
+                    cpu = _r(self.cpu(cell, "route"))
+                    result[f"steady_cpu_us_per_record_{name}_{batch}"] = cpu
         for name, values in added.items():  # the worse of the batch sizes
             result[f"added_latency_{name}_ms"] = round(max(values), 2) if values else None
         ms = {r: [v * 1000 for v in values] for r, values in self.latency.items()}
@@ -1342,11 +1347,27 @@ def broker_settings(settings: str, jit: str) -> Iterator[dict[str, str]]:
 
 
 def jfr_option(folder: str, name: str) -> str:
-    """Java Flight Recorder for a broker's whole life, written when it stops
+    """Java Flight Recorder for a broker's whole life, dumped at the end of the run
     (bench/jfr_top.py summarises it)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder).resolve() / f"{name}.jfr"
-    return f"-XX:StartFlightRecording=filename={path},settings=profile,dumponexit=true"
+    return f"-XX:StartFlightRecording=filename={path},settings=profile"
+
+
+def jfr_dump(pid: int | None, path: Path) -> None:
+    """Write a broker's flight recording so far (``jcmd <pid> JFR.dump``)."""
+    jcmd = shutil.which("jcmd")
+    if pid is None or jcmd is None:
+        print(f"cannot dump the flight recording of process {pid} (jcmd: {jcmd})", file=sys.stderr)
+        return
+    done = subprocess.run(
+        [jcmd, str(pid), "JFR.dump", f"filename={path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    print(f"flight recording: {path}" if done.returncode == 0 else done.stdout + done.stderr)
 
 
 def _batch_list(text: str) -> list[int]:
@@ -1483,6 +1504,9 @@ def main() -> int:
             flush=True,
         )
         results = run_all(upstream, kafka4, proxy, args, plan, base)
+        if args.jfr:  # the brokers are killed when the run ends: dump the recordings first
+            for broker, name in ((upstream, "upstream"), (kafka4, "kafka44")):
+                jfr_dump(broker.pid, Path(args.jfr).resolve() / f"{name}.jfr")
     print(results.table(), flush=True)
     print(json.dumps(results.summary()), flush=True)
     return 0

@@ -6,6 +6,7 @@ Share groups live in the proxy, so the upstream cluster knows nothing of them:
   configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same request go upstream and the
   answers are merged in request order.
 * ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
+* DescribeGroups and DeleteGroups answer share groups here and pass the other groups upstream.
 
 Everything here talks to the upstream through ``Cluster`` connections with kafka-python classes.
 """
@@ -14,28 +15,44 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from model import ConfigError, ErrorCode
+from model import ConfigError, ErrorCode, GroupConfig, ShareApiError
 from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY, GROUP_CONFIG_KEYS
 from proxy import wire
+from proxy.connection import ClientConnection
+from proxy.server import Proxy
+from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
-from sharegroup.persist.records import GroupConfigs
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
-    from proxy.server import Proxy
-    from proxy.shares import ShareService
+from sharegroup.persist.records import GroupConfigs, Tombstone
 
 log = logging.getLogger("sharegroup.admin")
 
 DESCRIBE_GROUPS = 15
+DELETE_GROUPS = 42
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 SOURCE_DEFAULT = 5
 SOURCE_GROUP = 8
 TYPE_STRING, TYPE_INT = 2, 3
+
+
+def _group_config_values(config: GroupConfig) -> dict[str, str]:
+    """A group's effective share configs as DescribeConfigs shows them."""
+    return {
+        "share.session.timeout.ms": str(config.session_timeout_ms),
+        "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
+        "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
+        "share.delivery.count.limit": str(config.delivery_count_limit),
+        "share.partition.max.record.locks": str(config.partition_max_record_locks),
+        "share.auto.offset.reset": config.auto_offset_reset,
+        "share.isolation.level": config.isolation_level,
+        "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
+        "share.assignment.interval.ms": str(config.assignment_interval_ms),
+        BACKOFF_KEY: str(config.redelivery_backoff_ms),
+        BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
+    }
 
 
 class AdminHandlers:
@@ -46,6 +63,7 @@ class AdminHandlers:
         proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
         proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
         proxy.local_handlers[DESCRIBE_GROUPS] = self.describe_groups
+        proxy.local_handlers[DELETE_GROUPS] = self.delete_groups
 
     async def _upstream(
         self, conn: ClientConnection, request: Any, head: wire.RequestHead, node: int | None
@@ -135,8 +153,6 @@ class AdminHandlers:
                 for k, v in changes.items():
                     if v is None:
                         merged.pop(k, None)
-                from model import GroupConfig
-
                 GroupConfig.defaults(engine.broker_config).with_overrides(
                     engine.broker_config, merged
                 )
@@ -168,7 +184,9 @@ class AdminHandlers:
         req_cls = wire.request_class(wire.DESCRIBE_CONFIGS)
 
         async def local(res: Any) -> Any:
-            return self._describe_group(resp_cls.DescribeConfigsResult, res, head.api_version)
+            return self._describe_group(
+                resp_cls.DescribeConfigsResult, res, bool(req.include_synonyms)
+            )
 
         results = await self._split_resources(
             conn,
@@ -185,31 +203,32 @@ class AdminHandlers:
         )
         return resp_cls(version=head.api_version, throttle_time_ms=0, results=results)
 
-    def _describe_group(self, result_cls: Any, res: Any, version: int) -> Any:
+    def _describe_group(self, result_cls: Any, res: Any, include_synonyms: bool) -> Any:
         engine = self.shares.engine
         entry = engine.group(res.resource_name)
         overrides = entry.overrides if entry is not None else {}
-        config = engine.group_config(res.resource_name)
-        values = {
-            "share.session.timeout.ms": str(config.session_timeout_ms),
-            "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
-            "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
-            "share.delivery.count.limit": str(config.delivery_count_limit),
-            "share.partition.max.record.locks": str(config.partition_max_record_locks),
-            "share.auto.offset.reset": config.auto_offset_reset,
-            "share.isolation.level": config.isolation_level,
-            "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
-            "share.assignment.interval.ms": str(config.assignment_interval_ms),
-            BACKOFF_KEY: str(config.redelivery_backoff_ms),
-            BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
-        }
+        values = _group_config_values(engine.group_config(res.resource_name))
+        defaults = _group_config_values(GroupConfig.defaults(engine.broker_config))
         wanted = res.configuration_keys
         entry_cls = result_cls.DescribeConfigsResourceResult
+        synonym_cls = entry_cls.DescribeConfigsSynonym
         configs = []
         for name, value in values.items():
             if wanted and name not in wanted:
                 continue
             is_override = name in overrides
+            # Kafka's synonyms, most specific first: the group's own value, then the broker
+            # default it overrides (named group.share.* where the broker has such a config).
+            synonyms = []
+            if include_synonyms:
+                if is_override:
+                    synonyms.append(synonym_cls(name=name, value=value, source=SOURCE_GROUP))
+                default_name = "group." + name
+                if default_name not in engine.broker_config.values:
+                    default_name = name
+                synonyms.append(
+                    synonym_cls(name=default_name, value=defaults[name], source=SOURCE_DEFAULT)
+                )
             configs.append(
                 entry_cls(
                     name=name,
@@ -218,7 +237,7 @@ class AdminHandlers:
                     config_source=SOURCE_GROUP if is_override else SOURCE_DEFAULT,
                     is_default=not is_override,
                     is_sensitive=False,
-                    synonyms=[],
+                    synonyms=synonyms,
                     config_type=TYPE_INT if value.isdigit() else TYPE_STRING,
                     documentation=None,
                 )
@@ -244,6 +263,8 @@ class AdminHandlers:
             error = resp.error_code
         if not types or "share" in types:
             for group_id, entry in sorted(self.shares.engine.groups.items()):
+                if not entry.exists:
+                    continue
                 state = entry.group.state
                 if states and state.lower() not in states:
                     continue
@@ -271,7 +292,7 @@ class AdminHandlers:
         upstream: list[tuple[int, str]] = []
         for i, group_id in enumerate(req.groups):
             entry = engine.group(group_id)
-            if entry is None:
+            if entry is None or not entry.exists:
                 upstream.append((i, group_id))
                 continue
             answers[i] = group_cls(
@@ -309,3 +330,55 @@ class AdminHandlers:
             throttle_time_ms=0,
             groups=[answers[i] for i in range(len(req.groups))],
         )
+
+    async def delete_groups(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
+        """Share groups are deleted here (state tombstoned first, configs kept, as in Kafka);
+        other groups upstream. A share group with members answers NON_EMPTY_GROUP."""
+        resp_cls = wire.response_class(DELETE_GROUPS)
+        result_cls = resp_cls.DeletableGroupResult
+        engine = self.shares.engine
+        codes: dict[int, int] = {}
+        upstream: list[tuple[int, str]] = []
+        for i, group_id in enumerate(req.groups_names):
+            entry = engine.group(group_id)
+            if entry is None or not entry.exists:
+                upstream.append((i, group_id))
+            elif entry.group.members:
+                codes[i] = int(ErrorCode.NON_EMPTY_GROUP)
+            elif self.shares.fenced:
+                codes[i] = int(ErrorCode.NOT_COORDINATOR)
+            else:
+                codes[i] = await self._delete_share_group(group_id)
+        if upstream:
+            sub = wire.request_class(DELETE_GROUPS)(
+                version=head.api_version, groups_names=[g for _, g in upstream]
+            )
+            resp = await self._upstream(conn, sub, head, None)
+            by_id = {r.group_id: r.error_code for r in resp.results}
+            for i, group_id in upstream:
+                codes[i] = by_id.get(group_id, int(ErrorCode.GROUP_ID_NOT_FOUND))
+        return resp_cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            results=[
+                result_cls(group_id=g, error_code=codes[i]) for i, g in enumerate(req.groups_names)
+            ],
+        )
+
+    async def _delete_share_group(self, group_id: str) -> int:
+        engine = self.shares.engine
+        store = self.shares.store
+        if store is not None:
+            keys = {k for k in engine.partitions if k[0] == group_id}
+            keys |= {k for k in store.replay.partitions if k[0] == group_id}
+            try:
+                await store.write([Tombstone(k) for k in sorted(keys, key=str)])
+            except StateWriteError as e:
+                log.warning("share group %s not deleted: %s", group_id, e)
+                return int(ErrorCode.UNKNOWN_SERVER_ERROR)
+        try:
+            engine.delete_group(group_id)
+        except ShareApiError as e:  # a member joined while the tombstones were written
+            return int(e.code)
+        log.info("share group %s deleted", group_id)
+        return int(ErrorCode.NONE)

@@ -12,20 +12,28 @@ Configs use Kafka's names where Kafka has one:
   ``sharegroup.state.topic.partitions`` (the partition count a new state topic gets; see
   docs/persistence.md) — ours, where Kafka's own state topic is internal;
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
+* ``sharegroup.state.write.timeout.ms`` (default 120000) — how long a state write may go
+  unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
+* ``sharegroup.metrics.listen`` (``HOST:PORT``, unset: no endpoint) — Prometheus metrics at
+  ``/metrics`` (``proxy/metrics.py``, docs/operations.md).
 """
 
 from __future__ import annotations
 
 from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
+from proxy.admin import AdminHandlers
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.metrics import attach_metrics
 from proxy.security import SECURITY_KEYS, listener_security
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import ShareService, attach
+from proxy.share_offsets import ShareOffsets
+from proxy.shares import ShareService
 from proxy.state_partitions import PartitionedStateStore
 from proxy.state_store import DEFAULT_TOPIC, StoreConfig
 from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_PARTITIONS
 
+METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
@@ -33,6 +41,7 @@ STORE_KEYS = {
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.snapshot.update.records.per.snapshot",
+    "sharegroup.state.write.timeout.ms",
 }
 
 
@@ -60,6 +69,8 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             store[key] = value
         elif key in SECURITY_KEYS:
             continue  # checked by proxy.security when the proxy is built
+        elif key == METRICS_LISTEN:
+            continue
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
@@ -68,10 +79,12 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
+    _int(store, "sharegroup.state.write.timeout.ms", 1000, 3600000)
     _int(store, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS)
     for key in STORE_KEYS - {
         "sharegroup.state.topic",
         "sharegroup.state.enable",
+        "sharegroup.state.write.timeout.ms",
         "sharegroup.state.topic.partitions",
     }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
@@ -94,6 +107,11 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     store_configs, "share.coordinator.state.topic.replication.factor", 1, 1000
                 ),
                 min_isr=_int(store_configs, "share.coordinator.state.topic.min.isr", 1, 1000),
+                commit_retry_s=(
+                    _int(store_configs, "sharegroup.state.write.timeout.ms", 1000, 3600000)
+                    or 120000
+                )
+                / 1000,
                 partitions=_int(
                     store_configs, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS
                 )
@@ -106,4 +124,19 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     )
     if snapshot_every is not None:
         service.updates_per_snapshot = max(1, snapshot_every)
+    if configs.get(METRICS_LISTEN):
+        attach_metrics(proxy, service, configs[METRICS_LISTEN])
     return proxy, service
+
+
+def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
+    """Give a proxy the share-group APIs (durable when given a state store): the share
+    service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    broker_config = BrokerConfig.from_mapping(
+        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+    )
+    service = ShareService(proxy, broker_config, store)
+    service.offsets = ShareOffsets(service)
+    proxy.share_handler = service
+    AdminHandlers(proxy, service)
+    return service

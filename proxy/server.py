@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
 from proxy import wire
+from proxy.connection import ClientConnection
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.rewrite import BrokerMap
 from proxy.security import ListenerSecurity
 from proxy.upstream import Cluster, UpstreamError
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
 
 log = logging.getLogger("sharegroup.proxy")
 
@@ -151,8 +149,6 @@ class Proxy:
             served = [trio.SSLListener(lst, security.ssl_context) for lst in listeners]
 
         async def handler(stream: trio.abc.Stream) -> None:
-            from proxy.connection import ClientConnection
-
             conn = ClientConnection(self, stream, node_id)
             self.connections.add(conn)
             try:

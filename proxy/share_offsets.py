@@ -9,19 +9,17 @@ writes tombstones. Both are durable before the answer goes out.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from model import ErrorCode, RecordState, SharePartition
 from proxy import messages, wire
+from proxy.connection import ClientConnection
+from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
 from proxy.upstream import UpstreamError
 from sharegroup.persist.policy import reset_snapshot
 from sharegroup.persist.records import Record, Tombstone
-
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
-    from proxy.shares import ShareService
 
 PartitionKey = tuple[str, UUID, int]
 
@@ -55,9 +53,8 @@ class ShareOffsets:
         return out
 
     def _group_exists(self, group_id: str) -> bool:
-        return self.service.engine.group(group_id) is not None or bool(
-            self._known_partitions(group_id)
-        )
+        entry = self.service.engine.group(group_id)
+        return (entry is not None and entry.exists) or bool(self._known_partitions(group_id))
 
     def _is_empty(self, group_id: str) -> bool:
         entry = self.service.engine.group(group_id)
@@ -71,7 +68,9 @@ class ShareOffsets:
         leader = cluster.leader_of(name, key[2])
         try:
             conn = await cluster.connection(leader)
-            part = await self.service._fetch_one(conn, name, key[2], 0, max_bytes=1, max_wait_ms=1)
+            part = await self.service.upstream.fetch_one(
+                conn, name, key[2], 0, max_bytes=1, max_wait_ms=1
+            )
         except UpstreamError:
             return -1
         done = 0
@@ -176,7 +175,7 @@ class ShareOffsets:
         if service.fenced:
             return top(ErrorCode.NOT_COORDINATOR, "this proxy instance was fenced by a newer one")
         cluster = service.proxy.cluster
-        await service._ensure_topics([t.topic_name for t in req.topics])
+        await service.ensure_topics([t.topic_name for t in req.topics])
         records: list[Record] = []
         plan: list[tuple[PartitionKey, int]] = []
         answers = []

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import trio
-from kafka.record.default_records import DefaultRecordBase
 
 from model import (
     AckBatch,
@@ -31,12 +28,19 @@ from model import (
     BrokerConfig,
     ConfigError,
     ErrorCode,
-    LogBatch,
-    ShareApiError,
     SharePartition,
 )
-from model.config import parse_by_duration_ms
 from proxy import messages, wire
+from proxy.connection import ClientConnection
+from proxy.log_reads import UpstreamBatches, UpstreamLog, first_partition, log_batches
+from proxy.read_ahead import (
+    READ_AHEAD_BYTES,
+    READ_AHEAD_MAX_BYTES,
+    READ_AHEAD_TOTAL_BYTES,
+    PartitionWatch,
+    ReadAheadHeld,
+)
+from proxy.server import Proxy
 from proxy.state_partitions import PartitionedStateStore
 from proxy.state_store import StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
@@ -45,17 +49,14 @@ from sharegroup.core import (
     Acquired,
     Batches,
     FetchAction,
+    HeartbeatRequest,
     InitNeed,
-    LogRead,
     LogStartNeeded,
-    NoAnswer,
     NoRecords,
     Outcome,
     OutOfRange,
     PartitionFailed,
     PartitionRead,
-    ReadFailed,
-    ReadResult,
     Refused,
     ShareAcknowledgeRequest,
     ShareCore,
@@ -67,11 +68,14 @@ from sharegroup.engine import Change, PartitionKey, ShareEngine
 from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
 from sharegroup.persist.records import Record, TopicIdAssigned
 
-if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
-    from proxy.server import Proxy
-
 log = logging.getLogger("sharegroup.shares")
+
+
+class ApiHandler(Protocol):
+    """Answers some API keys for a client connection (the offsets APIs 90-92 here)."""
+
+    async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any: ...
+
 
 SHARE_API_VERSIONS = {
     76: (1, 1),  # ShareGroupHeartbeat
@@ -82,20 +86,6 @@ SHARE_API_VERSIONS = {
     91: (0, 0),  # AlterShareGroupOffsets
     92: (0, 0),  # DeleteShareGroupOffsets
 }
-_HEADER = DefaultRecordBase.HEADER_STRUCT
-PARTITION_FETCH_BYTES = 1 << 20
-# Read-ahead (ShareService._read_ahead): how much is fetched ahead of the consumers of a share
-# partition in one upstream request, and how much of the log a share partition keeps at most.
-READ_AHEAD_BYTES = 2 << 20
-READ_AHEAD_MAX_BYTES = 8 << 20
-# No new read-ahead starts while the windows of all share partitions together hold this much.
-READ_AHEAD_TOTAL_BYTES = 256 << 20
-
-
-class ReadAheadHeld:
-    """Bytes held by every read-ahead window in this process."""
-
-    bytes = 0
 
 
 def now_ms() -> int:
@@ -105,95 +95,6 @@ def now_ms() -> int:
 def wall_clock_ms() -> int:
     """Wall-clock time, for the timestamps of state records (Kafka's are wall-clock too)."""
     return int(time.time() * 1000)
-
-
-scan_batches = wire.scan_batches  # kept under this name for its callers
-
-
-@dataclass(slots=True)
-class PartitionWatch:
-    """Wakes long-polling fetches when records of a share partition may have become available."""
-
-    event: trio.Event = field(default_factory=trio.Event)
-    high_watermark: int = -1
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    # Read-ahead: record batches of the log from ``ra_start`` to ``ra_end`` (exclusive) as the
-    # upstream returned them (any gap between them is a gap of the log), read for the share
-    # partition object ``ra_owner`` at isolation level ``ra_isolation``.
-    ra_batches: deque[tuple[LogBatch, memoryview]] = field(default_factory=deque)
-    ra_start: int = 0
-    ra_end: int = 0
-    ra_bytes: int = 0
-    ra_owner: object = None
-    ra_isolation: int = -1
-    ra_pending: trio.Event | None = None  # set when the read-ahead in flight is done
-
-    def notify(self) -> None:
-        self.event.set()
-        self.event = trio.Event()
-
-    def _hold(self, delta: int) -> None:
-        """Count ``delta`` bytes more (or fewer) in this window and in the process total."""
-        self.ra_bytes += delta
-        ReadAheadHeld.bytes += delta
-
-    def forget_read_ahead(self) -> None:
-        self._hold(-self.ra_bytes)
-        self.ra_batches.clear()
-        self.ra_owner = None
-
-    def cached(
-        self, owner: object, isolation: int, offset: int, max_bytes: int
-    ) -> list[tuple[LogBatch, memoryview]] | None:
-        """The read-ahead batches from the one holding ``offset``, up to ``max_bytes`` (at
-        least one): what a Fetch at ``offset`` would return. None when the window does not
-        hold ``offset`` or holds less than ``max_bytes`` from it: the log may have grown past
-        the window since, and a Fetch would return more."""
-        if (
-            self.ra_owner is not owner
-            or self.ra_isolation != isolation
-            or not self.ra_start <= offset < self.ra_end
-        ):
-            return None
-        out: list[tuple[LogBatch, memoryview]] = []
-        size = 0
-        for batch, data in self.ra_batches:
-            if batch.last_offset < offset:
-                continue
-            if out and size + len(data) > max_bytes:
-                return out
-            out.append((batch, data))
-            size += len(data)
-        return out if size >= max_bytes else None
-
-    def keep(
-        self, owner: object, isolation: int, start: int, batches: list[tuple[LogBatch, memoryview]]
-    ) -> None:
-        """Replace the read-ahead with what one fetch at ``start`` returned."""
-        self.forget_read_ahead()
-        self.ra_owner, self.ra_isolation, self.ra_start = owner, isolation, start
-        self.ra_end = start
-        self.extend(batches)
-
-    def extend(self, batches: list[tuple[LogBatch, memoryview]]) -> None:
-        for batch, data in batches:
-            if batch.last_offset < self.ra_end:
-                continue
-            self.ra_batches.append((batch, data))
-            self._hold(len(data))
-            self.ra_end = batch.last_offset + 1
-
-    def trim(self, below: int) -> None:
-        """Drop batches wholly below ``below`` (SPSO), then the oldest beyond the size cap."""
-        batches = self.ra_batches
-        while batches and (
-            batches[0][0].last_offset < below or self.ra_bytes > READ_AHEAD_MAX_BYTES
-        ):
-            batch, data = batches.popleft()
-            self._hold(-len(data))
-            self.ra_start = batch.last_offset + 1
-        if not batches:
-            self.ra_owner = None
 
 
 class ShareService:
@@ -219,7 +120,9 @@ class ShareService:
         self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
         self.on_change: list[Any] = []  # observers of every change (tests, reports)
         self.persist_policy = PersistPolicy()
-        self.offsets: Any = None  # proxy.share_offsets.ShareOffsets, set by attach()
+        self.upstream = UpstreamLog(proxy)
+        self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
+        self._background: trio.Nursery | None = None  # the proxy's, for read-ahead tasks
 
     @property
     def updates_per_snapshot(self) -> int:
@@ -232,6 +135,7 @@ class ShareService:
     # ------------------------------------------------------------------ durability
     async def start(self, nursery: trio.Nursery) -> None:
         """Recover from the state topic (fencing any older instance) before serving."""
+        self._background = nursery
         if self.store is None:
             return
         replay = await self.store.start(nursery)
@@ -360,10 +264,11 @@ class ShareService:
             return await self.share_fetch(conn, request, head)
         if head.api_key == 79:
             return await self.share_acknowledge(conn, request, head)
+        assert self.offsets is not None, "proxy.app.attach sets the offsets handler"
         return await self.offsets.handle(conn, request, head)
 
     # ------------------------------------------------------------------ membership
-    async def _ensure_topics(self, names: Sequence[str]) -> None:
+    async def ensure_topics(self, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in self.proxy.cluster.topics]
         if missing:
             try:
@@ -373,40 +278,32 @@ class ShareService:
 
     async def heartbeat(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = messages.ShareGroupHeartbeatResponse
-        if self.fenced:
-            return resp_cls(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(ErrorCode.NOT_COORDINATOR),
-                error_message="this proxy instance was fenced by a newer one",
-                member_id=None,
-                member_epoch=0,
-                heartbeat_interval_ms=0,
-                assignment=None,
-            )
-        group = self.engine.group(req.group_id)
-        topics: list[str] = list(req.subscribed_topic_names or [])
-        if group is not None:
-            topics += list(group.group.subscribed_topics())
-        await self._ensure_topics(sorted(set(topics)))
-        try:
-            result = self.engine.heartbeat(
+        subscribed = req.subscribed_topic_names
+        if not self.fenced:
+            await self.ensure_topics(self.core.topics_to_know(req.group_id, subscribed))
+        answer = self.core.heartbeat(
+            HeartbeatRequest(
                 req.group_id,
                 req.member_id,
                 req.member_epoch,
-                now_ms=now_ms(),
-                partition_counts=self._partition_counts(),
-                subscribed_topic_names=req.subscribed_topic_names,
-                rack_id=req.rack_id,
-                client_id=conn.client_id,
-                client_host=conn.peer.rsplit(":", 1)[0],
-            )
-        except ShareApiError as e:
+                None if subscribed is None else tuple(subscribed),
+                req.rack_id,
+                conn.client_id,
+                "/" + conn.peer.rsplit(":", 1)[0],  # as Kafka: InetAddress.toString()
+            ),
+            now_ms=now_ms(),
+            partition_counts=self._partition_counts(),
+            topic_ids=self._topic_ids(),
+            fenced=self.fenced,
+        )
+        result = answer.result
+        if result is None:
+            assert answer.error is not None
             return resp_cls(
                 version=head.api_version,
                 throttle_time_ms=0,
-                error_code=int(e.code),
-                error_message=e.message,
+                error_code=int(answer.error.code),
+                error_message=answer.error.message,
                 member_id=None,
                 member_epoch=0,
                 heartbeat_interval_ms=0,
@@ -414,8 +311,11 @@ class ShareService:
             )
         self._kick_timers()
         assignment = None
+        if answer.initialize:
+            async with trio.open_nursery() as nursery:
+                for need in answer.initialize:
+                    nursery.start_soon(self._init_partition, need)
         if result.assignment is not None:
-            await self._initialize(req.group_id, result.assignment)
             cluster = self.proxy.cluster
             assignment = resp_cls.Assignment(
                 topic_partitions=[
@@ -437,16 +337,8 @@ class ShareService:
             assignment=assignment,
         )
 
-    async def _initialize(self, group_id: str, assignment: dict[str, tuple[int, ...]]) -> None:
-        """Create the share partitions of newly assigned topic-partitions before the member
-        can fetch them."""
-        topic_ids = {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
-        needs = self.core.partitions_to_initialize(group_id, assignment, topic_ids)
-        if not needs:
-            return
-        async with trio.open_nursery() as nursery:
-            for need in needs:
-                nursery.start_soon(self._init_partition, need)
+    def _topic_ids(self) -> dict[str, UUID]:
+        return {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
 
     async def _init_partition(self, need: InitNeed) -> None:
         key, topic, reset = need.key, need.topic, need.reset
@@ -470,7 +362,7 @@ class ShareService:
                 )
                 return
             try:
-                start = await self._start_offset(topic, key[2], reset)
+                start = await self.upstream.start_offset(topic, key[2], reset)
             except UpstreamError as e:
                 log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
                 return
@@ -486,134 +378,23 @@ class ShareService:
                 "share partition %s %s-%s starts at %d (%s)", key[0], topic, key[2], start, reset
             )
 
-    async def _start_offset(self, topic: str, partition: int, reset: str) -> int:
-        leader = self.proxy.cluster.leader_of(topic, partition)
-        conn = await self.proxy.cluster.connection(leader)
-        if reset.startswith("by_duration:"):
-            wall_ms = int(time.time() * 1000)  # record timestamps are wall-clock time
-            ts = wall_ms - parse_by_duration_ms(reset.removeprefix("by_duration:"))
-            return await self._offset_for_timestamp(conn, topic, partition, ts)
-        # Log start and high watermark from a Fetch answer: correct on every broker (Tansu's
-        # ListOffsets(LATEST) is not, see env-notes).
-        if reset == "earliest":
-            return await self._log_start(conn, topic, partition)
-        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
-        return int(part.high_watermark)
-
-    async def _log_start(self, conn: BrokerConnection, topic: str, partition: int) -> int:
-        """The partition's log start offset. A Fetch at offset 0 tells it while 0 is still in the
-        log; once the log start has moved, Kafka answers OFFSET_OUT_OF_RANGE with log start -1,
-        so ListOffsets(EARLIEST) is asked then."""
-        part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
-        start = int(getattr(part, "log_start_offset", -1))
-        if part.error_code == 0 and start >= 0:
-            return start
-        return max(await self._offset_for_timestamp(conn, topic, partition, -2), 0)
-
-    async def _offset_for_timestamp(
-        self, conn: BrokerConnection, topic: str, partition: int, ts: int
-    ) -> int:
-        version = conn.version_for(wire.LIST_OFFSETS, 7)
-        req_cls = wire.request_class(wire.LIST_OFFSETS)
-        req = req_cls(
-            version=version,
-            replica_id=-1,
-            isolation_level=0,
-            topics=[
-                req_cls.ListOffsetsTopic(
-                    name=topic,
-                    partitions=[
-                        req_cls.ListOffsetsTopic.ListOffsetsPartition(
-                            partition_index=partition,
-                            current_leader_epoch=-1,
-                            timestamp=ts,
-                            max_num_offsets=1,
-                        )
-                    ],
-                )
-            ],
-        )
-        resp = await conn.request(req, version)
-        p = resp.topics[0].partitions[0]
-        if p.error_code:
-            raise UpstreamError(f"ListOffsets {topic}-{partition}: error {p.error_code}")
-        if p.offset < 0:  # no record that new: start at the end
-            conn_part = await self._fetch_one(conn, topic, partition, 0, max_bytes=1, max_wait_ms=1)
-            return int(conn_part.high_watermark)
-        return int(p.offset)
-
-    async def _fetch_one(
-        self,
-        conn: BrokerConnection,
-        topic: str,
-        partition: int,
-        offset: int,
-        *,
-        max_bytes: int,
-        max_wait_ms: int,
-    ) -> Any:
-        resp = await self._upstream_fetch(
-            conn, [(topic, partition, offset, max_bytes)], max_wait_ms, 0
-        )
-        for t in resp.responses:
-            for p in t.partitions:
-                if p.error_code not in (0, 1):
-                    raise UpstreamError(f"Fetch {topic}-{partition}: error {p.error_code}")
-                return p
-        raise UpstreamError(f"Fetch {topic}-{partition}: empty answer")
-
-    async def _upstream_fetch(
-        self,
-        conn: BrokerConnection,
-        parts: Sequence[tuple[str, int, int, int]],
-        max_wait_ms: int,
-        isolation_level: int,
-        min_bytes: int = 1,
-    ) -> Any:
-        version = conn.version_for(wire.FETCH, 12)
-        req = wire.fetch_request(
-            version,
-            parts,
-            max_wait_ms=max(1, max_wait_ms),  # Tansu answers nothing at all to max_wait_ms=0
-            min_bytes=min_bytes,
-            isolation_level=isolation_level,
-        )
-        return await conn.request(req, version, timeout_s=max_wait_ms / 1000 + 30)
-
     def describe(self, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = messages.ShareGroupDescribeResponse
         group_cls = resp_cls.DescribedGroup
         member_cls = group_cls.Member
-        cluster = self.proxy.cluster
-        groups = []
-        for group_id in req.group_ids or ():  # a null array (malformed) names no group
-            entry = self.engine.group(group_id)
-            if entry is None:
-                groups.append(
-                    group_cls(
-                        error_code=int(ErrorCode.GROUP_ID_NOT_FOUND),
-                        error_message=f"group {group_id} is not a share group",
-                        group_id=group_id,
-                        group_state="Dead",
-                        group_epoch=-1,
-                        assignment_epoch=-1,
-                        assignor_name="",
-                        members=[],
-                        authorized_operations=-(2**31),
-                    )
-                )
-                continue
-            g = entry.group
-            members = []
-            for m in g.members.values():
-                parts = [
-                    member_cls.Assignment.TopicPartitions(
-                        topic_id=cluster.topics[name].topic_id, topic_name=name, partitions=list(ps)
-                    )
-                    for name, ps in sorted(m.assignment.items())
-                    if name in cluster.topics
-                ]
-                members.append(
+        topics_cls = member_cls.Assignment.TopicPartitions
+        # A null GroupIds array (malformed) names no group.
+        described = self.core.describe(list(req.group_ids or ()), self._topic_ids())
+        groups = [
+            group_cls(
+                error_code=int(g.error),
+                error_message=g.message,
+                group_id=g.group_id,
+                group_state=g.state,
+                group_epoch=g.group_epoch,
+                assignment_epoch=g.assignment_epoch,
+                assignor_name=g.assignor,
+                members=[
                     member_cls(
                         member_id=m.member_id,
                         rack_id=m.rack_id,
@@ -621,22 +402,19 @@ class ShareService:
                         client_id=m.client_id,
                         client_host=m.client_host,
                         subscribed_topic_names=list(m.subscribed_topic_names),
-                        assignment=member_cls.Assignment(topic_partitions=parts),
+                        assignment=member_cls.Assignment(
+                            topic_partitions=[
+                                topics_cls(topic_id=tid, topic_name=name, partitions=list(ps))
+                                for tid, name, ps in m.assignment
+                            ]
+                        ),
                     )
-                )
-            groups.append(
-                group_cls(
-                    error_code=0,
-                    error_message=None,
-                    group_id=group_id,
-                    group_state=g.state,
-                    group_epoch=g.group_epoch,
-                    assignment_epoch=g.assignment_epoch,
-                    assignor_name="simple",
-                    members=members,
-                    authorized_operations=-(2**31),
-                )
+                    for m in g.members
+                ],
+                authorized_operations=-(2**31),
             )
+            for g in described
+        ]
         return resp_cls(version=head.api_version, throttle_time_ms=0, groups=groups)
 
     # ------------------------------------------------------------------ acknowledgements
@@ -830,28 +608,16 @@ class ShareService:
         """A connection of this client's own to the leader: long polls never block others.
         ``purpose`` 0 is for acquiring fetches, 1 for long polls that wait for new records
         (kept apart so that a pending long poll never delays an acquisition)."""
-        return await self._pooled_conn(self._fetch_conns, (conn.id, node_id * 2 + purpose), node_id)
-
-    async def _pooled_conn(
-        self, pool: dict[tuple[int, int], BrokerConnection], key: tuple[int, int], node_id: int
-    ) -> BrokerConnection:
-        """The connection of ``pool`` under ``key`` to broker ``node_id``, opened if needed."""
-        bc = pool.get(key)
-        if bc is None or bc.closed:
-            info = self.proxy.cluster.brokers.get(node_id)
-            if info is None:
-                raise UpstreamError(f"unknown broker {node_id}")
-            bc = BrokerConnection(info.host, info.port, self.proxy.config.max_frame_bytes)
-            await bc.start(self.proxy.cluster._nursery)
-            pool[key] = bc
-        return bc
+        return await self.upstream.pooled(
+            self._fetch_conns, (conn.id, node_id * 2 + purpose), node_id
+        )
 
     async def _fetch_records(self, conn: ClientConnection, op: ShareFetch[memoryview]) -> None:
         """Acquire records for a ShareFetch: rounds over its session's partitions until one
         gives records or MaxWaitMs is over (the decisions are ``op``'s)."""
         cluster = self.proxy.cluster
         if op.unknown_topic_ids(cluster.topic_names) and not self.fenced:
-            await self._ensure_topics([])
+            await self.ensure_topics([])
         for need in op.prepare(cluster.topic_names, fenced=self.fenced):
             await self._init_partition(need)
         op.plan()
@@ -930,8 +696,14 @@ class ShareService:
             return _settled(pr.on_read(Batches(tuple(batches))))
         if pr.nothing_new(watch.high_watermark):
             return NoRecords(wait_for_log=True)  # nothing new since we looked a moment ago
-        result = await self._log_read(conn, read, leader)
-        if isinstance(result, _UpstreamBatches) and pr.current:
+        generation = self.log_generation
+        try:
+            bc = await self._fetch_conn(conn, leader)
+        except UpstreamError as e:
+            log.warning("fetch %s-%s from broker %s failed: %s", read.topic, read.key[2], leader, e)
+            return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))
+        result = await self.upstream.read(bc, read, generation)
+        if isinstance(result, UpstreamBatches) and pr.current:
             watch.high_watermark = result.high_watermark
             if result.batches:
                 self.fetch_counts["on_demand"] += 1
@@ -942,7 +714,7 @@ class ShareService:
             start: int | None = None
             try:
                 conn0 = await self.proxy.cluster.connection(leader)
-                start = await self._log_start(conn0, read.topic, read.key[2])
+                start = await self.upstream.log_start(conn0, read.topic, read.key[2])
             except UpstreamError as e:
                 log.warning("log start of %s-%s: %s", read.topic, read.key[2], e)
             outcome = pr.on_log_start(start)
@@ -952,30 +724,6 @@ class ShareService:
             elif isinstance(result, OutOfRange):
                 watch.high_watermark = result.high_watermark
         return outcome
-
-    async def _log_read(
-        self, conn: ClientConnection, read: LogRead, leader: int
-    ) -> ReadResult[memoryview] | _UpstreamBatches:
-        """One upstream Fetch for a LogRead, on this client's own connection to the leader."""
-        generation = self.log_generation
-        try:
-            bc = await self._fetch_conn(conn, leader)
-            resp = await self._upstream_fetch(
-                bc, [(read.topic, read.key[2], read.offset, read.max_bytes)], 1, read.isolation
-            )
-        except UpstreamError as e:
-            log.warning("fetch %s-%s from broker %s failed: %s", read.topic, read.key[2], leader, e)
-            return ReadFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))
-        p = _first_partition(resp)
-        if p is None:
-            return NoAnswer()
-        if p.error_code == 1:  # OFFSET_OUT_OF_RANGE: the log start moved past us
-            return OutOfRange(int(getattr(p, "log_start_offset", -1)), int(p.high_watermark))
-        if p.error_code:
-            return ReadFailed(int(p.error_code), "upstream fetch error")
-        return _UpstreamBatches(
-            tuple(_log_batches(p, read.isolation)), int(p.high_watermark), generation
-        )
 
     # ------------------------------------------------------------------ read-ahead
     def _maybe_read_ahead(
@@ -1002,8 +750,10 @@ class ShareService:
             ahead += len(data)
         if ahead >= READ_AHEAD_BYTES:
             return
+        if self._background is None:
+            return  # not serving yet
         watch.ra_pending = trio.Event()
-        self.proxy.cluster._nursery.start_soon(self._read_ahead, sp, watch, source)
+        self._background.start_soon(self._read_ahead, sp, watch, source)
 
     async def _read_ahead(
         self, sp: SharePartition, watch: PartitionWatch, source: tuple[int, str, int, int]
@@ -1013,12 +763,12 @@ class ShareService:
         leader, name, partition, isolation = source
         start, generation = watch.ra_end, self.log_generation
         try:
-            bc = await self._pooled_conn(self._ra_conns, (leader, partition % 4), leader)
+            bc = await self.upstream.pooled(self._ra_conns, (leader, partition % 4), leader)
             self.fetch_counts["read_ahead_fetches"] += 1
-            resp = await self._upstream_fetch(
+            resp = await self.upstream.fetch(
                 bc, [(name, partition, start, READ_AHEAD_BYTES)], 1, isolation
             )
-            p = _first_partition(resp)
+            p = first_partition(resp)
             if p is None or p.error_code:
                 return  # the next fetch on demand sees the error and deals with it
             watch.high_watermark = int(p.high_watermark)
@@ -1028,7 +778,7 @@ class ShareService:
                 and watch.ra_end == start
                 and generation == self.log_generation
             ):
-                watch.extend(_log_batches(p, isolation))
+                watch.extend(log_batches(p, isolation))
         except UpstreamError as e:
             log.info("read-ahead of %s-%s at %d failed: %s", name, partition, start, e)
         except Exception:  # it runs in the proxy's own nursery: never fatal
@@ -1076,7 +826,7 @@ class ShareService:
                 try:
                     bc = await self._fetch_conn(conn, leader, 1)
                     wait_ms = int(min(remaining_s, 5.0) * 1000)
-                    resp = await self._upstream_fetch(
+                    resp = await self.upstream.fetch(
                         bc, [(name, tp[1], max(watch.high_watermark, 0), 1)], wait_ms, isolation
                     )
                     finished = True
@@ -1105,14 +855,6 @@ class ShareService:
             done.cancel()
 
 
-@dataclass(frozen=True, slots=True)
-class _UpstreamBatches(Batches[memoryview]):
-    """Batches of an upstream Fetch, with the DeleteRecords count when it was sent (a window
-    kept from a Fetch older than a DeleteRecords could hold deleted records)."""
-
-    generation: int = 0
-
-
 def _settled(outcome: Outcome[memoryview] | LogStartNeeded) -> Outcome[memoryview]:
     """A read from memory is never out of range, so it never needs the log start."""
     assert not isinstance(outcome, LogStartNeeded)
@@ -1132,71 +874,6 @@ def _ack_batches(batches: Sequence[Any] | None) -> tuple[AckBatch, ...]:
         AckBatch(b.first_offset, b.last_offset, tuple(b.acknowledge_types or ()))
         for b in batches or ()
     )
-
-
-def _first_partition(resp: Any) -> Any:
-    """The one partition of a Fetch answer for one partition, or None when it has none."""
-    return (
-        resp.responses[0].partitions[0] if resp.responses and resp.responses[0].partitions else None
-    )
-
-
-def _log_batches(p: Any, isolation: int) -> list[tuple[LogBatch, memoryview]]:
-    """The whole record batches of an upstream Fetch answer's partition, each with its bytes
-    (slices of the answer, not copies) and whether read_committed skips it."""
-    records = p.records if isinstance(p.records, (bytes, bytearray, memoryview)) else b""
-    raw = records if isinstance(records, bytes) else bytes(records)
-    spans = scan_batches(raw)
-    aborted = _aborted_batches(p, spans) if isolation else set()
-    view = memoryview(raw)
-    return [
-        (LogBatch(first, last, i in aborted), view[start:end])
-        for i, (start, end, first, last, _control) in enumerate(spans)
-    ]
-
-
-def _aborted_batches(p: Any, batches: Sequence[tuple[int, int, int, int, bool]]) -> set[int]:
-    """Indexes of data batches of aborted transactions (read_committed, digest 3.12).
-
-    As a Kafka consumer does: a producer's transaction counts as aborted from the first offset
-    the fetch answer lists for it until that producer's next control batch (the abort marker)."""
-    listed = sorted(
-        (int(a.first_offset), int(a.producer_id))
-        for a in (getattr(p, "aborted_transactions", None) or [])
-    )
-    if not listed:
-        return set()
-    records = p.records
-    active: set[int] = set()
-    out: set[int] = set()
-    cursor = 0
-    for i, (start, _end, first, _last, control) in enumerate(batches):
-        while cursor < len(listed) and listed[cursor][0] <= first:
-            active.add(listed[cursor][1])
-            cursor += 1
-        header = _HEADER.unpack_from(records, start)
-        producer_id, attributes = header[9], header[5]
-        if control:
-            active.discard(producer_id)
-        elif attributes & 0x10 and producer_id in active:
-            out.add(i)
-    return out
-
-
-def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
-    """Give a proxy the share-group APIs (durable when given a state store)."""
-    broker_config = BrokerConfig.from_mapping(
-        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
-    )
-    service = ShareService(proxy, broker_config, store)
-    from proxy.share_offsets import ShareOffsets
-
-    service.offsets = ShareOffsets(service)
-    proxy.share_handler = service
-    from proxy.admin import AdminHandlers
-
-    AdminHandlers(proxy, service)
-    return service
 
 
 for _key, _request_cls in messages.SHARE_REQUESTS.items():

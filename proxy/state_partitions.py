@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import ChainMap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from uuid import UUID
 
 import trio
+from confluent_kafka import Producer
 
 from proxy.state_store import StateStore, StateWriteError, StoreConfig, _Waiter, new_producer
 from sharegroup.persist.partitioning import state_partition_of
@@ -70,12 +71,21 @@ class PartitionedStateStore:
         self.partitions = 0  # the topic's partition count, known once started
         self.stores: dict[int, StateStore] = {}
         self.replay = ReplayView(self.stores)
+        self._producer: Producer | None = None
+        self._nursery: trio.Nursery | None = None
 
     @property
     def fenced(self) -> bool:
         return not self.stores or any(s.fenced for s in self.stores.values())
 
     async def start(self, nursery: trio.Nursery) -> Replay:
+        """Open the topic and claim every state partition (one instance owns all)."""
+        await self.open(nursery)
+        return await self.claim(range(self.partitions))
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Create the topic unless it exists and learn its partition count; the stores'
+        readers will run in ``nursery``. Claims nothing."""
         probe = StateStore(self.config)
         self.partitions = await trio.to_thread.run_sync(probe._create_topic)
         if self.partitions != self.config.partitions:
@@ -89,20 +99,46 @@ class PartitionedStateStore:
                 self.config.partitions,
                 self.partitions,
             )
-        producer = new_producer(self.config)
-        for p in range(self.partitions):
-            self.stores[p] = StateStore(
-                dataclasses.replace(self.config, partition=p, create_topic=False), producer
+        self._producer = new_producer(self.config)
+        self._nursery = nursery
+
+    async def claim(self, partitions: Iterable[int]) -> Replay:
+        """Take state partitions: each gets a store that claims it, replays it through the
+        claim and reads its tail from there. Returns what they replayed, as one ``Replay``;
+        the partitions are served (written) only once all of them are replayed."""
+        assert self._nursery is not None, "open() first"
+        fresh: dict[int, StateStore] = {}
+        for p in partitions:
+            if p in self.stores or p in fresh:
+                continue
+            if not 0 <= p < self.partitions:
+                raise ValueError(f"state topic {self.config.topic} has no partition {p}")
+            fresh[p] = StateStore(
+                dataclasses.replace(self.config, partition=p, create_topic=False), self._producer
             )
         replays: dict[int, Replay] = {}
+        nursery = self._nursery
 
         async def start_one(p: int) -> None:
-            replays[p] = await self.stores[p].start(nursery)
+            replays[p] = await fresh[p].start(nursery)
 
         async with trio.open_nursery() as starting:
-            for p in self.stores:
+            for p in fresh:
                 starting.start_soon(start_one, p)
+        self.stores.update(fresh)
         return combined([replays[p] for p in sorted(replays)])
+
+    async def release(self, partitions: Iterable[int], *, wait_s: float = 10.0) -> None:
+        """Let state partitions go: no new write is taken for them at once, writes already
+        made get up to ``wait_s`` to be confirmed, then their readers stop (what is still
+        unconfirmed fails, fenced) and another instance may claim them."""
+        leaving = [self.stores.pop(p) for p in partitions if p in self.stores]
+        with trio.move_on_after(wait_s):
+            for store in leaving:
+                while store.pending and not store.fenced:
+                    await trio.sleep(0.01)
+        for store in leaving:
+            await store.stop()
 
     def partition_of(self, record: Record) -> int | None:
         return state_partition_of(record, self.partitions)
@@ -168,11 +204,16 @@ class PartitionedStateStore:
         pruned: list[int] = []
 
         async def prune_one(store: StateStore, recs: list[Record]) -> None:
-            pruned.append(await store.prune(recs))
+            if recs:
+                pruned.append(await store.prune(recs))
+            elif store.claim_offset > 0:
+                # Nothing lives in this partition: everything below the claim is void.
+                await trio.to_thread.run_sync(store._delete_below, store.claim_offset)
+                pruned.append(store.claim_offset)
 
         async with trio.open_nursery() as nursery:
-            for p, recs in groups.items():
-                nursery.start_soon(prune_one, self._store(p), recs)
+            for p, store in self.stores.items():
+                nursery.start_soon(prune_one, store, groups.get(p, []))
         return sum(pruned)
 
     async def aclose(self) -> None:

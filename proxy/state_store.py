@@ -45,8 +45,12 @@ from proxy.upstream import BrokerConnection, UpstreamError, parse_servers
 from sharegroup.persist.records import (
     RECORD_WRITER_CLAIM,
     WRITER_HEADER,
+    GroupConfigs,
     Record,
     RecordError,
+    Snapshot,
+    Tombstone,
+    TopicIdAssigned,
     WriterClaim,
     decode,
     encode,
@@ -76,6 +80,8 @@ DELIVERY_POLL_S = 0.05
 # LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, REPLICA_NOT_AVAILABLE, KAFKA_STORAGE_ERROR,
 # FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE.
 RETRIABLE_FETCH_ERRORS = frozenset({3, 5, 6, 9, 56, 74, 75, 78})
+RECOVER_BACKOFF_S = 0.5
+RECOVER_BACKOFF_MAX_S = 10.0
 
 
 class StateWriteError(Exception):
@@ -92,8 +98,8 @@ class StoreConfig:
     min_isr: int | None = None  # None: min(2, replication factor)
     updates_per_snapshot: int = 500
     write_timeout_s: float = 10.0  # start-up steps (claim, admin calls)
-    # How long a write may stay unconfirmed (the broker away) before this instance gives up:
-    # its outcome is then unknown, so it stops serving share groups, as when fenced.
+    # How long a write may stay unconfirmed (the broker away) before this instance gives up
+    # on it: its outcome is then unknown, and the instance recovers (StateStore._recover).
     commit_retry_s: float = 120.0
     # The state partition this store writes (proxy/state_partitions.py runs one store per
     # state partition it owns), the partition count a new topic is created with, and
@@ -101,6 +107,12 @@ class StoreConfig:
     partition: int = 0
     partitions: int = 1
     create_topic: bool = True
+
+
+@dataclass
+class _Reclaimed:
+    replay: Replay  # the log through the new claim
+    foreign_claim: bool
 
 
 @dataclass
@@ -157,12 +169,23 @@ class StateStore:
         self.fenced = False
         self.claim_offset = -1
         self._producer: Producer | None = producer  # shared by the stores of one instance
+        # A shared producer carries the writes of other state partitions: recovery leaves it
+        # to them (its records of this store's old writer id count for no one anyway).
+        self._own_producer = producer is None
+        self._tail_done = trio.Event()
         self._tail_offset = 0  # where the tail reader reads next
         self._read_seq = 0  # the last of our sequence numbers it read
         self._seq = 0  # last sequence number produced
         self._confirmed = 0  # last sequence number read back before any other claim
         self._waiters: deque[_Waiter] = deque()
         self._stopped = False
+        # A write of unknown outcome was met: the tail reader stops and _recover runs.
+        self._recover_wanted = False
+        self._generation = 0  # bumped with every producer: old delivery reports are ignored
+        self.recoveries = 0
+        self._own_writers = {self.writer_id}  # every writer id this instance has used
+        self._fenced_by_other = False  # another instance claimed the topic: for good
+        self._claims_read: list[tuple[int, UUID]] = []  # (offset, writer) in the last replay
 
     # ------------------------------------------------------------------ start-up
     async def start(self, nursery: trio.Nursery) -> Replay:
@@ -263,6 +286,7 @@ class StateStore:
         """Replay the topic from its start through this instance's claim; the tail reader
         goes on from there."""
         replay = Replay()
+        self._claims_read = []
         consumer = Consumer(
             {
                 "bootstrap.servers": self.config.bootstrap,
@@ -307,7 +331,10 @@ class StateStore:
                     continue
                 writer = _writer_of(m)
                 try:
-                    replay.apply_logged(decode(key, m.value()), writer and writer[0])
+                    record = decode(key, m.value())
+                    replay.apply_logged(record, writer and writer[0])
+                    if isinstance(record, WriterClaim):
+                        self._claims_read.append((m.offset() or 0, record.writer_id))
                 except RecordError as e:
                     log.warning("skipping state record at offset %s: %s", m.offset(), e)
                 offset = m.offset() or 0
@@ -321,23 +348,174 @@ class StateStore:
 
     # ------------------------------------------------------------------ the tail reader
     async def _run_tail(self) -> None:
+        """Read the tail until fenced or stopped; after a write of unknown outcome, recover
+        (``_recover``) and read on."""
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._poll_deliveries)
-                await self._tail(nursery)
-                nursery.cancel_scope.cancel()
-        except Exception as e:  # noqa: BLE001 - the proxy stays up; share groups stop
-            log.error("the state topic reader failed: %r", e)
+            while not self._stopped:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._poll_deliveries)
+                        await self._tail(nursery)
+                        nursery.cancel_scope.cancel()
+                except Exception as e:  # noqa: BLE001 - the proxy stays up and recovers
+                    log.error("the state topic reader failed: %r", e)
+                    self._fail(StateWriteError(f"the state topic reader failed: {e!r}"))
+                if not self._recover_wanted:
+                    return
+                await self._recover()
+                if self.fenced:
+                    return
         finally:
             self._stopped = True
-            # Nothing is read back any more (the proxy is stopping, or the reader failed):
-            # writes still waiting get an error now rather than at their timeout. They may be
-            # in the log or not; their clients are told the acknowledgement failed.
+            # Nothing is read back any more (the proxy is stopping, or fenced): writes still
+            # waiting get an error now rather than at their timeout. They may be in the log or
+            # not; their clients are told the acknowledgement failed.
             self.fenced = True
             waiting = len(self._waiters)
             self._fail(StateWriteError("the state topic reader stopped", fenced=True))
             if waiting:
                 log.info("state reader stopped with %d writes unconfirmed", waiting)
+            self._tail_done.set()
+
+    async def _recover(self) -> None:
+        """Make the log say what this instance holds again, after a write of unknown outcome.
+
+        The unknown write may land later or never; no reader can be told which. So this
+        instance takes the topic again under a new writer id: a new producer (the old one's
+        queue is purged), a new WriterClaim, and a replay of the log through it. From the new
+        claim on, records of the old writer id count for no one (``Replay.apply_logged``), so
+        the unknown write either lies before the claim or is void. Then it writes, after the
+        claim, a snapshot of every share partition as this instance wrote it (``self.replay``,
+        which includes every write it ever confirmed and the unknown ones), the group configs
+        and topic ids, and tombstones for share partitions the log still has but this instance
+        deleted. The log now agrees with the instance whatever became of the unknown write, and
+        a confirmed acknowledgement, being in ``self.replay``, is written again, never undone.
+        Then writes are confirmed again (in order, so after these snapshots).
+
+        If the replay meets another instance's claim after this instance's previous one, that
+        instance owns the topic: this one stays fenced (and the other, seeing the new claim,
+        stops too; a restart of either recovers). Retried with backoff while the cluster is
+        away."""
+        self.recoveries += 1
+        backoff = RECOVER_BACKOFF_S
+        while not self._stopped:
+            try:
+                logged = await trio.to_thread.run_sync(self._reclaim, abandon_on_cancel=True)
+            except (StateWriteError, KafkaException) as e:
+                log.warning("state topic recovery: %s; retrying in %.1fs", e, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RECOVER_BACKOFF_MAX_S)
+                continue
+            if logged.foreign_claim:
+                self._recover_wanted = False
+                self._fenced_by_other = True
+                log.error(
+                    "state topic %s was claimed by another instance; share groups stop here",
+                    self.config.topic,
+                )
+                return
+            records = self._reconcile(logged.replay)
+            self._recover_wanted = False
+            self.fenced = False
+            try:
+                self._produce(records)
+            except StateWriteError as e:  # refused before it left: try again from the start
+                log.warning("state topic recovery: %s", e)
+                self._fail(e)
+                continue
+            log.warning(
+                "state topic writer recovered: writer %s claimed %s at offset %d; %d records "
+                "rewritten (%d share partitions)",
+                self.writer_id,
+                self.config.topic,
+                self.claim_offset,
+                len(records),
+                len(self.replay.partitions),
+            )
+            return
+
+    def _reclaim(self) -> _Reclaimed:
+        """(worker thread) A new writer: producer, claim, replay through the claim. Not if
+        another instance claimed the topic since this one's last claim: a new claim would
+        fence it."""
+        previous_claim = self.claim_offset
+        if self._foreign_claim_after(previous_claim):
+            return _Reclaimed(Replay(), foreign_claim=True)
+        old, self._producer = self._producer, None
+        self._generation += 1
+        if old is not None and self._own_producer:
+            old.purge()
+            old.flush(0)
+        self._own_producer = True  # _claim makes a producer of this store's own
+        self.writer_id = uuid4()
+        self._own_writers.add(self.writer_id)
+        self._seq = self._read_seq = self._confirmed = 0
+        self._claim()
+        replay = self._read_through_claim()
+        # A claim after this instance's previous one by a writer id it never used: another
+        # instance took the topic meanwhile.
+        foreign = any(
+            offset > previous_claim and writer not in self._own_writers
+            for offset, writer in self._claims_read
+        )
+        return _Reclaimed(replay, foreign)
+
+    def _foreign_claim_after(self, offset: int) -> bool:
+        """(worker thread) Is there a claim of another writer after ``offset``, up to the end
+        of the topic now?"""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.config.bootstrap,
+                "group.id": f"sharegroup-state-reader-{self.config.topic}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 100,
+                "socket.nagle.disable": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            consumer.assign([TopicPartition(self.config.topic, self.partition, offset + 1)])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for m in _poll_batch(consumer, 0.1):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == _PARTITION_EOF:
+                            return False
+                        raise StateWriteError(f"reading {self.config.topic}: {err}")
+                    key = m.key()
+                    if key is None or type_of_key(key) != RECORD_WRITER_CLAIM:
+                        continue
+                    writer = _writer_of(m)
+                    if writer is None or writer[0] not in self._own_writers:
+                        return True
+            raise StateWriteError(f"could not read {self.config.topic} to its end within 60 s")
+        finally:
+            consumer.close()
+
+    def _reconcile(self, logged: Replay) -> list[Record]:
+        """Records that make the log's state equal to ``self.replay``."""
+        now = int(time.time() * 1000)
+        mine = self.replay
+        out: list[Record] = [
+            Snapshot(
+                key,
+                d.snapshot_epoch + 1,
+                d.state_epoch,
+                d.leader_epoch,
+                d.start_offset,
+                d.create_timestamp,
+                now,
+                d.batches(),
+            )
+            for key, d in mine.partitions.items()
+        ]
+        out += [Tombstone(key) for key in logged.partitions if key not in mine.partitions]
+        out += [GroupConfigs(g, dict(c)) for g, c in mine.group_configs.items()]
+        out += [GroupConfigs(g, None) for g in logged.group_configs if g not in mine.group_configs]
+        out += [TopicIdAssigned(name, tid) for name, tid in mine.topic_ids.items()]
+        return out
 
     async def _poll_deliveries(self) -> None:
         """Serve the producer's delivery reports (only failures matter)."""
@@ -364,7 +542,7 @@ class StateStore:
             troubled = True
 
         try:
-            while not self._stopped:
+            while not self._stopped and not self._recover_wanted:
                 if conn is None or conn.closed:
                     try:
                         conn = await self._leader_connection(nursery)
@@ -397,9 +575,13 @@ class StateStore:
                     backoff = min(backoff * 2, TAIL_BACKOFF_MAX_S)
                     continue
                 if code:
-                    raise StateWriteError(
-                        f"reading {self.config.topic} at offset {self._tail_offset}: error {code}"
+                    self._fail(
+                        StateWriteError(
+                            f"reading {self.config.topic} at offset {self._tail_offset}: "
+                            f"error {code}"
+                        )
                     )
+                    return
                 backoff = TAIL_BACKOFF_S
                 if troubled:
                     log.info("state topic reader: reading again at offset %d", self._tail_offset)
@@ -430,13 +612,12 @@ class StateStore:
                         break
                 elif writer is not None and writer[0] == self.writer_id:
                     if writer[1] != self._read_seq + 1:
-                        # A write of ours is missing before this one: lost, so what this
-                        # instance holds is no longer what the log says.
+                        # A write of ours is missing before this one: lost, so the log no
+                        # longer says what this instance holds (recovered by _recover).
                         self._fail(
                             StateWriteError(
                                 f"state write {self._read_seq + 1} is missing from the log"
-                                f" (read {writer[1]} at offset {r.offset})",
-                                fenced=True,
+                                f" (read {writer[1]} at offset {r.offset})"
                             )
                         )
                         return True
@@ -496,22 +677,38 @@ class StateStore:
                     f"this proxy instance was fenced: another one claimed {self.config.topic} "
                     f"at offset {fenced_by}",
                     fenced=True,
-                )
+                ),
+                recover=False,
             )
 
-    def _delivered(self, err: Any, _msg: Message) -> None:
-        """A delivery report (Trio thread, from _poll_deliveries). Only failures matter:
-        success is confirmed by reading the record back."""
-        if err is not None and not self._stopped:
-            self._fail(StateWriteError(f"state write failed, outcome unknown: {err}", fenced=True))
+    def _delivery_report(self) -> Callable[[Any, Message], None]:
+        generation = self._generation
 
-    def _fail(self, error: StateWriteError) -> None:
-        """Stop writing: whatever is unconfirmed may or may not be in the log, so this
-        instance can no longer tell its state. It stops serving share groups (a restart, or
-        another instance, recovers from the log)."""
+        def delivered(err: Any, _msg: Message) -> None:
+            """A delivery report (Trio thread, from _poll_deliveries). Only failures matter:
+            success is confirmed by reading the record back. Reports of a producer that
+            recovery replaced are its purged writes: already failed."""
+            if err is not None and not self._stopped and generation == self._generation:
+                self._fail(StateWriteError(f"state write failed, outcome unknown: {err}"))
+
+        return delivered
+
+    def _fail(self, error: StateWriteError, *, recover: bool = True) -> None:
+        """Stop confirming writes: whatever is unconfirmed may or may not be in the log. Every
+        write waiting fails (the acknowledging clients get an error, which allows either
+        outcome). Unless another instance claimed the topic, ``_recover`` then makes the log
+        say what this instance holds, and it serves again; fenced by another, it stops serving
+        share groups for good."""
         if not self.fenced:
-            log.error("state topic writer stopped: %s", error)
+            if recover:
+                log.error("state topic writer stopped, recovering: %s", error)
+            else:
+                log.error("state topic writer stopped: %s", error)
         self.fenced = True
+        if not recover:
+            self._fenced_by_other = True
+        self._recover_wanted = recover and not self._stopped and not self._fenced_by_other
+        error = StateWriteError(str(error), fenced=True)
         while self._waiters:
             waiter = self._waiters.popleft()
             waiter.error = error
@@ -527,11 +724,11 @@ class StateStore:
             record = joined(record)
             self._seq += 1
             try:
-                self._send(record, self._seq, self._delivered)
+                self._send(record, self._seq, self._delivery_report())
             except (KafkaException, BufferError) as e:
                 error = StateWriteError(f"state write refused: {e}")
                 if i:  # part of the write is on its way: its outcome is unknown
-                    self._fail(StateWriteError(str(error), fenced=True))
+                    self._fail(error)
                     raise StateWriteError(str(error), fenced=True) from e
                 self._seq -= 1  # never sent: the tail reader must not wait for it
                 raise error from e
@@ -570,7 +767,7 @@ class StateStore:
             with trio.move_on_after(self.config.commit_retry_s + 30):
                 await waiter.done.wait()
         if not waiter.done.is_set():
-            self._fail(StateWriteError("a state write was not confirmed in time", fenced=True))
+            self._fail(StateWriteError("a state write was not confirmed in time"))
         if waiter.error is not None:
             raise waiter.error
 
@@ -605,6 +802,18 @@ class StateStore:
                 f.result(30)
         except (KafkaException, AttributeError, TypeError) as e:
             log.warning("pruning the state topic below %d failed: %s", offset, e)
+
+    @property
+    def pending(self) -> int:
+        """Writes made and not yet confirmed (or failed)."""
+        return len(self._waiters)
+
+    async def stop(self) -> None:
+        """Stop reading and writing this state partition (writes still unconfirmed fail);
+        returns once the tail reader has stopped."""
+        self._stopped = True
+        with trio.move_on_after(TAIL_TIMEOUT_S + 5):
+            await self._tail_done.wait()
 
     async def aclose(self) -> None:
         self._stopped = True

@@ -206,6 +206,16 @@ class Cluster:
             self._connections[node_id] = conn
         return conn
 
+    async def open_connection(self, node_id: int) -> BrokerConnection:
+        """A new connection to broker ``node_id`` of the caller's own (not shared), for
+        requests that must not wait behind others (long polls, read-ahead)."""
+        info = self.brokers.get(node_id)
+        if info is None:
+            raise UpstreamError(f"unknown broker {node_id}")
+        conn = BrokerConnection(info.host, info.port, self._max_frame_bytes)
+        await conn.start(self._nursery)
+        return conn
+
     async def _bootstrap(self) -> BrokerConnection:
         if self._bootstrap_conn is not None and not self._bootstrap_conn.closed:
             return self._bootstrap_conn

@@ -391,9 +391,19 @@ def _cluster_id() -> str:
 
 
 def kafka_properties(
-    *, port: int, controller_port: int, data_dir: Path, extra: Mapping[str, str] | None = None
+    *,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    extra: Mapping[str, str] | None = None,
+    extra_listeners: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, str]:
-    """server.properties of a one-node KRaft cluster tuned for tests (docs/brokers.md)."""
+    """server.properties of a one-node KRaft cluster tuned for tests (docs/brokers.md).
+
+    ``extra_listeners`` maps a listener name to (port it listens on, port it advertises): a
+    client that connects there learns the advertised port as the broker's address (Kafka
+    answers Metadata with the endpoints of the listener a request came in on), so everything
+    it sends goes through whatever forwards that port, a fault injector for instance."""
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -425,6 +435,10 @@ def kafka_properties(
         "num.io.threads": "2",
         "background.threads": "2",
     }
+    for name, (listen, advertised) in (extra_listeners or {}).items():
+        props["listeners"] += f",{name}://{HOST}:{listen}"
+        props["advertised.listeners"] += f",{name}://{HOST}:{advertised}"
+        props["listener.security.protocol.map"] += f",{name}:PLAINTEXT"
     props.update(extra or {})
     return props
 
@@ -435,6 +449,7 @@ def start_kafka(
     *,
     share_version: int | None = 1,
     extra_config: Mapping[str, str] | None = None,
+    extra_listeners: Mapping[str, tuple[int, int]] | None = None,
     timeout_s: float = READY_TIMEOUT_S,
 ) -> Broker:
     """A one-node KRaft Apache Kafka ``version`` on free loopback ports (jars fetched if needed).
@@ -443,10 +458,13 @@ def start_kafka(
     (default 1: the GA semantics of 4.2/4.3 even on 4.4, whose own default is 2; None: the
     release's own default, as a user formatting without ``--feature`` gets). On 4.x with
     ``share_groups=False`` the storage is formatted with ``share.version=0``: a KIP-932-less
-    broker like 3.9. ``extra_config`` entries override the generated server.properties.
+    broker like 3.9. ``extra_config`` entries override the generated server.properties;
+    ``extra_listeners`` adds listeners (see ``kafka_properties``).
     """
     return _port_retry(
-        lambda: _start_kafka_once(version, share_groups, share_version, extra_config, timeout_s)
+        lambda: _start_kafka_once(
+            version, share_groups, share_version, extra_config, extra_listeners, timeout_s
+        )
     )
 
 
@@ -455,6 +473,7 @@ def _start_kafka_once(
     share_groups: bool,
     share_version: int | None,
     extra_config: Mapping[str, str] | None,
+    extra_listeners: Mapping[str, tuple[int, int]] | None,
     timeout_s: float,
 ) -> Broker:
     major, minor = (int(x) for x in version.split(".")[:2])
@@ -467,7 +486,11 @@ def _start_kafka_once(
         controller_port = free_port()
     workdir = make_workdir(f"kafka-{version}")
     props = kafka_properties(
-        port=port, controller_port=controller_port, data_dir=workdir / "data", extra=extra_config
+        port=port,
+        controller_port=controller_port,
+        data_dir=workdir / "data",
+        extra=extra_config,
+        extra_listeners=extra_listeners,
     )
     config = workdir / "server.properties"
     config.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument(
         "--config-file", metavar="FILE", type=Path, help="a .properties file of such configs"
     )
+    proxy.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+        "(the config sharegroup.metrics.listen; default: no endpoint)",
+    )
     proxy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     proxy.set_defaults(func=_run_proxy)
     from sharegroup.offsets_cli import add_offsets_command
@@ -157,6 +163,8 @@ def _run_proxy(args: argparse.Namespace) -> int:
         print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
         return 2
     configs.update(dict(args.config))
+    if args.metrics_listen:
+        configs["sharegroup.metrics.listen"] = args.metrics_listen
     listen_protocol, listen_address = parse_listen(args.listen)
     try:
         listen_host, listen_port = parse_host_port(listen_address, 9192)

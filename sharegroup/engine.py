@@ -39,6 +39,10 @@ class GroupEntry:
     overrides: dict[str, str] = field(default_factory=dict)
     config: GroupConfig = field(default_factory=GroupConfig)
     partitions: set[tuple[UUID, int]] = field(default_factory=set)
+    # Whether the group exists as Kafka's group coordinator sees it (listed, described,
+    # deletable): a member joined or it has share-partition state. Configs alone, which
+    # outlive a deleted group as in Kafka, do not make a group.
+    exists: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ class ShareEngine:
         entry = self.group(group_id, create=member_epoch == 0)
         if entry is None:
             raise ShareApiError(ErrorCode.GROUP_ID_NOT_FOUND, f"group {group_id} does not exist")
-        return entry.group.heartbeat(
+        result = entry.group.heartbeat(
             member_id,
             member_epoch,
             now_ms=now_ms,
@@ -133,6 +137,29 @@ class ShareEngine:
             client_id=client_id,
             client_host=client_host,
         )
+        entry.exists = True
+        return result
+
+    def delete_group(self, group_id: str) -> list[PartitionKey]:
+        """Delete an empty share group and its share partitions (DeleteGroups); its configs
+        stay, as in Kafka. Returns the share partitions dropped, whose state the caller
+        deletes durably. Raises ShareApiError, with nothing changed, if the group does not
+        exist or has members."""
+        entry = self.groups.get(group_id)
+        if entry is None or not entry.exists:
+            raise ShareApiError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} not found.")
+        if entry.group.members:
+            raise ShareApiError(ErrorCode.NON_EMPTY_GROUP, f"Group {group_id} is not empty.")
+        dropped = [key for key in self.partitions if key[0] == group_id]
+        for key in dropped:
+            del self.partitions[key]
+        if entry.overrides:
+            self.groups[group_id] = GroupEntry(
+                self._new_group(group_id, entry.config), entry.overrides, entry.config
+            )
+        else:
+            del self.groups[group_id]
+        return dropped
 
     # ------------------------------------------------------------------ share partitions
     def share_partition(self, key: PartitionKey) -> SharePartition | None:
@@ -153,6 +180,7 @@ class ShareEngine:
         entry = self.group(key[0], create=True)
         assert entry is not None
         entry.partitions.add((key[1], key[2]))
+        entry.exists = True
         return sp
 
     def new_partition(self, key: PartitionKey, start_offset: int) -> SharePartition:

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 from uuid import UUID
 
-from model import AckBatch, AcquiredRecords, AcquireMode, ErrorCode, LogBatch
+from model import AckBatch, AcquiredRecords, AcquireMode, ErrorCode, HeartbeatResult, LogBatch
 from sharegroup.engine import Change, PartitionKey
 
 P = TypeVar("P")
@@ -52,6 +52,19 @@ class ShareAcknowledgeRequest:
     epoch: int
     partitions: tuple[tuple[TopicPartition, tuple[AckBatch, ...]], ...]
     renew: bool | None = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRequest:
+    """A decoded ShareGroupHeartbeat, with who sent it (for ShareGroupDescribe)."""
+
+    group_id: str
+    member_id: str
+    member_epoch: int
+    subscribed_topic_names: tuple[str, ...] | None = None
+    rack_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
 
 
 # ---------------------------------------------------------------------- asks and reports
@@ -229,3 +242,38 @@ class AckAnswer:
         for p in self.partitions:
             out.setdefault(p.topic_id, []).append(p)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAnswer:
+    """A ShareGroupHeartbeat answer: ``result`` (None when refused with ``error``), and the
+    share partitions of a new assignment the driver creates before the member fetches them."""
+
+    result: HeartbeatResult | None
+    error: Refused | None = None
+    initialize: tuple[InitNeed, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedMember:
+    member_id: str
+    rack_id: str | None
+    member_epoch: int
+    client_id: str
+    client_host: str
+    subscribed_topic_names: tuple[str, ...]
+    assignment: tuple[tuple[UUID, str, tuple[int, ...]], ...]  # topic id, name, partitions
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedGroup:
+    """One group of a ShareGroupDescribe answer (``error`` set for an unknown group)."""
+
+    group_id: str
+    error: ErrorCode = ErrorCode.NONE
+    message: str | None = None
+    state: str = "Dead"
+    group_epoch: int = -1
+    assignment_epoch: int = -1
+    assignor: str = ""
+    members: tuple[DescribedMember, ...] = ()

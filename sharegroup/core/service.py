@@ -48,8 +48,12 @@ from sharegroup.core.messages import (
     AckAnswer,
     AckOutcome,
     Acquired,
+    DescribedGroup,
+    DescribedMember,
     FetchAction,
     FetchAnswer,
+    HeartbeatAnswer,
+    HeartbeatRequest,
     InitNeed,
     LogRead,
     LogStartNeeded,
@@ -206,6 +210,94 @@ class ShareCore:
             for tp, batches in acks
         ]
         return ShareFetch(self, req, req.group_id, node_id, ctx, outcomes, now_ms)
+
+    # ------------------------------------------------------------------ membership
+    def topics_to_know(self, group_id: str, subscribed: Sequence[str] | None) -> list[str]:
+        """The topics a heartbeat needs metadata of: the member's subscription and the
+        group's (the assignment covers them all)."""
+        topics = list(subscribed or ())
+        entry = self.engine.group(group_id)
+        if entry is not None:
+            topics += list(entry.group.subscribed_topics())
+        return sorted(set(topics))
+
+    def heartbeat(
+        self,
+        req: HeartbeatRequest,
+        *,
+        now_ms: int,
+        partition_counts: dict[str, int],
+        topic_ids: Mapping[str, UUID],
+        fenced: bool = False,
+    ) -> HeartbeatAnswer:
+        """ShareGroupHeartbeat: join, heartbeat or leave; a new assignment names the share
+        partitions to create (``InitNeed``)."""
+        if fenced:
+            return HeartbeatAnswer(None, Refused(ErrorCode.NOT_COORDINATOR, FENCED))
+        try:
+            result = self.engine.heartbeat(
+                req.group_id,
+                req.member_id,
+                req.member_epoch,
+                now_ms=now_ms,
+                partition_counts=partition_counts,
+                subscribed_topic_names=req.subscribed_topic_names,
+                rack_id=req.rack_id,
+                client_id=req.client_id,
+                client_host=req.client_host,
+            )
+        except ShareApiError as e:
+            return HeartbeatAnswer(None, Refused(e.code, e.message))
+        needs: list[InitNeed] = []
+        if result.assignment is not None:
+            needs = self.partitions_to_initialize(req.group_id, result.assignment, topic_ids)
+        return HeartbeatAnswer(result, None, tuple(needs))
+
+    def describe(
+        self, group_ids: Sequence[str], topic_ids: Mapping[str, UUID]
+    ) -> list[DescribedGroup]:
+        """ShareGroupDescribe: each group's state and members with their assignments (topics
+        the driver does not know are left out of them)."""
+        out: list[DescribedGroup] = []
+        for group_id in group_ids:
+            entry = self.engine.group(group_id)
+            if entry is None or not entry.exists:
+                out.append(
+                    DescribedGroup(
+                        group_id,
+                        ErrorCode.GROUP_ID_NOT_FOUND,
+                        f"Group {group_id} not found.",
+                    )
+                )
+                continue
+            g = entry.group
+            members = tuple(
+                DescribedMember(
+                    m.member_id,
+                    m.rack_id,
+                    m.member_epoch,
+                    m.client_id,
+                    m.client_host,
+                    tuple(m.subscribed_topic_names),
+                    tuple(
+                        (topic_ids[name], name, tuple(parts))
+                        for name, parts in sorted(m.assignment.items())
+                        if name in topic_ids
+                    ),
+                )
+                for m in g.members.values()
+            )
+            out.append(
+                DescribedGroup(
+                    group_id,
+                    state=g.state,
+                    group_epoch=g.group_epoch,
+                    assignment_epoch=g.assignment_epoch,
+                    assignor="simple",
+                    members=members,
+                )
+            )
+        return out
 
     # ------------------------------------------------------------------ initialization
     def start_reset(self, group_id: str, topic_id: UUID) -> str:

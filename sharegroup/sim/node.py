@@ -42,7 +42,6 @@ from model import (
     HeartbeatResult,
     LogBatch,
     RecordState,
-    ShareApiError,
     SharePartition,
 )
 from model.config import parse_by_duration_ms
@@ -52,6 +51,7 @@ from sharegroup.core import (
     Acquired,
     Batches,
     FetchAction,
+    HeartbeatRequest,
     InitNeed,
     LogStartNeeded,
     NoRecords,
@@ -262,28 +262,26 @@ class SimProxy:
         client = self.connections.get(conn)
         if client is None:
             return None
-        now = self.loop.now_ms
-        try:
-            result = self.engine.heartbeat(
+        answer = self.core.heartbeat(
+            HeartbeatRequest(
                 self.group_id,
                 member_id,
                 member_epoch,
-                now_ms=now,
-                partition_counts=self.log.partition_counts(),
-                subscribed_topic_names=subscribed,
+                None if subscribed is None else tuple(subscribed),
                 client_id=client.consumer_id,
-            )
-        except ShareApiError as e:
-            return e.code
+            ),
+            now_ms=self.loop.now_ms,
+            partition_counts=self.log.partition_counts(),
+            topic_ids=self.topic_ids,
+        )
+        if answer.result is None:
+            assert answer.error is not None
+            return answer.error.code
         self.members[member_id] = client.consumer_id
         self._schedule_tick(self.engine.next_deadline_ms())
-        if result.assignment is not None:
-            self._initialize(result.assignment)
-        return result
-
-    def _initialize(self, assignment: dict[str, tuple[int, ...]]) -> None:
-        for need in self.core.partitions_to_initialize(self.group_id, assignment, self.topic_ids):
+        for need in answer.initialize:
             self._init_partition(need)
+        return answer.result
 
     def _init_partition(self, need: InitNeed) -> SharePartition:
         key = need.key

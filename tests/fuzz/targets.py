@@ -17,10 +17,10 @@ import trio
 import trio.testing
 
 from proxy import wire
+from proxy.app import attach
 from proxy.connection import ClientConnection, Slot
 from proxy.framing import FrameBuffer, FrameError
 from proxy.server import Proxy, ProxyConfig
-from proxy.shares import attach
 from proxy.upstream import BrokerInfo, Cluster, PartitionInfo, TopicInfo, UpstreamError
 
 SEEDS = Path(__file__).with_name("seeds")
@@ -178,16 +178,11 @@ class _PeerSocket:
         return getattr(self._sock, name)
 
 
-class _Stream:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self.socket = _PeerSocket(stream.socket)
-
-    async def send_all(self, data: Any) -> None:
-        await self._stream.send_all(data)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
+def _stream(sock: trio.socket.SocketType) -> trio.SocketStream:
+    """A socket-pair stream whose socket reports a TCP peer address, as a client's does."""
+    stream = trio.SocketStream(sock)
+    stream.socket = _PeerSocket(sock)  # type: ignore[assignment]
+    return stream
 
 
 class _ErrorLog(logging.Handler):
@@ -203,8 +198,6 @@ class _ErrorLog(logging.Handler):
 
 
 _ERRORS = _ErrorLog()
-for _name in ("sharegroup", "sharegroup.proxy", "sharegroup.state"):
-    logging.getLogger(_name).addHandler(_ERRORS)
 
 
 async def _serve_one(data: bytes, recorded: dict[str, Any]) -> bytes:
@@ -214,7 +207,7 @@ async def _serve_one(data: bytes, recorded: dict[str, Any]) -> bytes:
         proxy.cluster = StandInCluster(nursery, recorded)
         attach(proxy)
         client, server = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn = FuzzConnection(proxy, _Stream(trio.SocketStream(server)), 0)  # type: ignore[arg-type]
+        conn = FuzzConnection(proxy, _stream(server), 0)
 
         async def client_side() -> None:
             stream = trio.SocketStream(client)
@@ -238,12 +231,17 @@ def serve(data: bytes, recorded: dict[str, Any] | None = None) -> bytes:
     """One client connection that sends ``data`` and reads until the proxy is done with it;
     returns what the proxy sent back. Raises Crash if the proxy logged an error."""
     _ERRORS.records.clear()
-    answers = trio.run(
-        _serve_one,
-        data,
-        recorded if recorded is not None else _recorded(),
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
+    logger = logging.getLogger("sharegroup")  # the proxy's loggers are all below it
+    logger.addHandler(_ERRORS)
+    try:
+        answers = trio.run(
+            _serve_one,
+            data,
+            recorded if recorded is not None else _recorded(),
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
+    finally:
+        logger.removeHandler(_ERRORS)
     if _ERRORS.records:
         first = _ERRORS.records[0]
         raise Crash(f"the proxy logged an error: {first.getMessage()}\n{first.exc_text or ''}")

@@ -82,8 +82,30 @@ def test_no_record_below_the_log_start_after_delete_records(kafka39: Broker) -> 
             while not first and time.monotonic() < deadline:
                 first += records(c.poll(0.5))
             assert first, "nothing delivered"
-            time.sleep(0.5)  # let the read-ahead read well past what was handed out
-            assert p.shares is not None and p.shares.fetch_counts["read_ahead_fetches"] > 0
+            # Wait until a read-ahead fetch has come back and the window holds records well past
+            # what was handed out (the first 20 offsets), so the deletion below meets a window
+            # with records below the cut.
+            shares = p.shares
+            assert shares is not None
+
+            def read_ahead() -> tuple[int, int, bool]:
+                """(read-ahead fetches made, end of the window, a read-ahead in flight)"""
+                watches = shares.watches.values()
+                return (
+                    shares.fetch_counts["read_ahead_fetches"],
+                    max((w.ra_end for w in watches), default=0),
+                    any(w.ra_pending is not None for w in watches),
+                )
+
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                fetches, end, pending = p.call(read_ahead)
+                if fetches > 0 and end >= 1000 and not pending:
+                    break
+                time.sleep(0.05)
+            fetches, end, pending = p.call(read_ahead)
+            assert fetches > 0 and not pending, "no read-ahead fetch came back"
+            assert end >= 1000, f"the read-ahead window ends at {end}"
             admin = AdminClient({"bootstrap.servers": p.bootstrap})
             for f in admin.delete_records([TopicPartition(topic, 0, cut)]).values():
                 f.result(30)

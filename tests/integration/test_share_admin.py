@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -15,21 +16,41 @@ from tests.integration.test_share_consumers import consumer, key_of, new_topic, 
 pytestmark = pytest.mark.integration
 
 
+def session_sizes(p: ProxyThread, group: str) -> list[int]:
+    """How many partitions each share session of ``group`` holds in the proxy, sorted."""
+
+    def read() -> list[int]:
+        assert p.shares is not None
+        return sorted(
+            len(s.partitions)
+            for cache in p.shares.engine.sessions.values()
+            for s in cache.sessions()
+            if s.group_id == group
+        )
+
+    sizes: list[int] = p.call(read)
+    return sizes
+
+
 def test_share_groups_are_listed_and_described_with_their_type(tansu: Broker) -> None:
     with ProxyThread(tansu.bootstrap) as p:
         topic = new_topic(p.bootstrap)
         group = f"g-{uuid.uuid4().hex[:8]}"
         c = consumer(p.bootstrap, group, topic)
         try:
-            poll_until(c, lambda: False, 2, lambda m: None)  # join
             with WireClient(p.bootstrap) as client:
                 list_cls = wire.request_class(wire.LIST_GROUPS)
-                listed = client.request(
-                    list_cls(version=5, states_filter=[], types_filter=["share"]), 5
-                )
-                assert [(g.group_id, g.group_type, g.group_state) for g in listed.groups] == [
-                    (group, "share", "Stable")
-                ]
+
+                def listed() -> list[tuple[str, str, str]]:
+                    groups = client.request(
+                        list_cls(version=5, states_filter=[], types_filter=["share"]), 5
+                    ).groups
+                    return [(g.group_id, g.group_type, g.group_state) for g in groups]
+
+                deadline = time.monotonic() + 20
+                while listed() != [(group, "share", "Stable")] and time.monotonic() < deadline:
+                    poll_until(c, lambda: False, 0.5, lambda m: None)  # the member joins
+                assert listed() == [(group, "share", "Stable")]
                 everything = client.request(
                     list_cls(version=5, states_filter=[], types_filter=[]), 5
                 )
@@ -85,10 +106,18 @@ def test_a_partition_added_back_to_a_session_is_answered_once(tansu: Broker) -> 
 
         a = consumer(p.bootstrap, group, topic)
         try:
-            poll_until(a, lambda: False, 3, count)  # A alone: both partitions in its session
+            # A alone: both partitions in its session.
+            deadline = time.monotonic() + 20
+            while session_sizes(p, group) != [2] and time.monotonic() < deadline:
+                poll_until(a, lambda: False, 0.5, count)
+            assert session_sizes(p, group) == [2]
+            # B joins: each gets one partition, and A's session forgets the other.
             b = consumer(p.bootstrap, group, topic)
-            poll_until(b, lambda: False, 3, count)  # B joins: A's session forgets one
-            poll_until(a, lambda: False, 2, count)
+            deadline = time.monotonic() + 20
+            while session_sizes(p, group) != [1, 1] and time.monotonic() < deadline:
+                poll_until(b, lambda: False, 0.5, count)
+                poll_until(a, lambda: False, 0.5, count)
+            assert session_sizes(p, group) == [1, 1]
             producer = Producer({"bootstrap.servers": tansu.bootstrap})
             for _ in range(10):
                 for part in (0, 1):
@@ -158,6 +187,7 @@ def test_group_and_topic_configs_in_one_request(tansu: Broker) -> None:
         try:
             future.result(10)
         except Exception as e:  # noqa: BLE001 - the client raises KafkaException
-            assert "INVALID_CONFIG" in str(e) or "share.delivery.count.limit" in str(e), e
+            # Kafka's error code, and a message that names the config.
+            assert "INVALID_CONFIG" in str(e) and "share.delivery.count.limit" in str(e), e
         else:
             raise AssertionError("an out-of-range group config was accepted")

@@ -18,6 +18,8 @@ from sharegroup.core import (
     Batches,
     FetchAction,
     FetchAnswer,
+    HeartbeatAnswer,
+    HeartbeatRequest,
     LogStartNeeded,
     NoAnswer,
     NoRecords,
@@ -695,3 +697,59 @@ def test_only_the_batches_holding_acquired_records_are_returned() -> None:
     p = op.answer().partitions[0]
     assert [(a, b) for a, b, _ in p.acquired] == [(0, 4)]
     assert p.payloads == ("0:0",)  # the batches read were 0-9, 10-19 and 20-29
+
+
+# ---------------------------------------------------------------------- membership
+def join(core: ShareCore, member: str = "", topics: tuple[str, ...] = ("t1",)) -> HeartbeatAnswer:
+    return core.heartbeat(
+        HeartbeatRequest(G, member or M, 0, topics, client_id="c1", client_host="10.0.0.1"),
+        now_ms=0,
+        partition_counts={"t1": 2, "t2": 1},
+        topic_ids={"t1": T1, "t2": T2},
+    )
+
+
+def test_heartbeat_when_fenced_is_not_coordinator() -> None:
+    answer = make_core().heartbeat(
+        HeartbeatRequest(G, M, 0, ("t1",)),
+        now_ms=0,
+        partition_counts={"t1": 1},
+        topic_ids={"t1": T1},
+        fenced=True,
+    )
+    assert answer.result is None and answer.error is not None
+    assert answer.error.code == ErrorCode.NOT_COORDINATOR
+
+
+def test_a_join_names_the_share_partitions_to_create() -> None:
+    answer = join(make_core(**{"share.auto.offset.reset": "earliest"}))
+    assert answer.result is not None and answer.result.assignment == {"t1": (0, 1)}
+    needs = [(n.key, n.reset) for n in answer.initialize]
+    assert needs == [((G, T1, 0), "earliest"), ((G, T1, 1), "earliest")]
+
+
+def test_a_refused_heartbeat_carries_the_models_error() -> None:
+    core = make_core()
+    answer = core.heartbeat(
+        HeartbeatRequest(G, M, 5, ("t1",)), now_ms=0, partition_counts={}, topic_ids={}
+    )
+    assert answer.result is None and answer.error is not None
+    assert answer.error.code == ErrorCode.GROUP_ID_NOT_FOUND
+
+
+def test_topics_to_know_include_the_groups_subscriptions() -> None:
+    core = make_core()
+    join(core, topics=("t2",))
+    assert core.topics_to_know(G, ["t1"]) == ["t1", "t2"]
+    assert core.topics_to_know("other", None) == []
+
+
+def test_describe_lists_members_and_leaves_unknown_topics_out() -> None:
+    core = make_core()
+    join(core, topics=("t1", "t2"))
+    unknown, group = core.describe(["nope", G], {"t1": T1})
+    assert unknown.error == ErrorCode.GROUP_ID_NOT_FOUND and unknown.state == "Dead"
+    assert group.error == ErrorCode.NONE and group.assignor == "simple"
+    (member,) = group.members
+    assert (member.client_id, member.client_host) == ("c1", "10.0.0.1")
+    assert member.assignment == ((T1, "t1", (0, 1)),)

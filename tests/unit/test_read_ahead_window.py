@@ -1,9 +1,9 @@
-"""The read-ahead window of a share partition (proxy.shares.PartitionWatch), without I/O."""
+"""The read-ahead window of a share partition (proxy.read_ahead.PartitionWatch), without I/O."""
 
 from __future__ import annotations
 
 from model import LogBatch
-from proxy.shares import READ_AHEAD_MAX_BYTES, PartitionWatch, ReadAheadHeld
+from proxy.read_ahead import READ_AHEAD_MAX_BYTES, PartitionWatch, ReadAheadHeld
 
 
 def batch(first: int, last: int, size: int = 10) -> tuple[LogBatch, memoryview]:

@@ -108,8 +108,8 @@ async def test_relay_frame_of_a_frame_already_buffered(relay_mode: str) -> None:
         await src_w.send(data)
         src_w.shutdown(socket.SHUT_WR)
         reader = FrameReader(src_r)
-        await reader.peek_frame(4)
-        await trio.sleep(0.05)  # let the rest arrive: the frame may be wholly buffered
+        await reader.peek_frame(1000)  # returns once the whole first frame is buffered
+        assert reader.frame_is_buffered()
         await reader.relay_frame(dst_w)
         assert await _next(reader) == frame(b"b" * 10)
         assert await _next(reader) is None
