@@ -7,8 +7,10 @@ Configs use Kafka's names where Kafka has one:
 * ``socket.request.max.bytes`` — the largest request frame accepted;
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
   ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (Kafka's ``ShareCoordinatorConfig``);
-* ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
-  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
+* ``sharegroup.state.topic`` (default ``__sharegroup_state``), ``sharegroup.state.enable``
+  (default true; false keeps share-group state in memory only) and
+  ``sharegroup.state.topic.partitions`` (the partition count a new state topic gets; see
+  docs/persistence.md) — ours, where Kafka's own state topic is internal;
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
 * ``sharegroup.state.write.timeout.ms`` (default 120000) — how long a state write may go
   unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
@@ -31,12 +33,15 @@ from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
 from proxy.shares import ShareService
-from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
+from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import DEFAULT_TOPIC, StoreConfig
+from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_PARTITIONS
 
 METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
+    "sharegroup.state.topic.partitions",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.snapshot.update.records.per.snapshot",
@@ -79,10 +84,12 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
     _int(store, "sharegroup.state.write.timeout.ms", 1000, 3600000)
+    _int(store, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS)
     for key in STORE_KEYS - {
         "sharegroup.state.topic",
         "sharegroup.state.enable",
         "sharegroup.state.write.timeout.ms",
+        "sharegroup.state.topic.partitions",
     }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
     return share, store, max_frame
@@ -97,7 +104,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
-        store = StateStore(
+        store = PartitionedStateStore(
             StoreConfig(
                 bootstrap=",".join(f"{h}:{p}" for h, p in config.bootstrap),
                 topic=store_configs.get("sharegroup.state.topic", DEFAULT_TOPIC),
@@ -111,6 +118,10 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                 )
                 / 1000,
                 security=config.upstream,
+                partitions=_int(
+                    store_configs, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS
+                )
+                or DEFAULT_STATE_PARTITIONS,
             )
         )
     if store is not None:
@@ -132,7 +143,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     return proxy, service
 
 
-def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store): the share
     service, the offsets APIs over it, and the admin APIs that read and change its groups."""
     broker_config = BrokerConfig.from_mapping(

@@ -43,7 +43,8 @@ from proxy.read_ahead import (
     ReadAheadHeld,
 )
 from proxy.server import Proxy
-from proxy.state_store import StateStore, StateWriteError
+from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.core import (
     AckOutcome,
@@ -102,7 +103,10 @@ class ShareService:
     api_keys = SHARE_API_VERSIONS
 
     def __init__(
-        self, proxy: Proxy, broker_config: BrokerConfig, store: StateStore | None = None
+        self,
+        proxy: Proxy,
+        broker_config: BrokerConfig,
+        store: PartitionedStateStore | None = None,
     ) -> None:
         self.proxy = proxy
         self.engine = ShareEngine(broker_config)
