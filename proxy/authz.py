@@ -200,16 +200,19 @@ class Authorizer:
             return True  # unknown to the proxy: the handler answers UNKNOWN_TOPIC_ID
         return self.allowed(conn, op, ResourceType.TOPIC, name)
 
-    def before(self, conn: ClientConnection, key: int, request: Any, version: int) -> Any:
-        """Check a share request before its handler: the refusal to answer with, or None; an
-        unauthorized part of a ShareFetch/ShareAcknowledge is taken out of ``request`` and
-        remembered on it for ``after``."""
+    def before(
+        self, conn: ClientConnection, key: int, request: Any, version: int
+    ) -> tuple[Any, _Denied | None]:
+        """Check a share request before its handler: (the refusal to answer with, or None;
+        what was taken out of ``request``, for ``after``). An unauthorized part of a
+        ShareFetch/ShareAcknowledge is taken out of ``request``."""
         if key == SHARE_HEARTBEAT:
-            return self._heartbeat(conn, request, version)
+            return self._heartbeat(conn, request, version), None
         if key in (SHARE_FETCH, SHARE_ACKNOWLEDGE):
             group = request.group_id or ""
             if not self.allowed(conn, Op.READ, ResourceType.GROUP, group):
-                return _fetch_like_error(key, version, ErrorCode.GROUP_AUTHORIZATION_FAILED, group)
+                code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+                return _fetch_like_error(key, version, code, group), None
             denied = _Denied()
             kept = []
             for topic in request.topics:
@@ -222,8 +225,8 @@ class Authorizer:
             request.topics = kept
             if key == SHARE_FETCH:
                 self._forget_denied(conn, request, denied)
-            request._sharegroup_denied = denied
-        return None
+            return None, denied
+        return None, None
 
     def _forget_denied(self, conn: ClientConnection, request: Any, denied: _Denied) -> None:
         """Partitions of this member's share session that have lost READ since they were
@@ -250,12 +253,11 @@ class Authorizer:
         ]
         denied.partitions += lost
 
-    def after(self, conn: ClientConnection, key: int, request: Any, response: Any) -> Any:
+    def after(self, conn: ClientConnection, key: int, denied: _Denied | None, response: Any) -> Any:
         """Add the partitions taken out by ``before`` to the answer, with error 29; filter a
         ShareGroupDescribe answer."""
         if key == SHARE_DESCRIBE:
             return self.filter_describe(conn, response)
-        denied: _Denied | None = getattr(request, "_sharegroup_denied", None)
         if denied is None or not denied.partitions or response.error_code:
             return response
         topic_cls: Any = (
@@ -347,11 +349,14 @@ class AdminChecks:
     def __init__(self, authz: Authorizer) -> None:
         self.authz = authz
 
-    def before(self, conn: ClientConnection, key: int, request: Any) -> None:
+    def before(self, conn: ClientConnection, key: int, request: Any) -> list[tuple[int, Any, int]]:
+        """Take the resources the client may not touch out of a config request: (index,
+        resource, error code) of each, for ``after``."""
         if key not in (DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS):
-            return
+            return []
         op = Op.DESCRIBE_CONFIGS if key == DESCRIBE_CONFIGS else Op.ALTER_CONFIGS
-        kept, refused = [], []
+        kept: list[Any] = []
+        refused: list[tuple[int, Any, int]] = []
         for i, res in enumerate(request.resources):
             kind, code = _CONFIG_RESOURCES.get(
                 res.resource_type, (ResourceType.CLUSTER, CLUSTER_AUTHORIZATION_FAILED)
@@ -362,9 +367,11 @@ class AdminChecks:
             else:
                 refused.append((i, res, int(code)))
         request.resources = kept
-        request._sharegroup_refused = refused
+        return refused
 
-    def after(self, conn: ClientConnection, key: int, request: Any, response: Any) -> Any:
+    def after(
+        self, conn: ClientConnection, key: int, refused: list[tuple[int, Any, int]], response: Any
+    ) -> Any:
         if key == LIST_GROUPS:
             if not self.authz.allowed(conn, Op.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
                 response.groups = [
@@ -391,7 +398,6 @@ class AdminChecks:
                 for g in response.groups
             ]
             return response
-        refused = getattr(request, "_sharegroup_refused", None)
         if not refused:
             return response
         if key == DESCRIBE_CONFIGS:

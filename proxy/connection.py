@@ -154,6 +154,8 @@ class ClientConnection:
         who = f"client {self.peer}"
         if self.client_id:
             who += f" ({self.client_id})"
+        if self.auth.sasl and self.auth.principal is not None:
+            who += f" as {self.auth.principal}"
         return f"{who} on node {self.node_id} port"
 
     async def run(self) -> None:
@@ -368,15 +370,16 @@ class ClientConnection:
         self, share: Any, request: Any, head: wire.RequestHead, slot: Slot
     ) -> None:
         authz = self.proxy.authz
+        denied = None
         if authz is not None:
-            refusal = authz.before(self, head.api_key, request, head.api_version)
+            refusal, denied = authz.before(self, head.api_key, request, head.api_version)
             if refusal is not None:
                 slot.set(wire.encode_response(refusal, head.correlation_id))
                 return
         try:
             response = await share.handle(self, request, head)
             if authz is not None:
-                response = authz.after(self, head.api_key, request, response)
+                response = authz.after(self, head.api_key, denied, response)
         except CloseConnection as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)
@@ -388,11 +391,10 @@ class ClientConnection:
     ) -> None:
         authz = self.proxy.authz
         try:
-            if authz is not None:
-                authz.admin.before(self, head.api_key, request)
+            refused = authz.admin.before(self, head.api_key, request) if authz else []
             response = await handler(self, request, head)
             if authz is not None:
-                response = authz.admin.after(self, head.api_key, request, response)
+                response = authz.admin.after(self, head.api_key, refused, response)
         except (CloseConnection, UpstreamError) as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)

@@ -44,6 +44,8 @@ def proxy_configs(pki: Pki) -> dict[str, str]:
         "upstream.sasl.username": "proxy",
         "upstream.sasl.password": SECURE_USERS["proxy"],
         "sharegroup.acl.refresh.ms": "500",
+        # As the broker's super.users (the fixture's): the same principals pass everywhere.
+        "super.users": "User:ANONYMOUS;User:admin;User:proxy",
     }
 
 

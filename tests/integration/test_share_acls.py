@@ -84,13 +84,15 @@ def acl(
         AclBinding(kind, name, ResourcePatternType.LITERAL, principal, "*", op, permission)
         for op in ops
     ]
-    for f in admin_of(broker).create_acls(bindings).values():
+    admin = admin_of(broker)  # held: a collected client fails its pending futures
+    for f in admin.create_acls(bindings).values():
         f.result(30)
 
 
 def new_topic(broker: Broker) -> str:
     name = f"acl-{uuid.uuid4().hex[:10]}"
-    for f in admin_of(broker).create_topics([NewTopic(name, 1, 1)]).values():
+    admin = admin_of(broker)
+    for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
         f.result(30)
     return name
 
@@ -117,7 +119,8 @@ def earliest(target: Secured, pki: Pki, group: str) -> None:
         "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET
     )
     resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[entry])
-    for f in AdminClient(config).incremental_alter_configs([resource]).values():
+    admin = AdminClient(config)
+    for f in admin.incremental_alter_configs([resource]).values():
         f.result(30)
 
 
