@@ -18,7 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from model import ErrorCode, GroupConfig, ShareApiError
-from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY
+from model.config import (
+    BACKOFF_KEY,
+    BACKOFF_MAX_KEY,
+    DLQ_COPY_KEY,
+    DLQ_TOPIC_KEY,
+)
 from proxy import wire
 from proxy.connection import ClientConnection
 from proxy.server import Proxy
@@ -53,6 +58,8 @@ def _group_config_values(config: GroupConfig) -> dict[str, str]:
         "share.assignment.interval.ms": str(config.assignment_interval_ms),
         BACKOFF_KEY: str(config.redelivery_backoff_ms),
         BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
+        DLQ_TOPIC_KEY: config.dlq_topic_name,
+        DLQ_COPY_KEY: str(config.dlq_copy_record_enable).lower(),
     }
 
 

@@ -26,6 +26,7 @@ from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
 from proxy.authz import ACL_KEYS, Authorizer, authz_config
+from proxy.dlq import MARKED_TOPICS_KEY, DlqWriter
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.internal_topic import InternalTopicGuard
 from proxy.metrics import attach_metrics
@@ -67,7 +68,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     store: dict[str, str] = {}
     max_frame = DEFAULT_MAX_FRAME_BYTES
     for key, value in configs.items():
-        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS:
+        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS or key == MARKED_TOPICS_KEY:
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
@@ -79,7 +80,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
             raise ConfigError(f"unknown config {key!r}")
-    BrokerConfig.from_mapping(share)
+    BrokerConfig.from_mapping({k: v for k, v in share.items() if k != MARKED_TOPICS_KEY})
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
@@ -146,10 +147,17 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
 def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store): the share
     service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    share = proxy.config.share_configs
     broker_config = BrokerConfig.from_mapping(
-        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+        {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
     service = ShareService(proxy, broker_config, store)
+    service.dlq = DlqWriter(
+        ",".join(f"{h}:{p}" for h, p in proxy.config.bootstrap),
+        prefix=broker_config.dlq_topic_name_prefix,
+        auto_create=broker_config.dlq_auto_create_topics_enable,
+        marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
+    )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service
     AdminHandlers(proxy, service)

@@ -27,13 +27,16 @@ import trio
 from model import (
     AckBatch,
     AcquireMode,
+    ArchivingRange,
     BrokerConfig,
     ConfigError,
     ErrorCode,
+    RecordState,
     SharePartition,
 )
 from proxy import messages, wire
 from proxy.connection import ClientConnection
+from proxy.dlq import DlqWriter
 from proxy.log_reads import UpstreamBatches, UpstreamLog, first_partition, log_batches
 from proxy.read_ahead import (
     READ_AHEAD_BYTES,
@@ -125,6 +128,7 @@ class ShareService:
         self.upstream = UpstreamLog(proxy)
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
         self._background: trio.Nursery | None = None  # the proxy's, for read-ahead tasks
+        self.dlq: DlqWriter | None = None  # set by proxy.app: writes DLQ records (KIP-1191)
 
     @property
     def updates_per_snapshot(self) -> int:
@@ -186,6 +190,7 @@ class ShareService:
             for key in failed:
                 self._reload(key)
             return failed
+        self._dead_letter(changes)
         return {}
 
     def _persist_later(self, changes: Sequence[Change]) -> None:
@@ -202,6 +207,7 @@ class ShareService:
             self.engine.add_partition(
                 key, SharePartition.from_state(durable.start_offset, durable.batches())
             )
+            self._dead_letter_partition(key)
         watch = self.watches.get(key)
         if watch is not None:
             watch.notify()
@@ -242,12 +248,48 @@ class ShareService:
     def _publish(self, changes: Sequence[Change], *, persist: bool = True) -> None:
         if persist:
             self._persist_later(changes)
+            self._dead_letter(changes)
         for change in changes:
             watch = self.watches.get(change.key)
             if watch is not None:
                 watch.notify()
             for callback in self.on_change:
                 callback(change)
+
+    # ------------------------------------------------------------------ dead-letter queue
+    def _dead_letter(self, changes: Sequence[Change]) -> None:
+        """Phase 2 of Kafka's DLQ flow for changes that moved records to ARCHIVING: write
+        their DLQ records, then archive them (SharePartition.initiateDLQAndArchive)."""
+        for change in changes:
+            if any(b.state is RecordState.ARCHIVING for b in change.delta.batches):
+                self._dead_letter_partition(change.key)
+
+    def _dead_letter_partition(self, key: PartitionKey) -> None:
+        sp = self.engine.share_partition(key)
+        if sp is None or self._background is None:
+            return
+        for work in sp.take_archiving():
+            self._background.start_soon(self._write_dlq, key, sp, work)
+
+    async def _write_dlq(self, key: PartitionKey, sp: SharePartition, work: ArchivingRange) -> None:
+        if self.store is not None:
+            await self.store.durable()  # ARCHIVING is persisted before the DLQ write
+        group_id, topic_id, partition = key
+        config = self.engine.group_config(group_id)
+        if self.dlq is not None:
+            await self.dlq.write(
+                group=group_id,
+                dlq_topic=config.dlq_topic_name,
+                copy_records=config.dlq_copy_record_enable,
+                topic=self.proxy.cluster.topic_names.get(topic_id, str(topic_id)),
+                partition=partition,
+                work=work,
+            )
+        if self.engine.share_partition(key) is not sp:
+            return  # rebuilt from the store meanwhile: it hands the range out again
+        delta = sp.complete_archiving(work.first_offset, work.last_offset)
+        if not delta.empty:
+            self._publish([Change(key, delta, "dlq")])
 
     def _partition_counts(self) -> dict[str, int]:
         return {name: len(t.partitions) for name, t in self.proxy.cluster.topics.items()}
@@ -355,6 +397,7 @@ class ShareService:
                 self.engine.add_partition(
                     key, SharePartition.from_state(durable.start_offset, durable.batches())
                 )
+                self._dead_letter_partition(key)  # ARCHIVING found at recovery resumes
                 log.info(
                     "share partition %s %s-%s recovered at %d",
                     key[0],

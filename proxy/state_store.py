@@ -782,6 +782,15 @@ class StateStore:
         if waiter.error is not None:
             raise waiter.error
 
+    async def durable(self) -> None:
+        """Wait until everything written so far is durable (or failed)."""
+        if self._seq <= self._confirmed or self.fenced:
+            return
+        waiter = _Waiter(self._seq)
+        self._waiters.append(waiter)
+        with trio.move_on_after(self.config.commit_retry_s + 30):
+            await waiter.done.wait()
+
     def write_nowait(self, records: Sequence[Record]) -> None:
         """Write records without waiting (lock expiries, releases): Kafka applies those
         transitions even when the write fails."""
