@@ -113,6 +113,7 @@ class ShareService:
     ) -> None:
         self.proxy = proxy
         self.engine = ShareEngine(broker_config)
+        self.engine.dead_letter_queues = True  # _dead_letter ends every ARCHIVING
         self.core = ShareCore(self.engine)
         self.store = store
         self.watches: dict[PartitionKey, PartitionWatch] = {}

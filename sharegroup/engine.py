@@ -57,6 +57,9 @@ class Change:
 class ShareEngine:
     def __init__(self, broker_config: BrokerConfig | None = None) -> None:
         self.broker_config = broker_config or BrokerConfig.from_mapping()
+        # Whether a driver writes DLQ records (the proxy does). Without one, a group's DLQ
+        # topic is accepted but records are archived directly: ARCHIVING would never end.
+        self.dead_letter_queues = False
         self.groups: dict[str, GroupEntry] = {}
         self.partitions: dict[PartitionKey, SharePartition] = {}
         self.sessions: dict[int, ShareSessionCache] = {}
@@ -106,7 +109,7 @@ class ShareEngine:
                     renew_enabled=config.renew_acknowledge_enable,
                     redelivery_backoff_ms=config.redelivery_backoff_ms,
                     redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-                    dlq_enabled=config.dlq_enabled,
+                    dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
                 )
         return config
 
@@ -176,7 +179,7 @@ class ShareEngine:
             renew_enabled=config.renew_acknowledge_enable,
             redelivery_backoff_ms=config.redelivery_backoff_ms,
             redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-            dlq_enabled=config.dlq_enabled,
+            dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
         )
         self.partitions[key] = sp
         entry = self.group(key[0], create=True)

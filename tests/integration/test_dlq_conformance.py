@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
 
 from proxy.dlq import MARKED_TOPICS_KEY
+from sharegroup import offsets_cli
 from sharegroup.brokers import Broker
 from sharegroup.dlq_format import parse_headers
 from tests.conftest import PROXY_CONFIGS
@@ -85,10 +86,15 @@ def run_history(bootstrap: str, tag: str, *, mark_by_config: bool, copy: bool) -
 
 
 @contextmanager
-def through_proxy(broker: Broker, dlq: str) -> Iterator[str]:
+def through_proxy(broker: Broker, dlq: str, tag: str) -> Iterator[str]:
     configs = {**PROXY_CONFIGS, MARKED_TOPICS_KEY: dlq}
     with ProxyThread(broker.bootstrap, configs) as proxy:
         yield proxy.bootstrap
+        # Kafka's DLQ meters: nine records, none failed.
+        assert proxy.shares is not None and proxy.shares.dlq is not None
+        metrics = proxy.shares.dlq.metrics
+        assert metrics.record_count[f"g-{tag}"] == 9
+        assert metrics.failed_produce_requests[f"g-{tag}"] == 0
 
 
 @pytest.mark.parametrize("copy", [True, False], ids=["copy", "headers-only"])
@@ -99,10 +105,56 @@ def test_dlq_topics_agree_record_by_record(
     reference = run_history(kafka4_dlq.bootstrap, tag, mark_by_config=True, copy=copy)
     assert len(reference) == 9
     # Tansu keeps any topic config: the DLQ topic is marked as on Kafka 4.4.
-    with through_proxy(tansu, "") as bootstrap:
+    with through_proxy(tansu, "", tag) as bootstrap:
         on_tansu = run_history(bootstrap, tag, mark_by_config=True, copy=copy)
     # Kafka 3.9 refuses the unknown topic config: the proxy's own list marks it.
-    with through_proxy(kafka39, f"dlq.orders-{tag}") as bootstrap:
+    with through_proxy(kafka39, f"dlq.orders-{tag}", tag) as bootstrap:
         on_kafka39 = run_history(bootstrap, tag, mark_by_config=False, copy=copy)
     assert on_tansu == reference
     assert on_kafka39 == reference
+
+
+def test_a_failed_dlq_write_still_archives(kafka39: Broker) -> None:
+    """Kafka archives ARCHIVING records also when the DLQ write failed: here the DLQ topic is
+    not marked (Kafka 3.9 cannot hold the topic config, and the proxy's list is empty)."""
+    tag = uuid.uuid4().hex[:8]
+    topic, dlq, group = f"orders-{tag}", f"dlq.orders-{tag}", f"g-{tag}"
+    with ProxyThread(kafka39.bootstrap, PROXY_CONFIGS) as proxy:
+        bootstrap = proxy.bootstrap
+        create_topics(bootstrap, (topic, 1, {}), (dlq, 1, {}))
+        set_group_configs(
+            bootstrap,
+            group,
+            {"share.auto.offset.reset": "earliest", "errors.deadletterqueue.topic.name": dlq},
+        )
+        p = Producer({"bootstrap.servers": bootstrap})
+        for i in range(3):
+            p.produce(topic, value=b"v%d" % i, partition=0)
+        assert p.flush(30) == 0
+        c = ShareConsumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "share.acknowledgement.mode": "explicit",
+            }
+        )
+        c.subscribe([topic])
+        assert proxy.shares is not None and proxy.shares.dlq is not None
+        metrics = proxy.shares.dlq.metrics
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            rows: list[tuple[str, int, int, int]] = []
+            while not rows or rows[0][2] < 3:
+                assert time.monotonic() < deadline, (rows, metrics)
+                for m in c.poll(0.5):
+                    assert m.error() is None, m.error()
+                    c.acknowledge(m, AcknowledgeType.REJECT)
+                c.commit_sync()
+                rows = offsets_cli.describe_offsets(bootstrap, group, [topic])
+        finally:
+            c.close()
+        # The start offset passed the rejected records, although nothing was written.
+        assert rows == [(topic, 0, 3, 0)]
+        assert metrics.failed_produce_requests[group] >= 1
+        assert metrics.record_count[group] == 0
+        assert high_watermark(bootstrap, dlq, 1) == 0

@@ -88,3 +88,20 @@ def test_dlq_topic_checks_in_kafkas_order() -> None:
     assert check("dlq.orders", exists=False, marked=False, auto_create=True) is None
     assert "prefix" in (check("orders-dlq") or "")
     assert check("orders-dlq", prefix="") is None
+
+
+def test_the_engine_turns_the_dlq_on_only_for_a_driver_that_writes_it() -> None:
+    import uuid
+
+    from model import AckBatch, LogBatch, RecordState
+    from sharegroup.engine import ShareEngine
+
+    for writes, expected in ((False, RecordState.ARCHIVED), (True, RecordState.ARCHIVING)):
+        engine = ShareEngine()
+        engine.dead_letter_queues = writes
+        engine.set_group_configs("g", {"errors.deadletterqueue.topic.name": "dlq.t"})
+        key = ("g", uuid.uuid4(), 0)
+        sp = engine.new_partition(key, 0)
+        sp.acquire("m", 0, [LogBatch(0, 0)], now_ms=0, max_records=10)
+        change = engine.acknowledge(key, "m", [AckBatch(0, 0, (3,))], 1)
+        assert change.delta.batches[0].state is expected
