@@ -94,7 +94,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     config.max_frame_bytes = max_frame
     config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
-    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
+    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs, config.listener.sasl))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
         store = StateStore(
