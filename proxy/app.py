@@ -7,8 +7,10 @@ Configs use Kafka's names where Kafka has one:
 * ``socket.request.max.bytes`` — the largest request frame accepted;
 * ``share.coordinator.state.topic.replication.factor``, ``share.coordinator.state.topic.min.isr``,
   ``share.coordinator.snapshot.update.records.per.snapshot`` — the state topic (Kafka's ``ShareCoordinatorConfig``);
-* ``sharegroup.state.topic`` (default ``__sharegroup_state``) and ``sharegroup.state.enable``
-  (default true; false keeps share-group state in memory only) — ours, Kafka has no equivalent;
+* ``sharegroup.state.topic`` (default ``__sharegroup_state``), ``sharegroup.state.enable``
+  (default true; false keeps share-group state in memory only) and
+  ``sharegroup.state.topic.partitions`` (the partition count a new state topic gets; see
+  docs/persistence.md) — ours, where Kafka's own state topic is internal;
 * ``ssl.*`` for TLS listeners and ``upstream.*`` for the upstream connections (``proxy.security``).
 * ``sharegroup.state.write.timeout.ms`` (default 120000) — how long a state write may go
   unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
@@ -24,6 +26,7 @@ from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
 from proxy.authz import ACL_KEYS, Authorizer, authz_config
+from proxy.dlq import MARKED_TOPICS_KEY, DlqWriter
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.internal_topic import InternalTopicGuard
 from proxy.metrics import attach_metrics
@@ -31,12 +34,15 @@ from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
 from proxy.shares import ShareService
-from proxy.state_store import DEFAULT_TOPIC, StateStore, StoreConfig
+from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import DEFAULT_TOPIC, StoreConfig
+from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_PARTITIONS
 
 METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
+    "sharegroup.state.topic.partitions",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.snapshot.update.records.per.snapshot",
@@ -62,7 +68,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     store: dict[str, str] = {}
     max_frame = DEFAULT_MAX_FRAME_BYTES
     for key, value in configs.items():
-        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS:
+        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS or key == MARKED_TOPICS_KEY:
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
@@ -74,15 +80,17 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
             raise ConfigError(f"unknown config {key!r}")
-    BrokerConfig.from_mapping(share)
+    BrokerConfig.from_mapping({k: v for k, v in share.items() if k != MARKED_TOPICS_KEY})
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
     _int(store, "sharegroup.state.write.timeout.ms", 1000, 3600000)
+    _int(store, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS)
     for key in STORE_KEYS - {
         "sharegroup.state.topic",
         "sharegroup.state.enable",
         "sharegroup.state.write.timeout.ms",
+        "sharegroup.state.topic.partitions",
     }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
     return share, store, max_frame
@@ -97,7 +105,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs, config.listener.sasl))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
-        store = StateStore(
+        store = PartitionedStateStore(
             StoreConfig(
                 bootstrap=",".join(f"{h}:{p}" for h, p in config.bootstrap),
                 topic=store_configs.get("sharegroup.state.topic", DEFAULT_TOPIC),
@@ -111,6 +119,10 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                 )
                 / 1000,
                 security=config.upstream,
+                partitions=_int(
+                    store_configs, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS
+                )
+                or DEFAULT_STATE_PARTITIONS,
             )
         )
     if store is not None:
@@ -132,13 +144,20 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     return proxy, service
 
 
-def attach(proxy: Proxy, store: StateStore | None = None) -> ShareService:
+def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store): the share
     service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    share = proxy.config.share_configs
     broker_config = BrokerConfig.from_mapping(
-        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+        {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
     service = ShareService(proxy, broker_config, store)
+    service.dlq = DlqWriter(
+        ",".join(f"{h}:{p}" for h, p in proxy.config.bootstrap),
+        prefix=broker_config.dlq_topic_name_prefix,
+        auto_create=broker_config.dlq_auto_create_topics_enable,
+        marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
+    )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service
     AdminHandlers(proxy, service)

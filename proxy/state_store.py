@@ -102,6 +102,12 @@ class StoreConfig:
     # How long a write may stay unconfirmed (the broker away) before this instance gives up
     # on it: its outcome is then unknown, and the instance recovers (StateStore._recover).
     commit_retry_s: float = 120.0
+    # The state partition this store writes (proxy/state_partitions.py runs one store per
+    # state partition it owns), the partition count a new topic is created with, and
+    # whether start() creates the topic (the partitioned store does that once for all).
+    partition: int = 0
+    partitions: int = 1
+    create_topic: bool = True
     # TLS and SASL for the store's own connections: the Trio tail reader's and librdkafka's.
     security: UpstreamSecurity = field(default_factory=UpstreamSecurity)
 
@@ -141,9 +147,28 @@ def _header_writer(headers: Any) -> tuple[UUID, int] | None:
     return None
 
 
+def new_producer(config: StoreConfig) -> Producer:
+    """The idempotent producer of the state writes (one per instance, whatever the number
+    of state partitions it writes)."""
+    return Producer(
+        config.client(
+            {
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "socket.nagle.disable": True,
+                "message.timeout.ms": int(config.commit_retry_s * 1000),
+            }
+        )
+    )
+
+
 class StateStore:
-    def __init__(self, config: StoreConfig) -> None:
+    """The writer and reader of one state partition (``config.partition``)."""
+
+    def __init__(self, config: StoreConfig, producer: Producer | None = None) -> None:
         self.config = config
+        self.partition = config.partition
         self.writer_id = uuid4()
         # The state as this instance wrote it, in log order: applied when a write is made (the
         # log has it in that order). A write that fails stops the writer (see _fail), so this
@@ -151,7 +176,11 @@ class StateStore:
         self.replay = Replay()
         self.fenced = False
         self.claim_offset = -1
-        self._producer: Producer | None = None
+        self._producer: Producer | None = producer  # shared by the stores of one instance
+        # A shared producer carries the writes of other state partitions: recovery leaves it
+        # to them (its records of this store's old writer id count for no one anyway).
+        self._own_producer = producer is None
+        self._tail_done = trio.Event()
         self._tail_offset = 0  # where the tail reader reads next
         self._read_seq = 0  # the last of our sequence numbers it read
         self._seq = 0  # last sequence number produced
@@ -169,16 +198,18 @@ class StateStore:
     # ------------------------------------------------------------------ start-up
     async def start(self, nursery: trio.Nursery) -> Replay:
         started = time.monotonic()
-        await trio.to_thread.run_sync(self._create_topic)
+        if self.config.create_topic:
+            await trio.to_thread.run_sync(self._create_topic)
         created = time.monotonic()
         await trio.to_thread.run_sync(self._claim)
         claimed = time.monotonic()
         self.replay = await trio.to_thread.run_sync(self._read_through_claim)
         log.info(
-            "state topic %s: %d records replayed (%d of fenced writers ignored), %d share "
+            "state topic %s partition %d: %d records replayed (%d of fenced writers ignored), %d share "
             "partitions, %d groups with configs, in %.2fs (topic %.2fs, claim %.2fs at offset "
             "%d, replay %.2fs)",
             self.config.topic,
+            self.partition,
             self.replay.records,
             self.replay.ignored,
             len(self.replay.partitions),
@@ -191,24 +222,30 @@ class StateStore:
         )
         if self.replay.owner != self.writer_id:
             self.fenced = True
-            log.error("state topic %s was claimed by a newer instance at start", self.config.topic)
+            log.error(
+                "state topic %s partition %d was claimed by a newer instance at start",
+                self.config.topic,
+                self.partition,
+            )
         nursery.start_soon(self._run_tail)
         return self.replay
 
     def _admin(self) -> AdminClient:
         return AdminClient(self.config.client({}))
 
-    def _create_topic(self) -> None:
+    def _create_topic(self) -> int:
+        """Create the topic unless it exists; returns its partition count."""
         admin = self._admin()
         metadata = admin.list_topics(timeout=30)
-        if self.config.topic in metadata.topics:
-            return
+        existing = metadata.topics.get(self.config.topic)
+        if existing is not None and existing.error is None and existing.partitions:
+            return len(existing.partitions)
         brokers = max(1, len(metadata.brokers))
         rf = self.config.replication_factor or min(3, brokers)
         min_isr = self.config.min_isr or min(2, rf)
         topic = NewTopic(
             self.config.topic,
-            1,
+            self.config.partitions,
             rf,
             config={
                 "cleanup.policy": "delete",
@@ -222,26 +259,22 @@ class StateStore:
             except KafkaException as e:
                 if "TOPIC_ALREADY_EXISTS" not in str(e):
                     raise
+                # Created by another instance meanwhile.
+                again = admin.list_topics(self.config.topic, timeout=30).topics
+                return max(1, len(again[self.config.topic].partitions))
         log.info(
-            "created state topic %s (replication factor %d, min.insync.replicas %d)",
+            "created state topic %s (%d partitions, replication factor %d, min.insync.replicas %d)",
             self.config.topic,
+            self.config.partitions,
             rf,
             min_isr,
         )
+        return self.config.partitions
 
     def _claim(self) -> None:
         """Append this instance's claim and learn its offset."""
-        self._producer = Producer(
-            self.config.client(
-                {
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 0,
-                    "socket.nagle.disable": True,
-                    "message.timeout.ms": int(self.config.commit_retry_s * 1000),
-                }
-            )
-        )
+        if self._producer is None:
+            self._producer = new_producer(self.config)
         outcome: list[tuple[Any, Message]] = []
         claim = WriterClaim(
             self.writer_id, int(time.time() * 1000), socket.gethostname(), os.getpid()
@@ -249,10 +282,12 @@ class StateStore:
         self._send(claim, 0, lambda err, msg: outcome.append((err, msg)))
         self._producer.flush(self.config.write_timeout_s * 3)
         if not outcome:
-            raise StateWriteError(f"claiming {self.config.topic}: no answer from the cluster")
+            raise StateWriteError(
+                f"claiming {self.config.topic} partition {self.partition}: no answer"
+            )
         err, msg = outcome[0]
         if err is not None:
-            raise StateWriteError(f"claiming {self.config.topic}: {err}")
+            raise StateWriteError(f"claiming {self.config.topic} partition {self.partition}: {err}")
         self.claim_offset = int(msg.offset() or 0)
 
     def _read_through_claim(self) -> Replay:
@@ -286,12 +321,12 @@ class StateStore:
         start = -2  # OFFSET_BEGINNING, if the watermarks cannot be read
         try:
             low, _high = consumer.get_watermark_offsets(
-                TopicPartition(self.config.topic, 0), timeout=10
+                TopicPartition(self.config.topic, self.partition), timeout=10
             )
             start = low
         except KafkaException as e:
             log.warning("reading the watermarks of %s: %s", self.config.topic, e)
-        consumer.assign([TopicPartition(self.config.topic, 0, start)])
+        consumer.assign([TopicPartition(self.config.topic, self.partition, start)])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for m in _poll_batch(consumer, 0.1):
@@ -349,6 +384,7 @@ class StateStore:
             self._fail(StateWriteError("the state topic reader stopped", fenced=True))
             if waiting:
                 log.info("state reader stopped with %d writes unconfirmed", waiting)
+            self._tail_done.set()
 
     async def _recover(self) -> None:
         """Make the log say what this instance holds again, after a write of unknown outcome.
@@ -416,9 +452,10 @@ class StateStore:
             return _Reclaimed(Replay(), foreign_claim=True)
         old, self._producer = self._producer, None
         self._generation += 1
-        if old is not None:
+        if old is not None and self._own_producer:
             old.purge()
             old.flush(0)
+        self._own_producer = True  # _claim makes a producer of this store's own
         self.writer_id = uuid4()
         self._own_writers.add(self.writer_id)
         self._seq = self._read_seq = self._confirmed = 0
@@ -447,7 +484,7 @@ class StateStore:
             }
         )
         try:
-            consumer.assign([TopicPartition(self.config.topic, 0, offset + 1)])
+            consumer.assign([TopicPartition(self.config.topic, self.partition, offset + 1)])
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 for m in _poll_batch(consumer, 0.1):
@@ -526,7 +563,7 @@ class StateStore:
                 version = conn.version_for(wire.FETCH, 12)
                 request = wire.fetch_request(
                     version,
-                    [(self.config.topic, 0, self._tail_offset, TAIL_FETCH_BYTES)],
+                    [(self.config.topic, self.partition, self._tail_offset, TAIL_FETCH_BYTES)],
                     max_wait_ms=TAIL_MAX_WAIT_MS,
                     min_bytes=1,
                 )
@@ -617,13 +654,18 @@ class StateStore:
                 await boot.aclose()
                 continue
             leader = next(
-                (p.leader_id for t in meta.topics for p in t.partitions if p.partition_index == 0),
+                (
+                    p.leader_id
+                    for t in meta.topics
+                    for p in t.partitions
+                    if p.partition_index == self.partition
+                ),
                 -1,
             )
             broker = next((b for b in meta.brokers if b.node_id == leader), None)
             if broker is None:
                 await boot.aclose()
-                raise UpstreamError(f"{self.config.topic} has no leader")
+                raise UpstreamError(f"{self.config.topic} partition {self.partition} has no leader")
             if (broker.host, broker.port) == (host, port):
                 return boot
             await boot.aclose()
@@ -712,7 +754,7 @@ class StateStore:
             self.config.topic,
             key=key,
             value=value,
-            partition=0,
+            partition=self.partition,
             headers=[(WRITER_HEADER, writer_header(self.writer_id, seq))],
             on_delivery=on_delivery,
         )
@@ -722,8 +764,16 @@ class StateStore:
         topic, else raises."""
         if not records:
             return
+        await self.confirmed(self.begin_write(records))
+
+    def begin_write(self, records: Sequence[Record]) -> _Waiter:
+        """Hand records to the producer now (raises if refused); ``confirmed`` waits for them."""
         waiter = _Waiter(self._produce(records))
         self._waiters.append(waiter)
+        return waiter
+
+    async def confirmed(self, waiter: _Waiter) -> None:
+        """Wait until the write of ``waiter`` is durable and read back, else raise."""
         with trio.CancelScope(shield=True):  # the write happens anyway; wait for its outcome
             with trio.move_on_after(self.config.commit_retry_s + 30):
                 await waiter.done.wait()
@@ -731,6 +781,15 @@ class StateStore:
             self._fail(StateWriteError("a state write was not confirmed in time"))
         if waiter.error is not None:
             raise waiter.error
+
+    async def durable(self) -> None:
+        """Wait until everything written so far is durable (or failed)."""
+        if self._seq <= self._confirmed or self.fenced:
+            return
+        waiter = _Waiter(self._seq)
+        self._waiters.append(waiter)
+        with trio.move_on_after(self.config.commit_retry_s + 30):
+            await waiter.done.wait()
 
     def write_nowait(self, records: Sequence[Record]) -> None:
         """Write records without waiting (lock expiries, releases): Kafka applies those
@@ -756,11 +815,25 @@ class StateStore:
     def _delete_below(self, offset: int) -> None:
         admin = self._admin()
         try:
-            futures = admin.delete_records([TopicPartition(self.config.topic, 0, offset)])
+            futures = admin.delete_records(
+                [TopicPartition(self.config.topic, self.partition, offset)]
+            )
             for f in futures.values():
                 f.result(30)
         except (KafkaException, AttributeError, TypeError) as e:
             log.warning("pruning the state topic below %d failed: %s", offset, e)
+
+    @property
+    def pending(self) -> int:
+        """Writes made and not yet confirmed (or failed)."""
+        return len(self._waiters)
+
+    async def stop(self) -> None:
+        """Stop reading and writing this state partition (writes still unconfirmed fail);
+        returns once the tail reader has stopped."""
+        self._stopped = True
+        with trio.move_on_after(TAIL_TIMEOUT_S + 5):
+            await self._tail_done.wait()
 
     async def aclose(self) -> None:
         self._stopped = True

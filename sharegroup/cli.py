@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     from sharegroup.offsets_cli import add_offsets_command
 
     add_offsets_command(sub)
+    from sharegroup.top_cli import add_top_command
+
+    add_top_command(sub)
+    from sharegroup.dlq_cli import add_dlq_command
+
+    add_dlq_command(sub)
     from sharegroup.scenario.cli import add_scenario_commands
 
     add_scenario_commands(sub)

@@ -54,10 +54,26 @@ def kafka39() -> Iterator[Broker]:
         yield broker
 
 
+@pytest.fixture
+def own_kafka39() -> Iterator[Broker]:
+    """A Kafka 3.9 of this test's own, for tests that stop or restart their broker: the
+    session-wide one stays up, so no other test's outcome depends on running after them."""
+    with start_kafka(KAFKA3_VERSION, share_groups=False) as broker:
+        yield broker
+
+
 @pytest.fixture(scope="session")
 def kafka4() -> Iterator[Broker]:
     """Newest Apache Kafka 4.x with share groups on (share.version=1), shared by the session."""
     with start_kafka(KAFKA4_VERSION, share_groups=True) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka4_dlq() -> Iterator[Broker]:
+    """Kafka 4.4 with share.version=2: share groups with Kafka's own dead-letter queue
+    (KIP-1191), the reference for the DLQ tests. Shared by the session."""
+    with start_kafka(KAFKA4_VERSION, share_groups=True, share_version=2) as broker:
         yield broker
 
 

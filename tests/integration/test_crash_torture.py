@@ -576,15 +576,18 @@ def read_state_topic(upstream: str, topic: str) -> tuple[Replay, list[str]]:
         }
     )
     try:
-        consumer.assign([TopicPartition(topic, 0, -2)])  # OFFSET_BEGINNING
+        # Every state partition (a share partition's records all lie in one of them, in order).
+        partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        assert partitions, f"state topic {topic} has no partitions"
+        consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # OFFSET_BEGINNING
+        caught_up: set[int] = set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            at_end = False
             for m in consumer.consume(1000, 1.0):
                 err = m.error()
                 if err is not None:
                     assert err.code() == -191, err  # _PARTITION_EOF: caught up
-                    at_end = True
+                    caught_up.add(m.partition() or 0)
                     continue
                 key = m.key()
                 if key is None:
@@ -602,7 +605,7 @@ def read_state_topic(upstream: str, topic: str) -> tuple[Replay, list[str]]:
                         )
                     highest[record.key] = (epoch, max(high, record.start_offset))
                 replay.apply(record)
-            if at_end:
+            if caught_up >= set(partitions):
                 return replay, backwards
         raise AssertionError(f"could not read {topic} to its end")
     finally:
@@ -791,7 +794,8 @@ def test_proxy_sigkill_torture(kafka39: Broker, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("graceful", [True, False], ids=["sigterm", "sigkill"])
-def test_upstream_restart_torture(kafka39: Broker, tmp_path: Path, graceful: bool) -> None:
+def test_upstream_restart_torture(own_kafka39: Broker, tmp_path: Path, graceful: bool) -> None:
+    kafka39 = own_kafka39
     rng = random.Random(SEED + 1)
     started = time.monotonic()
     with torture(kafka39, tmp_path) as run:

@@ -1,0 +1,228 @@
+"""The state topic as several partitions, each written by its own ``StateStore``.
+
+A state partition is the unit of ownership (``sharegroup/persist/partitioning.py`` says which
+share partitions, groups and topic ids each one holds). This store runs one ``StateStore`` per
+state partition this instance owns — its own claim, replay, tail reader, sequence numbers and
+pruning — over one shared idempotent producer, and sends each record to the store of its
+state partition. A write that touches several state partitions waits for all of them.
+
+Today one instance owns every state partition, and a fence or a write of unknown outcome on any
+of them stops its share-group service as a whole, as with one partition.
+
+The partition count is the topic's own: a new topic is created with
+``sharegroup.state.topic.partitions``; an existing topic keeps the count it has (the mapping
+depends on it), which an existing one-partition topic does, with a log line saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import ChainMap
+from collections.abc import Iterable, Mapping, Sequence
+from uuid import UUID
+
+import trio
+from confluent_kafka import Producer
+
+from proxy.state_store import StateStore, StateWriteError, StoreConfig, _Waiter, new_producer
+from sharegroup.persist.partitioning import state_partition_of
+from sharegroup.persist.records import PartitionKey, Record
+from sharegroup.persist.recovery import DurableState, Replay
+
+log = logging.getLogger("sharegroup.state")
+
+
+class ReplayView:
+    """What the stores of this instance have replayed and written, read as one ``Replay``
+    (the keys of different state partitions never overlap)."""
+
+    def __init__(self, stores: Mapping[int, StateStore]) -> None:
+        self._stores = stores
+
+    @property
+    def partitions(self) -> ChainMap[PartitionKey, DurableState]:
+        return ChainMap(*(s.replay.partitions for s in self._stores.values()))
+
+    @property
+    def group_configs(self) -> ChainMap[str, dict[str, str]]:
+        return ChainMap(*(s.replay.group_configs for s in self._stores.values()))
+
+    @property
+    def topic_ids(self) -> ChainMap[str, UUID]:
+        return ChainMap(*(s.replay.topic_ids for s in self._stores.values()))
+
+
+def combined(replays: Sequence[Replay]) -> Replay:
+    """One ``Replay`` holding what several state partitions' replays hold."""
+    out = Replay()
+    for r in replays:
+        out.partitions.update(r.partitions)
+        out.group_configs.update(r.group_configs)
+        out.topic_ids.update(r.topic_ids)
+        out.records += r.records
+        out.ignored += r.ignored
+    return out
+
+
+class PartitionedStateStore:
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.partitions = 0  # the topic's partition count, known once started
+        self.stores: dict[int, StateStore] = {}
+        self.replay = ReplayView(self.stores)
+        self._producer: Producer | None = None
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def fenced(self) -> bool:
+        return not self.stores or any(s.fenced for s in self.stores.values())
+
+    async def start(self, nursery: trio.Nursery) -> Replay:
+        """Open the topic and claim every state partition (one instance owns all)."""
+        await self.open(nursery)
+        return await self.claim(range(self.partitions))
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Create the topic unless it exists and learn its partition count; the stores'
+        readers will run in ``nursery``. Claims nothing."""
+        probe = StateStore(self.config)
+        self.partitions = await trio.to_thread.run_sync(probe._create_topic)
+        if self.partitions != self.config.partitions:
+            log.warning(
+                "state topic %s has %d partition(s), not the %d of "
+                "sharegroup.state.topic.partitions: keeping %d, since which state partition "
+                "holds a share partition depends on the count (the setting applies to a new "
+                "topic)",
+                self.config.topic,
+                self.partitions,
+                self.config.partitions,
+                self.partitions,
+            )
+        self._producer = new_producer(self.config)
+        self._nursery = nursery
+
+    async def claim(self, partitions: Iterable[int]) -> Replay:
+        """Take state partitions: each gets a store that claims it, replays it through the
+        claim and reads its tail from there. Returns what they replayed, as one ``Replay``;
+        the partitions are served (written) only once all of them are replayed."""
+        assert self._nursery is not None, "open() first"
+        fresh: dict[int, StateStore] = {}
+        for p in partitions:
+            if p in self.stores or p in fresh:
+                continue
+            if not 0 <= p < self.partitions:
+                raise ValueError(f"state topic {self.config.topic} has no partition {p}")
+            fresh[p] = StateStore(
+                dataclasses.replace(self.config, partition=p, create_topic=False), self._producer
+            )
+        replays: dict[int, Replay] = {}
+        nursery = self._nursery
+
+        async def start_one(p: int) -> None:
+            replays[p] = await fresh[p].start(nursery)
+
+        async with trio.open_nursery() as starting:
+            for p in fresh:
+                starting.start_soon(start_one, p)
+        self.stores.update(fresh)
+        return combined([replays[p] for p in sorted(replays)])
+
+    async def release(self, partitions: Iterable[int], *, wait_s: float = 10.0) -> None:
+        """Let state partitions go: no new write is taken for them at once, writes already
+        made get up to ``wait_s`` to be confirmed, then their readers stop (what is still
+        unconfirmed fails, fenced) and another instance may claim them."""
+        leaving = [self.stores.pop(p) for p in partitions if p in self.stores]
+        with trio.move_on_after(wait_s):
+            for store in leaving:
+                while store.pending and not store.fenced:
+                    await trio.sleep(0.01)
+        for store in leaving:
+            await store.stop()
+
+    def partition_of(self, record: Record) -> int | None:
+        return state_partition_of(record, self.partitions)
+
+    def _by_store(self, records: Sequence[Record]) -> dict[int, list[Record]]:
+        """The records of each state partition, in the order given."""
+        out: dict[int, list[Record]] = {}
+        for record in records:
+            p = self.partition_of(record)
+            if p is None:
+                raise ValueError("a writer claim is written by the store of its partition")
+            out.setdefault(p, []).append(record)
+        return out
+
+    def _store(self, partition: int) -> StateStore:
+        store = self.stores.get(partition)
+        if store is None:
+            raise StateWriteError(
+                f"state partition {partition} is not owned by this instance", fenced=True
+            )
+        return store
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Persist records, each in its state partition; returns once all are durable and
+        this instance still owns their partitions, else raises (the first error met)."""
+        groups = self._by_store(records)
+        if len(groups) == 1:
+            ((p, recs),) = groups.items()
+            await self._store(p).write(recs)
+            return
+        # Every store takes its records now, before anything waits (as one store's write
+        # does): records are computed from the written state, which must not change between.
+        waiters = []
+        for p, recs in groups.items():
+            store = self._store(p)
+            waiters.append((store, store.begin_write(recs)))
+        errors: list[StateWriteError] = []
+
+        async def confirm(store: StateStore, waiter: _Waiter) -> None:
+            try:
+                await store.confirmed(waiter)
+            except StateWriteError as e:
+                errors.append(e)
+
+        async with trio.open_nursery() as nursery:
+            for store, waiter in waiters:
+                nursery.start_soon(confirm, store, waiter)
+        if errors:
+            raise errors[0]
+
+    async def durable(self) -> None:
+        """Wait until everything written so far, in every owned state partition, is durable
+        (or failed)."""
+        async with trio.open_nursery() as nursery:
+            for store in list(self.stores.values()):
+                nursery.start_soon(store.durable)
+
+    def write_nowait(self, records: Sequence[Record]) -> None:
+        for p, recs in self._by_store(records).items():
+            store = self.stores.get(p)
+            if store is None:
+                log.error("state write of %d records to unowned partition %d", len(recs), p)
+                continue
+            store.write_nowait(recs)
+
+    async def prune(self, snapshots: Sequence[Record]) -> int:
+        """Each store writes the fresh snapshots of its partition and deletes below its claim;
+        returns how many records were deleted below the claims, in all."""
+        groups = self._by_store(snapshots)
+        pruned: list[int] = []
+
+        async def prune_one(store: StateStore, recs: list[Record]) -> None:
+            if recs:
+                pruned.append(await store.prune(recs))
+            elif store.claim_offset > 0:
+                # Nothing lives in this partition: everything below the claim is void.
+                await trio.to_thread.run_sync(store._delete_below, store.claim_offset)
+                pruned.append(store.claim_offset)
+
+        async with trio.open_nursery() as nursery:
+            for p, store in self.stores.items():
+                nursery.start_soon(prune_one, store, groups.get(p, []))
+        return sum(pruned)
+
+    async def aclose(self) -> None:
+        for store in self.stores.values():
+            await store.aclose()
