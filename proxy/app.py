@@ -157,6 +157,7 @@ def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareSer
         prefix=broker_config.dlq_topic_name_prefix,
         auto_create=broker_config.dlq_auto_create_topics_enable,
         marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
+        client_config=proxy.config.upstream.librdkafka,
     )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service
