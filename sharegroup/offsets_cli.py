@@ -60,15 +60,23 @@ class WireClient:
         security = security or UpstreamSecurity()
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
-            if security.ssl_context is not None:
-                sock = security.ssl_context.wrap_socket(sock, server_hostname=host)
-        except (OSError, ssl.SSLError) as e:
+        except OSError as e:
             raise OffsetsError(f"cannot connect to {host}:{port}: {e}") from e
+        if security.ssl_context is not None:
+            try:
+                sock = security.ssl_context.wrap_socket(sock, server_hostname=host)
+            except (OSError, ssl.SSLError) as e:
+                sock.close()
+                raise OffsetsError(f"TLS handshake with {host}:{port} failed: {e}") from e
         self.sock: socket.socket = sock
         self.buf = FrameBuffer()
         self.cid = 0
         if security.sasl is not None:
-            self._login(security.sasl)
+            try:
+                self._login(security.sasl)
+            except BaseException:
+                self.sock.close()
+                raise
 
     def _login(self, sasl: SaslSettings) -> None:
         handshake = wire.request_class(17)(mechanism=sasl.mechanism)
