@@ -102,7 +102,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     config.max_frame_bytes = max_frame
     config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
-    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
+    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs, config.listener.sasl))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
         store = PartitionedStateStore(
@@ -157,6 +157,7 @@ def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareSer
         prefix=broker_config.dlq_topic_name_prefix,
         auto_create=broker_config.dlq_auto_create_topics_enable,
         marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
+        client_config=proxy.config.upstream.librdkafka,
     )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service

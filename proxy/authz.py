@@ -72,9 +72,13 @@ class AuthzConfig:
     super_users: frozenset[str] = frozenset()
     allow_if_no_acl: bool = False
     refresh_s: float = DEFAULT_REFRESH_MS / 1000
+    # Whether clients authenticate (a SASL listener). Without, every client is
+    # User:ANONYMOUS, and an upstream that answers DescribeAcls with no ACLs at all is taken
+    # to have no authorizer (brokers such as Tansu answer so instead of SECURITY_DISABLED).
+    sasl_listener: bool = True
 
 
-def authz_config(configs: Mapping[str, str]) -> AuthzConfig:
+def authz_config(configs: Mapping[str, str], sasl_listener: bool = True) -> AuthzConfig:
     supers = frozenset(s.strip() for s in configs.get("super.users", "").split(";") if s.strip())
     for principal in supers:
         if ":" not in principal:
@@ -89,7 +93,7 @@ def authz_config(configs: Mapping[str, str]) -> AuthzConfig:
         raise ConfigError(f"sharegroup.acl.refresh.ms: {refresh!r} is not an integer") from None
     if not 100 <= refresh_ms <= 3_600_000:
         raise ConfigError(f"sharegroup.acl.refresh.ms={refresh_ms} is outside [100, 3600000]")
-    return AuthzConfig(supers, allow == "true", refresh_ms / 1000)
+    return AuthzConfig(supers, allow == "true", refresh_ms / 1000, sasl_listener)
 
 
 @dataclass
@@ -155,9 +159,12 @@ class Authorizer:
                 if a.operation in Op._value2member_map_
                 and a.permission_type in Permission._value2member_map_
             ]
-            table = AclTable(
-                acls, self.config.super_users, allow_if_no_acl=self.config.allow_if_no_acl
-            )
+            if not acls and not self.config.sasl_listener:
+                table = AclTable(None)
+            else:
+                table = AclTable(
+                    acls, self.config.super_users, allow_if_no_acl=self.config.allow_if_no_acl
+                )
         self.table = table
         self.reads += 1
         self.loaded.set()

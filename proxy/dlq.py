@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -109,8 +109,12 @@ class DlqWriter:
         prefix: str = "dlq.",
         auto_create: bool = False,
         marked_topics: Sequence[str] = (),
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        # TLS/SASL settings of the upstream for librdkafka (proxy.security), added to every
+        # client this writer makes.
+        self.client_config = dict(client_config or {})
         self.prefix = prefix
         self.auto_create = auto_create
         self.marked_topics = set(marked_topics)
@@ -204,7 +208,7 @@ class DlqWriter:
         if self._producer is None:
             from confluent_kafka import Producer
 
-            self._producer = Producer(producer_config(self.bootstrap))
+            self._producer = Producer({**producer_config(self.bootstrap), **self.client_config})
         return self._producer
 
     def _dlq_partitions(self, group: str, dlq_topic: str) -> int | None:
@@ -215,7 +219,7 @@ class DlqWriter:
         from confluent_kafka.admin._resource import ResourceType
         from confluent_kafka.cimpl import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config})
         md = admin.list_topics(dlq_topic, timeout=10)
         t = md.topics.get(dlq_topic)
         exists = t is not None and t.error is None and bool(t.partitions)
@@ -268,6 +272,7 @@ class DlqWriter:
 
         consumer = Consumer(
             {
+                **self.client_config,
                 "bootstrap.servers": self.bootstrap,
                 "group.id": "sharegroup-dlq-source-reader",
                 "enable.auto.commit": False,

@@ -474,7 +474,7 @@ class StateStore:
         of the topic now?"""
         consumer = Consumer(
             {
-                "bootstrap.servers": self.config.bootstrap,
+                **self.config.client({}),
                 "group.id": f"sharegroup-state-reader-{self.config.topic}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

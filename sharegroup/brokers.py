@@ -404,7 +404,9 @@ class KafkaSecurity:
     ``protocol`` SSL or SASL_SSL on the client port, with the PEM ``keystore`` (PKCS#8 key and
     certificate chain, for 127.0.0.1) and the PEM ``truststore`` (the CA). SASL_SSL enables
     SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for every user in ``users`` (SCRAM credentials are
-    written by the storage format, before the broker starts), and with ``authorizer`` Kafka's
+    written by the storage format, before the broker starts), and OAUTHBEARER with Kafka's
+    unsecured validator (any unsigned JWT with ``sub`` and ``exp``: for tests only), and with
+    ``authorizer`` Kafka's
     StandardAuthorizer with ``super_users`` (user names) and no allow-everyone fallback. The
     broker talks to itself over the same listener as ``admin``; the controller listener stays
     PLAINTEXT on loopback, so its principal User:ANONYMOUS is a super user too.
@@ -441,7 +443,11 @@ class KafkaSecurity:
             )
             plain_users = " ".join(f'user_{u}="{p}"' for u, p in self.users.items())
             props |= {
-                "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN,OAUTHBEARER",
+                f"{listener}.oauthbearer.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule "
+                    f'required unsecuredLoginStringClaim_sub="{self.admin}";'
+                ),
                 "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
                 f"{listener}.scram-sha-512.sasl.jaas.config": scram,
                 f"{listener}.scram-sha-256.sasl.jaas.config": scram,

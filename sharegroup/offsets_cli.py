@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import socket
+import ssl
 import sys
 from typing import Any
 
 from proxy import messages, wire
 from proxy.framing import FrameBuffer
+from proxy.sasl import SaslError, SaslSettings
+from proxy.security import UpstreamSecurity
 from proxy.upstream import parse_servers
 
 NON_EMPTY_GROUP = 68
@@ -25,17 +28,70 @@ class OffsetsError(Exception):
     """A problem to report to the user and exit 1."""
 
 
-class WireClient:
-    """A blocking, one-request-at-a-time Kafka protocol client."""
+def client_security(path: str | None) -> UpstreamSecurity:
+    """TLS and SASL from a ``--command-config`` file: Kafka's client names
+    (``security.protocol``, ``ssl.truststore.location``, ``sasl.mechanism``, ``sasl.username``,
+    ``sasl.password``, ...), read as the proxy reads its ``upstream.*`` configs."""
+    if path is None:
+        return UpstreamSecurity()
+    from pathlib import Path
 
-    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+    from model import ConfigError
+    from proxy.security import UPSTREAM_PREFIX, upstream_security
+    from sharegroup.cli import read_properties
+
+    file = Path(path)
+    if not file.is_file():
+        raise OffsetsError(f"--command-config {path}: no such file")
+    try:
+        return upstream_security({UPSTREAM_PREFIX + k: v for k, v in read_properties(file).items()})
+    except ConfigError as e:
+        raise OffsetsError(f"--command-config {path}: {str(e).replace(UPSTREAM_PREFIX, '')}") from e
+
+
+class WireClient:
+    """A blocking, one-request-at-a-time Kafka protocol client (TLS and SASL as ``security``
+    says)."""
+
+    def __init__(
+        self, bootstrap: str, timeout_s: float = 30.0, security: UpstreamSecurity | None = None
+    ) -> None:
         host, port = parse_servers(bootstrap)[0]
+        security = security or UpstreamSecurity()
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout_s)
+            sock = socket.create_connection((host, port), timeout=timeout_s)
         except OSError as e:
             raise OffsetsError(f"cannot connect to {host}:{port}: {e}") from e
+        if security.ssl_context is not None:
+            try:
+                sock = security.ssl_context.wrap_socket(sock, server_hostname=host)
+            except (OSError, ssl.SSLError) as e:
+                sock.close()
+                raise OffsetsError(f"TLS handshake with {host}:{port} failed: {e}") from e
+        self.sock: socket.socket = sock
         self.buf = FrameBuffer()
         self.cid = 0
+        if security.sasl is not None:
+            try:
+                self._login(security.sasl)
+            except BaseException:
+                self.sock.close()
+                raise
+
+    def _login(self, sasl: SaslSettings) -> None:
+        handshake = wire.request_class(17)(mechanism=sasl.mechanism)
+        if self.request(handshake, 1).error_code:
+            raise OffsetsError(f"SASL mechanism {sasl.mechanism} is not enabled there")
+        try:
+            auth = sasl.authenticator()
+            message: bytes | None = auth.first()
+            while message is not None:
+                resp = self.request(wire.request_class(36)(auth_bytes=message), 1)
+                if resp.error_code:
+                    raise OffsetsError(f"SASL authentication failed: {resp.error_message}")
+                message = auth.step(bytes(resp.auth_bytes or b""))
+        except SaslError as e:
+            raise OffsetsError(f"SASL authentication failed: {e}") from e
 
     def request(self, msg: Any, version: int) -> Any:
         self.cid += 1
@@ -178,11 +234,14 @@ def delete(client: WireClient, group: str, topics: list[str]) -> None:
             raise OffsetsError(f"{t.topic_name}: {_error_name(t.error_code)}")
 
 
-def consumer_group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+def consumer_group_offsets(
+    bootstrap: str, group: str, security: UpstreamSecurity | None = None
+) -> dict[tuple[str, int], int]:
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    settings = security.librdkafka if security is not None else {}
+    admin = AdminClient({"bootstrap.servers": bootstrap, **settings})
     futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
     result = futures[group].result(30)
     return {
@@ -204,7 +263,8 @@ def _print_rows(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        client = WireClient(args.bootstrap_server)
+        args.security = client_security(args.command_config)
+        client = WireClient(args.bootstrap_server, security=args.security)
     except OffsetsError as e:
         print(f"sharegroup offsets: {e}", file=sys.stderr)
         return 1
@@ -262,7 +322,7 @@ def _run(args: argparse.Namespace, client: WireClient) -> int:
         print(f"share group {args.group}: {len(plan)} start offsets reset")
         return 0
     # copy
-    source = consumer_group_offsets(args.bootstrap_server, args.from_consumer_group)
+    source = consumer_group_offsets(args.bootstrap_server, args.from_consumer_group, args.security)
     if not source:
         raise OffsetsError(f"consumer group {args.from_consumer_group} has no committed offsets")
     topics = args.topic or sorted({t for t, _ in source})
@@ -302,6 +362,12 @@ def add_offsets_command(sub: Any) -> None:
             required=True,
             metavar="HOST:PORT",
             help="the proxy (or a Kafka 4.x cluster)",
+        )
+        p.add_argument(
+            "--command-config",
+            metavar="FILE",
+            help="a .properties file of client configs with Kafka's names: security.protocol, "
+            "ssl.truststore.location, sasl.mechanism, sasl.username, sasl.password, ...",
         )
 
     d = actions.add_parser("describe", help="start offset and lag per partition")

@@ -9,6 +9,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -258,3 +259,38 @@ def test_java_share_consumer_over_sasl_ssl_scram_512(
         result = probe.result()
     assert result.returncode == 0, result.describe()
     assert sorted(r["offset"] for r in result.records) == list(range(20)), result.describe()
+
+
+def test_offsets_cli_logs_in_with_a_command_config(
+    proxied: ProxyThread, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sharegroup.cli import main
+
+    def run(password: str) -> tuple[int, str]:
+        config = tmp_path / f"client-{password}.properties"
+        config.write_text(
+            "security.protocol=SASL_SSL\n"
+            f"ssl.truststore.location={pki.ca}\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.username=alice\n"
+            f"sasl.password={password}\n"
+        )
+        rc = main(
+            [
+                "offsets",
+                "describe",
+                "--bootstrap-server",
+                proxied.bootstrap,
+                "--group",
+                f"g-{uuid.uuid4().hex[:8]}",
+                "--command-config",
+                str(config),
+            ]
+        )
+        return rc, capsys.readouterr().err
+
+    rc, err = run("wrong")
+    assert rc == 1
+    assert "SASL authentication failed" in err
+    rc, err = run(SECURE_USERS["alice"])
+    assert "SASL" not in err and "cannot connect" not in err, err

@@ -3,6 +3,11 @@ OAUTHBEARER token handling, against Kafka 3.9 with a SASL_SSL listener."""
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -90,18 +95,30 @@ async def test_untrusted_broker_certificate_is_refused(kafka39_sasl: Broker, pki
         await metadata_via(kafka39_sasl, configs)
 
 
-async def test_mechanism_not_enabled_names_what_the_broker_offers(
-    kafka39_sasl: Broker, pki: Pki, tmp_path: pytest.TempPathFactory
+def unsigned_jwt(sub: str, lifetime_s: float) -> str:
+    """A token Kafka's unsecured OAUTHBEARER validator accepts (alg none, no signature)."""
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    now = time.time()
+    claims = {"sub": sub, "iat": int(now), "exp": int(now + lifetime_s)}
+    return f"{part({'alg': 'none'})}.{part(claims)}."
+
+
+async def test_oauthbearer_token_from_file_and_from_command(
+    kafka39_sasl: Broker, pki: Pki, tmp_path: Path
 ) -> None:
-    configs = settings(
-        pki,
-        **{
-            "upstream.sasl.mechanism": "OAUTHBEARER",
-            "upstream.sasl.oauthbearer.token.command": "echo some-token",
-        },
-    )
-    with pytest.raises(UpstreamError, match=r"OAUTHBEARER is not enabled .*SCRAM-SHA-512"):
-        await metadata_via(kafka39_sasl, configs)
+    token_file = tmp_path / "token"
+    token_file.write_text(unsigned_jwt("proxy", 3600))
+    base = settings(pki, **{"upstream.sasl.mechanism": "OAUTHBEARER"})
+    from_file = {**base, "upstream.sasl.oauthbearer.token.file": str(token_file)}
+    assert await metadata_via(kafka39_sasl, from_file) == [1]
+    from_command = {**base, "upstream.sasl.oauthbearer.token.command": f"cat {token_file}"}
+    assert await metadata_via(kafka39_sasl, from_command) == [1]
+    token_file.write_text(unsigned_jwt("proxy", -60))  # expired: refused before it is sent
+    with pytest.raises(UpstreamError, match="expired"):
+        await metadata_via(kafka39_sasl, from_file)
 
 
 def test_sasl_configs_without_sasl_protocol_are_an_error() -> None:
