@@ -63,6 +63,8 @@ from sharegroup.persist.records import (
 from sharegroup.persist.recovery import Replay
 
 log = logging.getLogger("sharegroup.state")
+# librdkafka's own lines (connections coming and going) go through logging, not raw to stderr.
+CLIENT_LOG = logging.getLogger("librdkafka")
 
 DEFAULT_TOPIC = "__sharegroup_state"
 _PARTITION_EOF = -191
@@ -113,7 +115,12 @@ class StoreConfig:
 
     def client(self, settings: dict[str, Any]) -> dict[str, Any]:
         """A librdkafka client config: ``settings`` plus the bootstrap and security ones."""
-        return {"bootstrap.servers": self.bootstrap, **self.security.librdkafka, **settings}
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "logger": CLIENT_LOG,
+            **self.security.librdkafka,
+            **settings,
+        }
 
 
 @dataclass

@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the config sharegroup.metrics.listen; default: no endpoint)",
     )
     proxy.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    proxy.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="one line per event as text or as a JSON object (default: %(default)s)",
+    )
     proxy.set_defaults(func=_run_proxy)
     from sharegroup.offsets_cli import add_offsets_command
 
@@ -147,10 +153,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
 
     from proxy.server import ProxyConfig
     from proxy.upstream import UpstreamError, parse_host_port, parse_servers
+    from sharegroup.logs import configure
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(args.log_level, args.log_format)
     configs: dict[str, str] = {}
     if args.config_file:
         if not args.config_file.is_file():
@@ -216,10 +221,11 @@ def _run_proxy(args: argparse.Namespace) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(proxy.run)
             host, port = proxy.bootstrap_address
-            print(f"sharegroup proxy listening; bootstrap.servers={host}:{port}", flush=True)
-            # SIGTERM (and SIGINT where it is not ignored) stop the proxy cleanly. Nothing is
-            # lost either way: every confirmed acknowledgement is already in the state topic.
+            # SIGTERM (and SIGINT where it is not ignored) stop the proxy cleanly, also right
+            # after the line below (so the receiver opens first). Nothing is lost either way:
+            # every confirmed acknowledgement is already in the state topic.
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                print(f"sharegroup proxy listening; bootstrap.servers={host}:{port}", flush=True)
                 async for signum in signals:
                     logging.getLogger("sharegroup").info(
                         "%s: stopping", signal.Signals(signum).name
