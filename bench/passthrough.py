@@ -15,7 +15,13 @@ produce_proxy_records_per_s, consume_direct_records_per_s, consume_proxy_records
 produce_ratio, consume_ratio (proxy / direct of the medians) and the same figures in MB/s
 (produce_direct_mb_per_s, ...). The broker and the proxy are stopped however the run ends.
 
+With ``--tls`` the broker is Apache Kafka 3.9 with an SSL listener (certificates from a test CA
+made for the run) and both routes are TLS end to end: direct is client -> broker over TLS, proxy
+is client -> proxy over TLS (an SSL listener) and proxy -> broker over TLS, so the ratios say
+what TLS through the proxy costs against TLS direct.
+
 Run: .venv/bin/python bench/passthrough.py [--records N] [--rounds N] [--broker tansu|kafka39]
+     [--tls]
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
-from sharegroup.brokers import Broker, start_kafka, start_tansu  # noqa: E402
+from sharegroup.brokers import Broker, KafkaSecurity, start_kafka, start_tansu  # noqa: E402
 from sharegroup.kafka_dist import KAFKA3_VERSION  # noqa: E402
 from sharegroup.proxy_process import (  # noqa: E402
     SIGNALS,
@@ -52,6 +59,8 @@ from sharegroup.proxy_process import (  # noqa: E402
 )
 
 RECORD_BYTES = 1024
+# Security settings every client of a run adds (the TLS run's SSL settings; empty otherwise).
+CLIENT: dict[str, str] = {}
 STALL_TIMEOUT_S = 60.0  # a produce or consume making no progress for this long has failed
 
 Route = Literal["direct", "proxy"]
@@ -59,8 +68,13 @@ Kind = Literal["produce", "consume"]
 
 
 @contextlib.contextmanager
-def running_broker(kind: str) -> Iterator[Broker]:
-    broker = start_tansu() if kind == "tansu" else start_kafka(KAFKA3_VERSION, share_groups=False)
+def running_broker(kind: str, security: KafkaSecurity | None = None) -> Iterator[Broker]:
+    if security is not None:
+        broker = start_kafka(KAFKA3_VERSION, share_groups=False, security=security)
+    elif kind == "tansu":
+        broker = start_tansu()
+    else:
+        broker = start_kafka(KAFKA3_VERSION, share_groups=False)
     try:
         yield broker
     finally:
@@ -87,6 +101,7 @@ def produce(bootstrap: str, topic: str, records: int, value: bytes) -> float:
     """Seconds to produce ``records`` copies of ``value`` and have every one acknowledged."""
     producer = Producer(
         {
+            **CLIENT,
             "bootstrap.servers": bootstrap,
             "linger.ms": 5,
             "batch.num.messages": 100_000,  # batch.size (1 MB) is then what closes a batch
@@ -134,6 +149,7 @@ def consume(bootstrap: str, topic: str, records: int) -> float:
     """Seconds to read ``records`` records of ``topic`` partition 0 from offset 0."""
     consumer = Consumer(
         {
+            **CLIENT,
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-{uuid.uuid4().hex}",  # never joined: assign mode, no commits
             "enable.auto.commit": False,
@@ -234,7 +250,7 @@ def run_rounds(
 ) -> list[dict[tuple[Kind, Route], float]]:
     """Measure ``count`` rounds; the admin client is gone on return, before the broker stops."""
     value = os.urandom(RECORD_BYTES)
-    admin = AdminClient({"bootstrap.servers": broker, "log_level": 3})
+    admin = AdminClient({**CLIENT, "bootstrap.servers": broker, "log_level": 3})
     bootstraps: dict[Route, str] = {"direct": broker, "proxy": proxy.bootstrap}
     if warmup > 0:
         measure_round(admin, bootstraps, ["direct", "proxy"], warmup, value, proxy.check_alive)
@@ -254,6 +270,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--broker", choices=["tansu", "kafka39"], default="tansu")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on both routes (Kafka 3.9 with an SSL listener; the proxy SSL on both sides)",
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         default=20_000,
@@ -263,10 +284,31 @@ def main() -> int:
     if args.records < 1 or args.rounds < 1:
         parser.error("--records and --rounds must be positive")
 
-    with running_broker(args.broker) as broker, running_proxy(broker.bootstrap) as proxy:
+    with contextlib.ExitStack() as stack:
+        security, configs, protocol = None, [], "PLAINTEXT"
+        if args.tls:
+            from sharegroup.pki import make_pki
+
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tls-")))
+            pki = make_pki(tmp)
+            security = KafkaSecurity(
+                keystore=pki.kafka_keystore, truststore=pki.ca, protocol="SSL", authorizer=False
+            )
+            CLIENT.update({"security.protocol": "ssl", "ssl.ca.location": str(pki.ca)})
+            configs = [
+                f"ssl.keystore.location={pki.server}",
+                "upstream.security.protocol=SSL",
+                f"upstream.ssl.truststore.location={pki.ca}",
+            ]
+            protocol = "SSL"
+        broker = stack.enter_context(running_broker(args.broker, security))
+        proxy = stack.enter_context(
+            running_proxy(broker.bootstrap, configs, listen_protocol=protocol)
+        )
         print(
             f"broker {broker.kind} {broker.version} at {broker.bootstrap}, proxy at "
-            f"{proxy.bootstrap}; {args.records:,} records of {RECORD_BYTES} B, {args.rounds} rounds",
+            f"{proxy.bootstrap}; {args.records:,} records of {RECORD_BYTES} B, {args.rounds} rounds"
+            + (", TLS on both routes" if args.tls else ""),
             flush=True,
         )
         rounds = run_rounds(broker.bootstrap, proxy, args.records, args.rounds, args.warmup)

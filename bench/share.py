@@ -125,7 +125,11 @@ from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
 from sharegroup import brokers  # noqa: E402
 from sharegroup.brokers import Broker, start_kafka, start_tansu  # noqa: E402
-from sharegroup.kafka_dist import KAFKA3_VERSION, KAFKA4_VERSION  # noqa: E402
+from sharegroup.kafka_dist import (  # noqa: E402
+    KAFKA3_VERSION,
+    KAFKA4_VERSION,
+    ensure_kafka_tools,
+)
 from sharegroup.proxy_process import (  # noqa: E402
     SIGNALS,
     BenchError,
@@ -764,15 +768,10 @@ def produce_paced(
 
 
 def tools_classpath() -> str | None:
-    """The classpath of Kafka's command-line tools (kafka-tools), or None if not at hand."""
+    """The classpath of Kafka's command-line tools (kafka-tools, fetched from Maven Central on
+    first use), or None if they cannot be had."""
     try:
-        from sharegroup import kafka_dist
-
-        ensure = getattr(kafka_dist, "ensure_kafka_tools", None)
-        if ensure is not None:
-            return f"{ensure(KAFKA4_VERSION)}/*"
-        libs = kafka_dist.cache_root() / "kafka-tools" / KAFKA4_VERSION / "libs"
-        return f"{libs}/*" if (libs / kafka_dist.MARKER).is_file() else None
+        return f"{ensure_kafka_tools(KAFKA4_VERSION)}/*"
     except RuntimeError as e:
         print(f"kafka-tools {KAFKA4_VERSION} not available: {e}", file=sys.stderr)
         return None

@@ -249,9 +249,9 @@ GROUP_CONFIG_KEYS: Final = (
     "share.renew.acknowledge.enable",
     BACKOFF_KEY,
     BACKOFF_MAX_KEY,
+    DLQ_TOPIC_KEY,
+    DLQ_COPY_KEY,
 )
-# Accepted by GroupConfig; the proxy offers them to clients once it writes DLQ records.
-DLQ_GROUP_CONFIG_KEYS: Final = (DLQ_TOPIC_KEY, DLQ_COPY_KEY)
 
 
 def _parse_int(key: str, raw: str, bounds: IntRange) -> int:

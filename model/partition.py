@@ -237,7 +237,8 @@ class SharePartition:
         self._available: SortedSet[int] = SortedSet()  # first offsets of AVAILABLE ranges
         # (deadline, first, last) wake-ups: lock deadlines and the end of redelivery back-offs
         self._timers: list[tuple[int, int, int]] = []
-        self._archiving: list[ArchivingRange] = []  # ARCHIVING not yet handed out
+        # ARCHIVING not yet handed out: (first, last, count, cause; None = infer when taken)
+        self._archiving: list[tuple[int, int, int, DlqCause | None]] = []
         self.delivery_count_limit = delivery_count_limit
         self.max_in_flight = max_in_flight
         self.lock_duration_ms = lock_duration_ms
@@ -353,13 +354,7 @@ class SharePartition:
             restored = _Range(first, b.last_offset, b.state, b.delivery_count)
             sp._insert(restored)
             if b.state is _ARCHIVING:
-                # The cause is not persisted: Kafka infers it from the delivery count.
-                cause = (
-                    DlqCause.DELIVERY_COUNT_EXCEEDED
-                    if b.delivery_count >= delivery_count_limit
-                    else DlqCause.CLIENT_REJECT
-                )
-                sp._queue_archiving(restored, cause)
+                sp._queue_archiving(restored, None)
             cursor = b.last_offset + 1
         sp._next = cursor
         sp._advance_start()
@@ -787,9 +782,20 @@ class SharePartition:
     def take_archiving(self) -> tuple[ArchivingRange, ...]:
         """The ARCHIVING ranges not handed out before, each exactly once, in the order they
         went to ARCHIVING. Call it once the delta that made them ARCHIVING is persisted."""
-        out = tuple(self._archiving)
+        out = tuple(
+            ArchivingRange(first, last, count, cause or self._inferred_cause(count))
+            for first, last, count, cause in self._archiving
+        )
         self._archiving.clear()
         return out
+
+    def _inferred_cause(self, delivery_count: int) -> DlqCause:
+        """The cause of ARCHIVING read back from the store, which does not hold it: inferred
+        from the delivery count and the limit in force when it is handed out, as
+        ``SharePartition.maybeResumeDlqArchiving`` does."""
+        if delivery_count >= self.delivery_count_limit:
+            return DlqCause.DELIVERY_COUNT_EXCEEDED
+        return DlqCause.CLIENT_REJECT
 
     def complete_archiving(self, first_offset: int, last_offset: int) -> StateDelta:
         """The DLQ write of [first, last] is over (written or given up): its ARCHIVING
@@ -863,18 +869,14 @@ class SharePartition:
         else:
             self._available.add(r.first)
 
-    def _queue_archiving(self, r: _Range, cause: DlqCause) -> None:
+    def _queue_archiving(self, r: _Range, cause: DlqCause | None) -> None:
         queue = self._archiving
         if queue:
-            prev = queue[-1]
-            if (
-                prev.last_offset + 1 == r.first
-                and prev.delivery_count == r.count
-                and prev.cause is cause
-            ):
-                queue[-1] = ArchivingRange(prev.first_offset, r.last, r.count, cause)
+            first, last, count, prev_cause = queue[-1]
+            if last + 1 == r.first and count == r.count and prev_cause is cause:
+                queue[-1] = (first, r.last, r.count, cause)
                 return
-        queue.append(ArchivingRange(r.first, r.last, r.count, cause))
+        queue.append((r.first, r.last, r.count, cause))
 
     def _archive_available(self, first: int, last: int, changed: list[_Range]) -> None:
         for r in self._carve_all(first, last):

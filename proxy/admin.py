@@ -17,13 +17,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from model import ConfigError, ErrorCode, GroupConfig, ShareApiError
-from model.config import BACKOFF_KEY, BACKOFF_MAX_KEY, GROUP_CONFIG_KEYS
+from model import ErrorCode, GroupConfig, ShareApiError
+from model.config import (
+    BACKOFF_KEY,
+    BACKOFF_MAX_KEY,
+    DLQ_COPY_KEY,
+    DLQ_TOPIC_KEY,
+)
 from proxy import wire
 from proxy.connection import ClientConnection
 from proxy.server import Proxy
 from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
+from sharegroup.core.configs import ConfigsCore
+from sharegroup.core.messages import Refused
 from sharegroup.persist.records import GroupConfigs, Tombstone
 
 log = logging.getLogger("sharegroup.admin")
@@ -32,7 +39,6 @@ DESCRIBE_GROUPS = 15
 DELETE_GROUPS = 42
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
-SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 SOURCE_DEFAULT = 5
 SOURCE_GROUP = 8
 TYPE_STRING, TYPE_INT = 2, 3
@@ -52,6 +58,8 @@ def _group_config_values(config: GroupConfig) -> dict[str, str]:
         "share.assignment.interval.ms": str(config.assignment_interval_ms),
         BACKOFF_KEY: str(config.redelivery_backoff_ms),
         BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
+        DLQ_TOPIC_KEY: config.dlq_topic_name,
+        DLQ_COPY_KEY: str(config.dlq_copy_record_enable).lower(),
     }
 
 
@@ -59,6 +67,7 @@ class AdminHandlers:
     def __init__(self, proxy: Proxy, shares: ShareService) -> None:
         self.proxy = proxy
         self.shares = shares
+        self.configs = ConfigsCore(shares.engine)
         proxy.local_handlers[wire.INCREMENTAL_ALTER_CONFIGS] = self.incremental_alter_configs
         proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
         proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
@@ -127,54 +136,23 @@ class AdminHandlers:
 
     async def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
         group_id = res.resource_name
-        if not group_id:
-            return ErrorCode.INVALID_GROUP_ID, "group id must not be empty"
-        changes: dict[str, str | None] = {}
-        for c in res.configs:
-            if c.name not in GROUP_CONFIG_KEYS:
-                return ErrorCode.INVALID_CONFIG, f"unknown or unsupported group config {c.name!r}"
-            if c.config_operation == SET:
-                if c.value is None:
-                    return ErrorCode.INVALID_REQUEST, f"{c.name}: SET needs a value"
-                changes[c.name] = c.value
-            elif c.config_operation == DELETE:
-                changes[c.name] = None
-            else:
-                return (
-                    ErrorCode.INVALID_REQUEST,
-                    f"{c.name}: APPEND/SUBTRACT do not apply to group configs",
-                )
-        engine = self.shares.engine
-        try:
-            if validate_only:
-                entry = engine.group(group_id)
-                merged = dict(entry.overrides) if entry else {}
-                merged.update({k: v for k, v in changes.items() if v is not None})
-                for k, v in changes.items():
-                    if v is None:
-                        merged.pop(k, None)
-                GroupConfig.defaults(engine.broker_config).with_overrides(
-                    engine.broker_config, merged
-                )
-            else:
-                entry = engine.group(group_id)
-                before = dict(entry.overrides) if entry else {}
-                engine.set_group_configs(group_id, changes)
-                after = engine.group(group_id)
-                assert after is not None
-                store = self.shares.store
-                if store is not None:
-                    try:
-                        await store.write([GroupConfigs(group_id, dict(after.overrides))])
-                    except StateWriteError as e:
-                        engine.set_group_configs(
-                            group_id, {**dict.fromkeys(after.overrides), **before}
-                        )
-                        return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
-                self.shares.group_configs_changed(group_id)
-        except ConfigError as e:
-            return ErrorCode.INVALID_CONFIG, str(e)
-        log.info("group %s configs %s", group_id, changes)
+        change = self.configs.plan(
+            group_id, [(c.name, c.config_operation, c.value) for c in res.configs or ()]
+        )
+        if isinstance(change, Refused):
+            return change.code, change.message
+        if validate_only:
+            return ErrorCode.NONE, None
+        self.configs.apply(change)
+        store = self.shares.store
+        if store is not None:
+            try:
+                await store.write([GroupConfigs(group_id, change.after)])
+            except StateWriteError as e:
+                self.configs.undo(change)
+                return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
+        self.shares.group_configs_changed(group_id)
+        log.info("group %s configs %s", group_id, change.changes)
         return ErrorCode.NONE, None
 
     async def describe_configs(

@@ -20,12 +20,17 @@ Configs use Kafka's names where Kafka has one:
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from model import BrokerConfig, ConfigError
 from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
+from proxy.authz import ACL_KEYS, Authorizer, authz_config
+from proxy.dlq import MARKED_TOPICS_KEY, DlqWriter
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.internal_topic import InternalTopicGuard
 from proxy.metrics import attach_metrics
-from proxy.security import SECURITY_KEYS, listener_security
+from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
 from proxy.shares import ShareService
@@ -63,11 +68,11 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
     store: dict[str, str] = {}
     max_frame = DEFAULT_MAX_FRAME_BYTES
     for key, value in configs.items():
-        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS:
+        if key.startswith("group.share.") or key in BROKER_DLQ_KEYS or key == MARKED_TOPICS_KEY:
             share[key] = value
         elif key in STORE_KEYS:
             store[key] = value
-        elif key in SECURITY_KEYS:
+        elif key in SECURITY_KEYS or key in ACL_KEYS:
             continue  # checked by proxy.security when the proxy is built
         elif key == METRICS_LISTEN:
             continue
@@ -75,7 +80,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
         else:
             raise ConfigError(f"unknown config {key!r}")
-    BrokerConfig.from_mapping(share)
+    BrokerConfig.from_mapping({k: v for k, v in share.items() if k != MARKED_TOPICS_KEY})
     enable = store.get("sharegroup.state.enable", "true").lower()
     if enable not in ("true", "false"):
         raise ConfigError(f"sharegroup.state.enable: {enable!r} is not true/false")
@@ -95,8 +100,9 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
     share, store_configs, max_frame = split_configs(configs)
     config.share_configs = share
     config.max_frame_bytes = max_frame
-    config.listener = listener_security(config.listen_protocol, configs)
+    config.listener, config.upstream = security_settings(config.listen_protocol, configs)
     proxy = Proxy(config)
+    proxy.authz = Authorizer(lambda: proxy.cluster, authz_config(configs))
     store = None
     if store_configs.get("sharegroup.state.enable", "true").lower() == "true":
         store = PartitionedStateStore(
@@ -112,12 +118,21 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
                     or 120000
                 )
                 / 1000,
+                security=config.upstream,
                 partitions=_int(
                     store_configs, "sharegroup.state.topic.partitions", 1, MAX_STATE_PARTITIONS
                 )
                 or DEFAULT_STATE_PARTITIONS,
             )
         )
+    if store is not None:
+        topic = store.config.topic
+
+        def state_topic_id() -> UUID | None:
+            info = proxy.cluster.topics.get(topic)
+            return info.topic_id if info is not None else None
+
+        proxy.internal_topic = InternalTopicGuard(topic, state_topic_id)
     service = attach(proxy, store)
     snapshot_every = _int(
         store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500
@@ -132,10 +147,17 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
 def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store): the share
     service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    share = proxy.config.share_configs
     broker_config = BrokerConfig.from_mapping(
-        {k: v for k, v in proxy.config.share_configs.items() if k.startswith("group.share.")}
+        {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
     service = ShareService(proxy, broker_config, store)
+    service.dlq = DlqWriter(
+        ",".join(f"{h}:{p}" for h, p in proxy.config.bootstrap),
+        prefix=broker_config.dlq_topic_name_prefix,
+        auto_create=broker_config.dlq_auto_create_topics_enable,
+        marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
+    )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service
     AdminHandlers(proxy, service)

@@ -31,9 +31,24 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from proxy import wire
+from proxy.client_auth import (
+    ROUNDS,
+    SASL_AUTHENTICATE,
+    SASL_HANDSHAKE,
+    AuthRefused,
+    ClientAuth,
+)
 from proxy.framing import FrameError
+from proxy.internal_topic import GUARDED
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
-from proxy.streams import FrameReader, SendFailed, TruncatedFrame, raw_socket, send_nowait
+from proxy.streams import (
+    FrameReader,
+    SendFailed,
+    TruncatedFrame,
+    close_quietly,
+    raw_socket,
+    send_nowait,
+)
 from proxy.upstream import UpstreamError, open_stream
 
 if TYPE_CHECKING:
@@ -50,6 +65,7 @@ class CloseConnection(Exception):
 
 
 _CID = struct.Struct(">i")
+CREATE_ACLS, DELETE_ACLS = 30, 31
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 # Enough of a request to read its header and, for Produce, the transactional id and acks.
 _HEAD_BYTES = 1 << 16
@@ -78,13 +94,14 @@ class Slot:
     close the connection here) for the writer to send, or ``set_streamed`` once the upstream
     reader has sent the answer itself, in its turn (see ``ClientConnection._writer``)."""
 
-    __slots__ = ("data", "event", "streamed", "turn")
+    __slots__ = ("data", "event", "sent", "streamed", "turn")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.data: bytes | bytearray | None = None
         self.streamed = False
         self.turn: trio.Event | None = None  # set by the writer when it reaches this slot
+        self.sent: trio.Event | None = None  # set by the writer once it has sent the answer
 
     def set(self, data: bytes | bytearray | None) -> None:
         self.data = data
@@ -120,6 +137,12 @@ class ClientConnection:
         except (OSError, AssertionError):
             self.peer = "?"
         self.client_id = ""
+        # The principal (User:name): from the client's SASL exchange the upstream accepted.
+        self.auth = ClientAuth(proxy.config.listener.sasl)
+        # The share-session partitions of each (group, member) on this connection, for the
+        # authorizer (proxy.authz) to forget those that lose READ.
+        self.share_sessions: dict[tuple[Any, Any], set[tuple[Any, int]]] = {}
+        self._last_words: Slot | None = None  # an answer to send before closing
         self._upstream: trio.abc.Stream | None = None
         self._upstream_sock: trio.socket.SocketType | None = None
         self._pending: deque[tuple[Slot, wire.RequestHead]] = deque()
@@ -131,12 +154,13 @@ class ClientConnection:
         who = f"client {self.peer}"
         if self.client_id:
             who += f" ({self.client_id})"
+        if self.auth.sasl and self.auth.principal is not None:
+            who += f" as {self.auth.principal}"
         return f"{who} on node {self.node_id} port"
 
     async def run(self) -> None:
         if isinstance(self.stream, trio.SSLStream) and not await self._handshake(self.stream):
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
+            await close_quietly(self.stream)
             return
         send, receive = trio.open_memory_channel[Slot](self.proxy.config.max_in_flight_requests)
         try:
@@ -170,8 +194,8 @@ class ClientConnection:
             with trio.CancelScope(shield=True):
                 await self.proxy.connection_closed(self)
                 if self._upstream is not None:
-                    await self._upstream.aclose()
-                await self.stream.aclose()
+                    await close_quietly(self._upstream)
+                await close_quietly(self.stream)
 
     async def _handshake(self, stream: trio.SSLStream[trio.abc.Stream]) -> bool:
         """The TLS handshake of a client; False (logged) when it fails, e.g. for a client
@@ -235,6 +259,8 @@ class ClientConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 scope.cancel()
                 return
+            if slot.sent is not None:
+                slot.sent.set()
 
     # ------------------------------------------------------------------ routing
     async def _dispatch(self, framed: bytearray, nursery: trio.Nursery) -> Slot | None:
@@ -250,6 +276,10 @@ class ClientConnection:
             slot = Slot()
             slot.set(await self._api_versions(payload.body(), head))
             return slot
+        try:
+            self.auth.gate(key)
+        except AuthRefused as e:
+            raise CloseConnection(str(e)) from e
         share = self.proxy.share_handler
         if share is not None and key in share.api_keys:
             low, high = share.api_keys[key]
@@ -271,12 +301,25 @@ class ClientConnection:
             slot = Slot()
             nursery.start_soon(self._answer_with, local, request, head, slot)
             return slot
+        if key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
+            refusal = self._sasl_request(self._decode(payload.body(), head), head)
+            if refusal is not None:
+                return refusal
         if not self.client_id:
             self._learn_client_id(payload.head(), head)
         try:
             expects = key != wire.PRODUCE or wire.produce_expects_response(payload.head(), head)
         except FrameError as e:
             raise CloseConnection(str(e)) from e
+        guard = self.proxy.internal_topic
+        if guard is not None and key in GUARDED and guard.may_name(framed, key, version):
+            refusal = guard.refusal(key, version, self._decode(payload.body(), head))
+            if refusal is not None:
+                if not expects:  # acks=0: no answer to carry the error, so close, as Kafka does
+                    raise CloseConnection(f"acks=0 Produce to the internal topic {guard.name}")
+                slot = Slot()
+                slot.set(wire.encode_response(refusal, head.correlation_id))
+                return slot
         relay_slot = Slot() if expects else None
         if key == wire.DELETE_RECORDS and share is not None:
             # Share partitions' read-ahead may hold records this deletes: drop it now, and
@@ -284,8 +327,29 @@ class ClientConnection:
             share.log_deleted()
             if relay_slot is not None:
                 nursery.start_soon(_after_answer, relay_slot, share.log_deleted)
+        if key in (CREATE_ACLS, DELETE_ACLS) and self.proxy.authz and relay_slot is not None:
+            nursery.start_soon(_after_answer, relay_slot, self.proxy.authz.refresh_soon)
         await self._relay(framed, head, relay_slot, nursery)
         return relay_slot
+
+    def _sasl_request(self, request: Any, head: wire.RequestHead) -> Slot | None:
+        """Follow the client's SASL exchange; a slot with the answer when it is refused here
+        (a mechanism the proxy cannot follow), None when it is to be relayed."""
+        try:
+            if head.api_key == SASL_AUTHENTICATE:
+                self.auth.authenticate(request)
+                return None
+            error = self.auth.handshake(head.api_version, request)
+        except AuthRefused as e:
+            raise CloseConnection(str(e)) from e
+        if not error:
+            return None
+        response = wire.response_class(SASL_HANDSHAKE)(
+            version=head.api_version, error_code=error, mechanisms=list(ROUNDS)
+        )
+        slot = Slot()
+        slot.set(wire.encode_response(response, head.correlation_id))
+        return slot
 
     def _decode(self, payload: bytes, head: wire.RequestHead) -> Any:
         try:
@@ -305,8 +369,17 @@ class ClientConnection:
     async def _answer_locally(
         self, share: Any, request: Any, head: wire.RequestHead, slot: Slot
     ) -> None:
+        authz = self.proxy.authz
+        denied = None
+        if authz is not None:
+            refusal, denied = authz.before(self, head.api_key, request, head.api_version)
+            if refusal is not None:
+                slot.set(wire.encode_response(refusal, head.correlation_id))
+                return
         try:
             response = await share.handle(self, request, head)
+            if authz is not None:
+                response = authz.after(self, head.api_key, denied, response)
         except CloseConnection as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)
@@ -316,8 +389,12 @@ class ClientConnection:
     async def _answer_with(
         self, handler: Any, request: Any, head: wire.RequestHead, slot: Slot
     ) -> None:
+        authz = self.proxy.authz
         try:
+            refused = authz.admin.before(self, head.api_key, request) if authz else []
             response = await handler(self, request, head)
+            if authz is not None:
+                response = authz.admin.after(self, head.api_key, refused, response)
         except (CloseConnection, UpstreamError) as e:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)
@@ -354,7 +431,11 @@ class ClientConnection:
         if self._upstream is None:
             broker = self.proxy.upstream_address(self.node_id)
             try:
-                self._upstream = await open_stream(*broker)
+                # TLS as the proxy's own connections, but never with the proxy's client
+                # certificate; SASL is the client's own exchange, relayed.
+                self._upstream = await open_stream(
+                    *broker, tls=self.proxy.config.upstream.relay_ssl_context
+                )
             except (OSError, trio.TooSlowError) as e:
                 raise UpstreamError(f"cannot reach broker {self.node_id} at {broker}: {e}") from e
             self._upstream_sock = raw_socket(self._upstream)
@@ -390,7 +471,11 @@ class ClientConnection:
         finally:
             reader.close()
         # The broker went away (or misbehaved): the client must reconnect, as it would if the
-        # broker had dropped it. Everything still waiting is answered by closing.
+        # broker had dropped it. Everything still waiting is answered by closing, after the
+        # answer the broker sent before it closed (a failed authentication) is out.
+        if self._last_words is not None and self._last_words.sent is not None:
+            with trio.move_on_after(5):
+                await self._last_words.sent.wait()
         for slot, _ in self._pending:
             slot.set(None)
         self._pending.clear()
@@ -409,6 +494,10 @@ class ClientConnection:
                 framed = await reader.next_frame()
                 assert framed is not None  # peeked: the frame has begun
                 slot.set(self._rewrite(bytes(memoryview(framed)[4:]), head))
+            elif head.api_key == SASL_AUTHENTICATE:
+                framed = await reader.next_frame()
+                assert framed is not None
+                self._sasl_answer(framed, head, slot)
             elif reader.frame_is_buffered():
                 slot.set(await reader.next_frame())  # passed on untouched, size prefix and all
             else:
@@ -419,6 +508,26 @@ class ClientConnection:
                     await slot.turn.wait()
                 await reader.relay_frame(self.sock if self.sock is not None else self.stream)
                 slot.set_streamed()
+
+    def _sasl_answer(self, framed: bytearray, head: wire.RequestHead, slot: Slot) -> None:
+        """Pass a SaslAuthenticate answer on untouched, and learn from it whether the upstream
+        accepted the client (and so its principal)."""
+        resp = wire.decode_response(bytes(memoryview(framed)[4:]), head.api_key, head.api_version)
+        if resp.error_code:
+            log.info(
+                "%s failed SASL authentication upstream (error %d)",
+                self.describe(),
+                resp.error_code,
+            )
+            slot.sent = trio.Event()
+            self._last_words = slot
+        slot.set(framed)
+        try:
+            self.auth.answer(resp)
+        except AuthRefused as e:
+            raise UpstreamError(str(e)) from e
+        if self.auth.principal is not None and not resp.error_code:
+            log.debug("%s authenticated as %s", self.describe(), self.auth.principal)
 
     def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes | bytearray:
         resp = wire.decode_response(payload, head.api_key, head.api_version)

@@ -110,7 +110,6 @@ class FleetMembership:
     # ------------------------------------------------------------------ the membership thread
     def _member(self) -> None:
         config = {
-            "bootstrap.servers": self.store.config.bootstrap,
             "group.id": self.group_id,
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.commit": False,
@@ -120,7 +119,7 @@ class FleetMembership:
         }
         if self.instance_id:
             config["client.id"] = self.instance_id
-        consumer = Consumer(config)
+        consumer = Consumer(self.store.config.client(config))
 
         def to_trio(fn: Callable[..., Any], *args: Any) -> None:
             try:

@@ -92,6 +92,8 @@ class Snapshot:
     session_partitions: int = 0
     read_ahead_bytes: int = 0
     fenced: bool = False
+    # Per group: (DLQ records written, DLQ produce requests, failed ones).
+    dlq: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class ProxyMetrics:
@@ -300,9 +302,9 @@ class ProxyMetrics:
         if self.service.store is not None:
             groups |= {key[0] for key in self.service.store.replay.partitions}
         for group in sorted(groups):
-            for key, start in offsets._known_partitions(group).items():
+            for key, start in offsets.known_partitions(group).items():
                 if start >= 0:
-                    fresh[key] = await offsets._lag(key, start)
+                    fresh[key] = await offsets.lag(key, start)
         self.lag = fresh
 
     def snapshot(self) -> Snapshot:
@@ -347,6 +349,14 @@ class ProxyMetrics:
                 snap.session_partitions += len(session.partitions)
         snap.read_ahead_bytes = ReadAheadHeld.bytes
         snap.fenced = service.fenced
+        if service.dlq is not None:
+            m = service.dlq.metrics
+            for group in set(m.record_count) | set(m.produce_requests):
+                snap.dlq[group] = (
+                    m.record_count[group],
+                    m.produce_requests[group],
+                    m.failed_produce_requests[group],
+                )
         return snap
 
 
@@ -445,6 +455,27 @@ class ShareStateCollector(Collector):
             "Bytes of record batches held by all read-ahead windows",
             value=snap.read_ahead_bytes,
         )
+        for name, what, i in (
+            ("kafka_share_group_dead_letter_queue_records", "DeadLetterQueueRecordCount", 0),
+            (
+                "kafka_share_group_dead_letter_queue_produce_requests",
+                "DeadLetterQueueTotalProduceRequestsPerSec",
+                1,
+            ),
+            (
+                "kafka_share_group_dead_letter_queue_failed_produce_requests",
+                "DeadLetterQueueFailedProduceRequestsPerSec",
+                2,
+            ),
+        ):
+            family = CounterMetricFamily(
+                name,
+                f"Dead-letter queue writes (Kafka: ShareGroupMetrics {what})",
+                labels=["group"],
+            )
+            for g, values in sorted(snap.dlq.items()):
+                family.add_metric([g], values[i])
+            yield family
         yield GaugeMetricFamily(
             "sharegroup_fenced",
             "1 when a newer proxy instance fenced this one off the state topic",

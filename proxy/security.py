@@ -32,11 +32,14 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from model import ConfigError
+from proxy.sasl import SaslSettings, TokenSource, token_expiry
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
@@ -73,7 +76,7 @@ UPSTREAM_KEYS = {
         "sasl.oauthbearer.token.command",
     )
 }
-SECURITY_KEYS = LISTENER_KEYS
+SECURITY_KEYS = LISTENER_KEYS | UPSTREAM_KEYS
 # Never accepted as a literal on the command line, never logged.
 SECRET_KEYS = {"ssl.key.password", "upstream.ssl.key.password", "upstream.sasl.password"}
 
@@ -232,3 +235,129 @@ def listener_security(protocol: str, configs: Mapping[str, str]) -> ListenerSecu
         raise ConfigError(f"ssl.client.auth={auth} needs ssl.truststore.location")
     context.verify_mode = modes[auth]
     return ListenerSecurity(protocol, context)
+
+
+@dataclass(frozen=True)
+class UpstreamSecurity:
+    """How the proxy connects to the upstream brokers.
+
+    ``ssl_context`` is for the proxy's own connections and carries its own client certificate
+    when one is configured; ``relay_ssl_context`` is for the connections that relay a client's
+    requests and never does (a client must not borrow the proxy's identity).
+    """
+
+    protocol: str = "PLAINTEXT"
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    relay_ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    sasl: SaslSettings | None = None
+    # librdkafka's names for the same settings (the state store's producer and admin client).
+    librdkafka: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def upstream_security(configs: Mapping[str, str]) -> UpstreamSecurity:
+    p = UPSTREAM_PREFIX
+    protocol = _protocol(p + "security.protocol", configs.get(p + "security.protocol", "PLAINTEXT"))
+    rdkafka: dict[str, Any] = {"security.protocol": protocol.lower()}
+    own = relay = None
+    if protocol in ("SSL", "SASL_SSL"):
+        _pem_only(configs, p)
+        own = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        relay = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        enabled = configs.get(p + "ssl.enabled.protocols", "TLSv1.2,TLSv1.3")
+        check_host = configs.get(p + "ssl.endpoint.identification.algorithm", "https").strip()
+        if check_host.lower() not in ("https", ""):
+            raise ConfigError(
+                f"{p}ssl.endpoint.identification.algorithm: {check_host!r} is not https or empty"
+            )
+        for context in (own, relay):
+            _protocol_range(context, p + "ssl.enabled.protocols", enabled)
+            context.check_hostname = bool(check_host)
+            if p + "ssl.truststore.location" in configs:
+                context.load_verify_locations(
+                    _file(p + "ssl.truststore.location", configs[p + "ssl.truststore.location"])
+                )
+            else:
+                context.load_default_certs()
+            if p + "ssl.cipher.suites" in configs:
+                context.set_ciphers(configs[p + "ssl.cipher.suites"].replace(" ", ""))
+        if p + "ssl.truststore.location" in configs:
+            rdkafka["ssl.ca.location"] = configs[p + "ssl.truststore.location"]
+        rdkafka["ssl.endpoint.identification.algorithm"] = "https" if check_host else "none"
+        if _load_chain(own, configs, p):
+            rdkafka["ssl.certificate.location"] = configs[p + "ssl.keystore.location"]
+            rdkafka["ssl.key.location"] = configs[p + "ssl.keystore.location"]
+            if p + "ssl.key.password" in configs:
+                rdkafka["ssl.key.password"] = resolve(
+                    p + "ssl.key.password", configs[p + "ssl.key.password"]
+                )
+    else:
+        used = sorted(k for k in configs if k.startswith(p + "ssl."))
+        if used:
+            raise ConfigError(f"{', '.join(used)}: set, but {p}security.protocol is {protocol}")
+    sasl = None
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        sasl = _sasl_settings(configs, rdkafka)
+    else:
+        used = sorted(k for k in configs if k.startswith(p + "sasl."))
+        if used:
+            raise ConfigError(f"{', '.join(used)}: set, but {p}security.protocol is {protocol}")
+    return UpstreamSecurity(protocol, own, relay, sasl, rdkafka)
+
+
+def _sasl_settings(configs: Mapping[str, str], rdkafka: dict[str, Any]) -> SaslSettings:
+    p = UPSTREAM_PREFIX
+    mechanism = configs.get(p + "sasl.mechanism", "GSSAPI").strip().upper()
+    if mechanism not in MECHANISMS:
+        raise ConfigError(
+            f"{p}sasl.mechanism: {mechanism!r} is not supported ({', '.join(MECHANISMS)})"
+        )
+    rdkafka["sasl.mechanism"] = mechanism
+    if mechanism == "OAUTHBEARER":
+        file = configs.get(p + "sasl.oauthbearer.token.file")
+        command = configs.get(p + "sasl.oauthbearer.token.command")
+        if (file is None) == (command is None):
+            raise ConfigError(
+                f"OAUTHBEARER needs one of {p}sasl.oauthbearer.token.file and "
+                f"{p}sasl.oauthbearer.token.command"
+            )
+        tokens = TokenSource(file=file, command=command)
+
+        def oauth_cb(_config: str) -> tuple[str, float]:
+            token = tokens.token()
+            expiry = token_expiry(token)
+            return token, expiry if expiry is not None else time.time() + 3600
+
+        rdkafka["oauth_cb"] = oauth_cb
+        return SaslSettings(mechanism, tokens=tokens)
+    missing = [k for k in ("sasl.username", "sasl.password") if p + k not in configs]
+    if missing:
+        raise ConfigError(f"{mechanism} needs {' and '.join(p + k for k in missing)}")
+    username = configs[p + "sasl.username"]
+    password = resolve(p + "sasl.password", configs[p + "sasl.password"])
+    rdkafka["sasl.username"] = username
+    rdkafka["sasl.password"] = password
+    return SaslSettings(mechanism, username, password)
+
+
+def security_settings(
+    listen_protocol: str, configs: Mapping[str, str]
+) -> tuple[ListenerSecurity, UpstreamSecurity]:
+    """Both sides, checked against each other: a client authenticates itself to the upstream
+    through the proxy, so a SASL listener needs a SASL upstream and the other way round."""
+    listener = listener_security(listen_protocol, configs)
+    upstream = upstream_security(configs)
+    if listener.sasl != upstream.uses_sasl:
+        raise ConfigError(
+            f"listener {listener.protocol} with {UPSTREAM_PREFIX}security.protocol="
+            f"{upstream.protocol}: clients authenticate to the upstream through the proxy, so "
+            "use SASL on both sides or on neither"
+        )
+    return listener, upstream

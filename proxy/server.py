@@ -17,10 +17,12 @@ from typing import Any, Protocol
 import trio
 
 from proxy import wire
+from proxy.authz import Authorizer
 from proxy.connection import ClientConnection
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
+from proxy.internal_topic import InternalTopicGuard
 from proxy.rewrite import BrokerMap
-from proxy.security import ListenerSecurity
+from proxy.security import ListenerSecurity, UpstreamSecurity
 from proxy.upstream import Cluster, UpstreamError
 
 log = logging.getLogger("sharegroup.proxy")
@@ -65,6 +67,7 @@ class ProxyConfig:
     share_configs: dict[str, str] = field(default_factory=dict)
     listen_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
     listener: ListenerSecurity = field(default_factory=ListenerSecurity)  # built by build_proxy
+    upstream: UpstreamSecurity = field(default_factory=UpstreamSecurity)  # built by build_proxy
 
     @property
     def host_for_clients(self) -> str:
@@ -78,6 +81,8 @@ class Proxy:
         self.brokers.on_new_node = self._new_node
         self.cluster: Cluster
         self.share_handler: ShareHandler | None = None
+        self.authz: Authorizer | None = None  # checks the share APIs against upstream ACLs
+        self.internal_topic: InternalTopicGuard | None = None  # keeps clients off the state topic
         self.local_handlers: dict[int, LocalHandler] = {}
         self.listeners: dict[int, list[trio.SocketListener]] = {}
         self._nursery: trio.Nursery | None = None
@@ -92,10 +97,18 @@ class Proxy:
     async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.cluster = Cluster(self.config.bootstrap, nursery, self.config.max_frame_bytes)
+            self.cluster = Cluster(
+                self.config.bootstrap, nursery, self.config.max_frame_bytes, self.config.upstream
+            )
             await self.cluster.refresh()
             if not self.cluster.brokers:
                 raise UpstreamError("the upstream cluster reported no brokers")
+            if self.authz is not None:
+                try:
+                    await self.authz.refresh()
+                except UpstreamError as e:
+                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                nursery.start_soon(self.authz.run)
             if self.share_handler is not None:
                 await self.share_handler.start(nursery)  # recover state before serving
             for node_id in sorted(self.cluster.brokers):

@@ -1,32 +1,34 @@
 """The share admin APIs: DescribeShareGroupOffsets (90), AlterShareGroupOffsets (91) and
 DeleteShareGroupOffsets (92), so that Kafka's own admin tooling works against the proxy.
 
-Altering or deleting needs an empty group (NON_EMPTY_GROUP otherwise), as in Kafka. Altering
-starts the share partition afresh at the new start offset under a new state epoch; deleting
-writes tombstones. Both are durable before the answer goes out.
+The decisions are ``sharegroup.core.offsets.OffsetsCore``'s (an empty group for altering and
+deleting, as in Kafka); this driver decodes, asks the upstream for high watermarks (lag),
+persists what a plan says (a reset snapshot under a new state epoch, or tombstones) and only
+then applies it, so both are durable before the answer goes out.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
-from uuid import UUID
 
-from model import ErrorCode, RecordState, SharePartition
+from model import ErrorCode
 from proxy import messages, wire
 from proxy.connection import ClientConnection
 from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
 from proxy.upstream import UpstreamError
+from sharegroup.core.messages import Refused
+from sharegroup.core.offsets import OffsetsCore, TopicInfo
+from sharegroup.engine import PartitionKey
 from sharegroup.persist.policy import reset_snapshot
 from sharegroup.persist.records import Record, Tombstone
-
-PartitionKey = tuple[str, UUID, int]
 
 
 class ShareOffsets:
     def __init__(self, service: ShareService) -> None:
         self.service = service
+        self.core = OffsetsCore(service.engine)
 
     async def handle(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         if head.api_key == 90:
@@ -36,35 +38,23 @@ class ShareOffsets:
         return await self.delete(req, head)
 
     # ------------------------------------------------------------------ helpers
-    def _known_partitions(self, group_id: str) -> dict[PartitionKey, int]:
-        """Share partitions of a group with their SPSO: in memory, else as stored."""
-        out: dict[PartitionKey, int] = {}
+    def _durable(self) -> dict[PartitionKey, int] | None:
         store = self.service.store
-        if store is not None:
-            # What is durable, as Kafka answers from the share coordinator: an acknowledgement
-            # whose write is still in flight (and may fail) does not move the start offset yet.
-            for key, durable in store.replay.partitions.items():
-                if key[0] == group_id:
-                    out[key] = durable.start_offset
-            return out
-        for key, sp in self.service.engine.partitions.items():
-            if key[0] == group_id:
-                out[key] = sp.start_offset
-        return out
+        if store is None:
+            return None
+        return {k: d.start_offset for k, d in store.replay.partitions.items()}
 
-    def _group_exists(self, group_id: str) -> bool:
-        entry = self.service.engine.group(group_id)
-        return (entry is not None and entry.exists) or bool(self._known_partitions(group_id))
+    def _topics(self) -> dict[str, TopicInfo]:
+        return {
+            name: TopicInfo(info.topic_id, frozenset(info.partitions))
+            for name, info in self.service.proxy.cluster.topics.items()
+        }
 
-    def _is_empty(self, group_id: str) -> bool:
-        entry = self.service.engine.group(group_id)
-        return entry is None or not entry.group.members
-
-    async def _lag(self, key: PartitionKey, start: int) -> int:
+    async def _high_watermark(self, key: PartitionKey) -> int | None:
         cluster = self.service.proxy.cluster
         name = cluster.topic_names.get(key[1])
         if name is None:
-            return -1
+            return None
         leader = cluster.leader_of(name, key[2])
         try:
             conn = await cluster.connection(leader)
@@ -72,16 +62,18 @@ class ShareOffsets:
                 conn, name, key[2], 0, max_bytes=1, max_wait_ms=1
             )
         except UpstreamError:
-            return -1
-        done = 0
-        sp = self.service.engine.share_partition(key)
-        if sp is not None:
-            done = sum(
-                last - first + 1
-                for first, last, state, *_ in sp.ranges()
-                if state in (RecordState.ACKNOWLEDGED, RecordState.ARCHIVED)
-            )
-        return max(0, int(part.high_watermark) - start - done)
+            return None
+        return int(part.high_watermark)
+
+    def known_partitions(self, group_id: str) -> dict[PartitionKey, int]:
+        """A group's share partitions with their start offsets, as DescribeShareGroupOffsets
+        answers them (stored ones when there is a state store)."""
+        return self.core.known_partitions(group_id, self._durable())
+
+    async def lag(self, key: PartitionKey, start_offset: int) -> int:
+        """The lag DescribeShareGroupOffsets v1 answers (-1 when the log cannot be read)."""
+        hwm = await self._high_watermark(key)
+        return -1 if hwm is None else self.core.lag(key, start_offset, hwm)
 
     # ------------------------------------------------------------------ 90
     async def describe(self, req: Any, head: wire.RequestHead) -> Any:
@@ -91,52 +83,39 @@ class ShareOffsets:
         part_cls = topic_cls.DescribeShareGroupOffsetsResponsePartition
         cluster = self.service.proxy.cluster
         groups = []
-        for g in req.groups:
-            if not self._group_exists(g.group_id):
+        for g in req.groups or ():
+            wanted = (
+                None
+                if g.topics is None
+                else [(t.topic_name, p) for t in g.topics for p in t.partitions or ()]
+            )
+            described = self.core.describe(
+                g.group_id, wanted, self._topics(), cluster.topic_names, self._durable()
+            )
+            if isinstance(described, Refused):
                 groups.append(
                     group_cls(
                         group_id=g.group_id,
                         topics=[],
-                        error_code=int(ErrorCode.GROUP_ID_NOT_FOUND),
-                        error_message=f"share group {g.group_id} does not exist",
+                        error_code=int(described.code),
+                        error_message=described.message,
                     )
                 )
                 continue
-            known = self._known_partitions(g.group_id)
-            wanted: list[tuple[str, int]] = []
-            if g.topics is None:
-                for _, topic_id, partition in sorted(known, key=lambda k: (str(k[1]), k[2])):
-                    name = cluster.topic_names.get(topic_id)
-                    if name is not None:
-                        wanted.append((name, partition))
-            else:
-                wanted = [(t.topic_name, p) for t in g.topics for p in t.partitions]
             by_topic: dict[str, list[Any]] = {}
-            for name, partition in wanted:
-                info = cluster.topics.get(name)
-                if info is None:
-                    by_topic.setdefault(name, []).append(
-                        part_cls(
-                            partition_index=partition,
-                            start_offset=-1,
-                            leader_epoch=-1,
-                            lag=-1,
-                            error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
-                            error_message="unknown topic",
-                        )
-                    )
-                    continue
-                key = (g.group_id, info.topic_id, partition)
-                start = known.get(key, -1)
-                lag = await self._lag(key, start) if start >= 0 and head.api_version >= 1 else -1
-                by_topic.setdefault(name, []).append(
+            for d in described:
+                lag = -1
+                if d.lag_of is not None and head.api_version >= 1:
+                    lag = await self.lag(d.lag_of, d.start_offset)
+                known = d.code == ErrorCode.NONE
+                by_topic.setdefault(d.topic, []).append(
                     part_cls(
-                        partition_index=partition,
-                        start_offset=start,
-                        leader_epoch=0,
+                        partition_index=d.partition,
+                        start_offset=d.start_offset,
+                        leader_epoch=0 if known else -1,
                         lag=lag,
-                        error_code=0,
-                        error_message=None,
+                        error_code=int(d.code),
+                        error_message=d.message,
                     )
                 )
             topics = [
@@ -168,68 +147,53 @@ class ShareOffsets:
                 responses=[],
             )
 
-        if not req.group_id:
-            return top(ErrorCode.INVALID_GROUP_ID, "group id must not be empty")
-        if not self._is_empty(req.group_id):
-            return top(ErrorCode.NON_EMPTY_GROUP, f"share group {req.group_id} has members")
-        if service.fenced:
-            return top(ErrorCode.NOT_COORDINATOR, "this proxy instance was fenced by a newer one")
-        cluster = service.proxy.cluster
-        await service.ensure_topics([t.topic_name for t in req.topics])
-        records: list[Record] = []
-        plan: list[tuple[PartitionKey, int]] = []
-        answers = []
-        now = int(time.time() * 1000)
-        for t in req.topics:
-            info = cluster.topics.get(t.topic_name)
-            parts = []
-            for p in t.partitions:
-                if info is None or p.partition_index not in info.partitions:
-                    parts.append(
-                        part_cls(
-                            partition_index=p.partition_index,
-                            error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
-                            error_message=f"unknown partition {t.topic_name}-{p.partition_index}",
-                        )
-                    )
-                    continue
-                if p.start_offset < 0:
-                    parts.append(
-                        part_cls(
-                            partition_index=p.partition_index,
-                            error_code=int(ErrorCode.INVALID_REQUEST),
-                            error_message="start offset must be >= 0",
-                        )
-                    )
-                    continue
-                key = (req.group_id, info.topic_id, p.partition_index)
-                durable = service.store.replay.partitions.get(key) if service.store else None
-                records.append(reset_snapshot(key, p.start_offset, durable, now))
-                plan.append((key, p.start_offset))
-                parts.append(
-                    part_cls(partition_index=p.partition_index, error_code=0, error_message=None)
-                )
-            answers.append(
-                topic_cls(
-                    topic_name=t.topic_name,
-                    topic_id=info.topic_id if info else None,
-                    partitions=parts,
-                )
-            )
+        topics = req.topics or ()
+        if req.group_id and self.core.check_empty(req.group_id) is None and not service.fenced:
+            await service.ensure_topics([t.topic_name for t in topics])
+        plan = self.core.alter(
+            req.group_id,
+            [
+                (t.topic_name, p.partition_index, p.start_offset)
+                for t in topics
+                for p in t.partitions
+            ],
+            self._topics(),
+            fenced=service.fenced,
+        )
+        if isinstance(plan, Refused):
+            return top(plan.code, plan.message)
         if service.store is not None:
+            now = int(time.time() * 1000)
+            records: list[Record] = [
+                reset_snapshot(key, start, service.store.replay.partitions.get(key), now)
+                for key, start in plan.resets
+            ]
             try:
                 await service.store.write(records)
             except StateWriteError as e:
                 return top(ErrorCode.UNKNOWN_SERVER_ERROR, f"offsets could not be persisted: {e}")
-        service.engine.group(req.group_id, create=True)
-        for key, start in plan:
-            service.engine.add_partition(key, SharePartition(start))
+        self.core.apply_resets(req.group_id, plan.resets)
+        cluster = service.proxy.cluster
+        by_topic: dict[str, list[Any]] = {}
+        for r in plan.results:
+            by_topic.setdefault(r.topic, []).append(
+                part_cls(
+                    partition_index=r.partition, error_code=int(r.code), error_message=r.message
+                )
+            )
         return resp(
             version=head.api_version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
-            responses=answers,
+            responses=[
+                topic_cls(
+                    topic_name=name,
+                    topic_id=cluster.topics[name].topic_id if name in cluster.topics else None,
+                    partitions=parts,
+                )
+                for name, parts in by_topic.items()
+            ],
         )
 
     # ------------------------------------------------------------------ 92
@@ -247,54 +211,32 @@ class ShareOffsets:
                 responses=[],
             )
 
-        if not req.group_id:
-            return top(ErrorCode.INVALID_GROUP_ID, "group id must not be empty")
-        if not self._group_exists(req.group_id):
-            return top(ErrorCode.GROUP_ID_NOT_FOUND, f"share group {req.group_id} does not exist")
-        if not self._is_empty(req.group_id):
-            return top(ErrorCode.NON_EMPTY_GROUP, f"share group {req.group_id} has members")
-        cluster = service.proxy.cluster
-        known = self._known_partitions(req.group_id)
-        records: list[Record] = []
-        doomed: list[PartitionKey] = []
-        answers = []
-        for t in req.topics:
-            info = cluster.topics.get(t.topic_name)
-            if info is None:
-                answers.append(
-                    topic_cls(
-                        topic_name=t.topic_name,
-                        topic_id=None,
-                        error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
-                        error_message="unknown topic",
-                    )
-                )
-                continue
-            keys = [k for k in known if k[1] == info.topic_id]
-            records += [Tombstone(k) for k in keys]
-            doomed += keys
-            answers.append(
-                topic_cls(
-                    topic_name=t.topic_name,
-                    topic_id=info.topic_id,
-                    error_code=0,
-                    error_message=None,
-                )
-            )
+        plan = self.core.delete(
+            req.group_id,
+            [t.topic_name for t in req.topics or ()],
+            self._topics(),
+            self._durable(),
+        )
+        if isinstance(plan, Refused):
+            return top(plan.code, plan.message)
         if service.store is not None:
             try:
-                await service.store.write(records)
+                await service.store.write([Tombstone(k) for k in plan.forget])
             except StateWriteError as e:
                 return top(ErrorCode.UNKNOWN_SERVER_ERROR, f"could not be persisted: {e}")
-        for key in doomed:
-            service.engine.partitions.pop(key, None)
-            entry = service.engine.group(req.group_id)
-            if entry is not None:
-                entry.partitions.discard((key[1], key[2]))
+        self.core.apply_deletes(req.group_id, plan.forget)
         return resp(
             version=head.api_version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
-            responses=answers,
+            responses=[
+                topic_cls(
+                    topic_name=name,
+                    topic_id=topic_id,
+                    error_code=int(code),
+                    error_message=message,
+                )
+                for name, topic_id, code, message in plan.results
+            ],
         )

@@ -1,15 +1,17 @@
-"""The share-group APIs, answered by the proxy: the Trio driver of ``sharegroup.engine``.
+"""The share-group APIs, answered by the proxy: the Trio driver of ``sharegroup.core``.
 
-ShareGroupHeartbeat and ShareGroupDescribe go to the engine's groups. ShareFetch reads record
-batches from the upstream partition leaders with the proxy's own Fetch requests, lets the model
-decide what the member acquires, and returns the upstream batches untouched with the
-AcquiredRecords ranges. ShareAcknowledge (and acknowledgements piggy-backed on ShareFetch) go to
-the model per partition, all or nothing. Lock expiry and member session timeouts run on one
-timer task that sleeps until the engine's next deadline.
+The core decides; ``ShareService`` decodes each request into the core's typed values, does
+the I/O it asks for and encodes its answers. ShareFetch: the core's log reads are served from
+the share partition's read-ahead window (``proxy.read_ahead``) or by one upstream Fetch
+(``proxy.log_reads``) under the partition's fetch lock; the upstream batches go back to the
+client untouched with the AcquiredRecords ranges. Acknowledgements (ShareAcknowledge, or
+piggy-backed on ShareFetch) are persisted before their answer goes (``_persist``), with no lock.
+Lock expiry and member session timeouts run on one timer task that sleeps until the engine's
+next deadline.
 
 Long polling: a ShareFetch that acquires nothing waits, up to MaxWaitMs, for new records in the
 log (an upstream Fetch that itself long-polls) or for records of its partitions becoming
-available again (released, expired, acknowledged), then tries again.
+available again (released, expired, acknowledged), then runs another round.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import trio
 from model import (
     AckBatch,
     AcquireMode,
+    ArchivingRange,
     BrokerConfig,
     ConfigError,
     ErrorCode,
+    RecordState,
     SharePartition,
 )
 from proxy import messages, wire
 from proxy.connection import ClientConnection
+from proxy.dlq import DlqWriter
 from proxy.log_reads import UpstreamBatches, UpstreamLog, first_partition, log_batches
 from proxy.read_ahead import (
     READ_AHEAD_BYTES,
@@ -123,6 +128,7 @@ class ShareService:
         self.upstream = UpstreamLog(proxy)
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
         self._background: trio.Nursery | None = None  # the proxy's, for read-ahead tasks
+        self.dlq: DlqWriter | None = None  # set by proxy.app: writes DLQ records (KIP-1191)
 
     @property
     def updates_per_snapshot(self) -> int:
@@ -184,6 +190,7 @@ class ShareService:
             for key in failed:
                 self._reload(key)
             return failed
+        self._dead_letter(changes)
         return {}
 
     def _persist_later(self, changes: Sequence[Change]) -> None:
@@ -200,6 +207,7 @@ class ShareService:
             self.engine.add_partition(
                 key, SharePartition.from_state(durable.start_offset, durable.batches())
             )
+            self._dead_letter_partition(key)
         watch = self.watches.get(key)
         if watch is not None:
             watch.notify()
@@ -240,12 +248,48 @@ class ShareService:
     def _publish(self, changes: Sequence[Change], *, persist: bool = True) -> None:
         if persist:
             self._persist_later(changes)
+            self._dead_letter(changes)
         for change in changes:
             watch = self.watches.get(change.key)
             if watch is not None:
                 watch.notify()
             for callback in self.on_change:
                 callback(change)
+
+    # ------------------------------------------------------------------ dead-letter queue
+    def _dead_letter(self, changes: Sequence[Change]) -> None:
+        """Phase 2 of Kafka's DLQ flow for changes that moved records to ARCHIVING: write
+        their DLQ records, then archive them (SharePartition.initiateDLQAndArchive)."""
+        for change in changes:
+            if any(b.state is RecordState.ARCHIVING for b in change.delta.batches):
+                self._dead_letter_partition(change.key)
+
+    def _dead_letter_partition(self, key: PartitionKey) -> None:
+        sp = self.engine.share_partition(key)
+        if sp is None or self._background is None:
+            return
+        for work in sp.take_archiving():
+            self._background.start_soon(self._write_dlq, key, sp, work)
+
+    async def _write_dlq(self, key: PartitionKey, sp: SharePartition, work: ArchivingRange) -> None:
+        if self.store is not None:
+            await self.store.durable()  # ARCHIVING is persisted before the DLQ write
+        group_id, topic_id, partition = key
+        config = self.engine.group_config(group_id)
+        if self.dlq is not None:
+            await self.dlq.write(
+                group=group_id,
+                dlq_topic=config.dlq_topic_name,
+                copy_records=config.dlq_copy_record_enable,
+                topic=self.proxy.cluster.topic_names.get(topic_id, str(topic_id)),
+                partition=partition,
+                work=work,
+            )
+        if self.engine.share_partition(key) is not sp:
+            return  # rebuilt from the store meanwhile: it hands the range out again
+        delta = sp.complete_archiving(work.first_offset, work.last_offset)
+        if not delta.empty:
+            self._publish([Change(key, delta, "dlq")])
 
     def _partition_counts(self) -> dict[str, int]:
         return {name: len(t.partitions) for name, t in self.proxy.cluster.topics.items()}
@@ -353,6 +397,7 @@ class ShareService:
                 self.engine.add_partition(
                     key, SharePartition.from_state(durable.start_offset, durable.batches())
                 )
+                self._dead_letter_partition(key)  # ARCHIVING found at recovery resumes
                 log.info(
                     "share partition %s %s-%s recovered at %d",
                     key[0],

@@ -189,6 +189,13 @@ class PartitionedStateStore:
         if errors:
             raise errors[0]
 
+    async def durable(self) -> None:
+        """Wait until everything written so far, in every owned state partition, is durable
+        (or failed)."""
+        async with trio.open_nursery() as nursery:
+            for store in list(self.stores.values()):
+                nursery.start_soon(store.durable)
+
     def write_nowait(self, records: Sequence[Record]) -> None:
         for p, recs in self._by_store(records).items():
             store = self.stores.get(p)

@@ -41,6 +41,7 @@ from confluent_kafka.cimpl import NewTopic
 from kafka.record.memory_records import MemoryRecords
 
 from proxy import wire
+from proxy.security import UpstreamSecurity
 from proxy.upstream import BrokerConnection, UpstreamError, parse_servers
 from sharegroup.persist.records import (
     RECORD_WRITER_CLAIM,
@@ -107,6 +108,12 @@ class StoreConfig:
     partition: int = 0
     partitions: int = 1
     create_topic: bool = True
+    # TLS and SASL for the store's own connections: the Trio tail reader's and librdkafka's.
+    security: UpstreamSecurity = field(default_factory=UpstreamSecurity)
+
+    def client(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """A librdkafka client config: ``settings`` plus the bootstrap and security ones."""
+        return {"bootstrap.servers": self.bootstrap, **self.security.librdkafka, **settings}
 
 
 @dataclass
@@ -144,14 +151,15 @@ def new_producer(config: StoreConfig) -> Producer:
     """The idempotent producer of the state writes (one per instance, whatever the number
     of state partitions it writes)."""
     return Producer(
-        {
-            "bootstrap.servers": config.bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 0,
-            "socket.nagle.disable": True,
-            "message.timeout.ms": int(config.commit_retry_s * 1000),
-        }
+        config.client(
+            {
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "socket.nagle.disable": True,
+                "message.timeout.ms": int(config.commit_retry_s * 1000),
+            }
+        )
     )
 
 
@@ -223,7 +231,7 @@ class StateStore:
         return self.replay
 
     def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.config.bootstrap})
+        return AdminClient(self.config.client({}))
 
     def _create_topic(self) -> int:
         """Create the topic unless it exists; returns its partition count."""
@@ -288,18 +296,19 @@ class StateStore:
         replay = Replay()
         self._claims_read = []
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.config.bootstrap,
-                "group.id": f"sharegroup-state-reader-{self.config.topic}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 100,
-                "socket.nagle.disable": True,
-                "fetch.queue.backoff.ms": 0,
-                "fetch.error.backoff.ms": 50,
-                "auto.offset.reset": "earliest",
-            }
+            self.config.client(
+                {
+                    "group.id": f"sharegroup-state-reader-{self.config.topic}",
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 100,
+                    "socket.nagle.disable": True,
+                    "fetch.queue.backoff.ms": 0,
+                    "fetch.error.backoff.ms": 50,
+                    "auto.offset.reset": "earliest",
+                }
+            )
         )
         try:
             return self._replay_with(consumer, replay)
@@ -464,15 +473,16 @@ class StateStore:
         """(worker thread) Is there a claim of another writer after ``offset``, up to the end
         of the topic now?"""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.config.bootstrap,
-                "group.id": f"sharegroup-state-reader-{self.config.topic}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 100,
-                "socket.nagle.disable": True,
-                "auto.offset.reset": "earliest",
-            }
+            self.config.client(
+                {
+                    "group.id": f"sharegroup-state-reader-{self.config.topic}",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 100,
+                    "socket.nagle.disable": True,
+                    "auto.offset.reset": "earliest",
+                }
+            )
         )
         try:
             consumer.assign([TopicPartition(self.config.topic, self.partition, offset + 1)])
@@ -631,7 +641,7 @@ class StateStore:
         """A new connection to the leader of the state topic's partition."""
         errors = []
         for host, port in parse_servers(self.config.bootstrap):
-            boot = BrokerConnection(host, port, TAIL_MAX_FRAME_BYTES)
+            boot = BrokerConnection(host, port, TAIL_MAX_FRAME_BYTES, self.config.security)
             try:
                 await boot.start(nursery)
                 version = boot.version_for(wire.METADATA, 12)
@@ -660,7 +670,9 @@ class StateStore:
             if (broker.host, broker.port) == (host, port):
                 return boot
             await boot.aclose()
-            conn = BrokerConnection(broker.host, broker.port, TAIL_MAX_FRAME_BYTES)
+            conn = BrokerConnection(
+                broker.host, broker.port, TAIL_MAX_FRAME_BYTES, self.config.security
+            )
             await conn.start(nursery)
             return conn
         raise UpstreamError("no bootstrap server reachable: " + "; ".join(errors))
@@ -770,6 +782,15 @@ class StateStore:
             self._fail(StateWriteError("a state write was not confirmed in time"))
         if waiter.error is not None:
             raise waiter.error
+
+    async def durable(self) -> None:
+        """Wait until everything written so far is durable (or failed)."""
+        if self._seq <= self._confirmed or self.fenced:
+            return
+        waiter = _Waiter(self._seq)
+        self._waiters.append(waiter)
+        with trio.move_on_after(self.config.commit_retry_s + 30):
+            await waiter.done.wait()
 
     def write_nowait(self, records: Sequence[Record]) -> None:
         """Write records without waiting (lock expiries, releases): Kafka applies those

@@ -29,6 +29,8 @@ import trio
 if sys.platform == "linux":
     import fcntl
 
+import contextlib
+
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES, FrameError
 
 _SIZE = struct.Struct(">i")
@@ -74,6 +76,16 @@ def send_nowait(sock: trio.socket.SocketType | None, data: bytes | bytearray | m
             except BlockingIOError:
                 break
     return sent
+
+
+async def close_quietly(stream: trio.abc.AsyncResource) -> None:
+    """Close ``stream``; a TLS stream whose peer or socket is already gone cannot send its
+    close_notify, which is no reason to fail."""
+    with (
+        trio.CancelScope(shield=True),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.aclose()
 
 
 class _SpliceUnsupported(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,12 +23,20 @@ import trio
 
 from proxy import wire
 from proxy.framing import FrameError
-from proxy.streams import FrameReader
+from proxy.sasl import SaslError, SaslSettings
+from proxy.security import UpstreamSecurity
+from proxy.streams import FrameReader, close_quietly, raw_socket
 
 log = logging.getLogger("sharegroup.upstream")
 
 CLIENT_ID = "sharegroup-proxy"
 ZERO_UUID = uuid.UUID(int=0)
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+# A SASL session with a lifetime (the broker's connections.max.reauth.ms) is not used for new
+# requests once this share of it has passed; a new connection logs in again.
+SESSION_RETIRE_FACTOR = 0.8
+NO_SECURITY = UpstreamSecurity()
 
 
 class UpstreamError(Exception):
@@ -56,32 +65,99 @@ class TopicInfo:
     partitions: dict[int, PartitionInfo] = field(default_factory=dict)
 
 
-async def open_stream(host: str, port: int, timeout_s: float = 10.0) -> trio.SocketStream:
+async def open_stream(
+    host: str, port: int, timeout_s: float = 10.0, *, tls: ssl.SSLContext | None = None
+) -> trio.abc.Stream:
+    """A TCP connection, with TLS (handshake done) when ``tls`` is given. UpstreamError when
+    the handshake fails; OSError or TooSlowError when the broker cannot be reached."""
     with trio.fail_after(timeout_s):
-        return await trio.open_tcp_stream(host, port)
+        stream = await trio.open_tcp_stream(host, port)
+        if tls is None:
+            return stream
+        secured = trio.SSLStream(stream, tls, server_hostname=host)
+        try:
+            await secured.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            await close_quietly(stream)
+            raise UpstreamError(
+                f"TLS handshake with {host}:{port} failed: {e.__cause__ or e}"
+            ) from e
+        return secured
 
 
 class BrokerConnection:
-    """Request/response over one TCP connection; responses come back in request order."""
+    """Request/response over one TCP connection; responses come back in request order.
 
-    def __init__(self, host: str, port: int, max_frame_bytes: int) -> None:
+    With ``security`` the connection uses TLS and logs in with the proxy's own SASL credentials
+    before it is used (``start``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_frame_bytes: int,
+        security: UpstreamSecurity | None = None,
+    ) -> None:
         self.host = host
         self.port = port
-        self._stream: trio.SocketStream | None = None
+        self.security = security or NO_SECURITY
+        self._stream: trio.abc.Stream | None = None
         self._pending: deque[tuple[int, int, int, trio.Event, list[Any]]] = deque()
         self._cids = itertools.count(1)
         self._send_lock = trio.Lock()
         self._max_frame_bytes = max_frame_bytes
         self.api_versions: dict[int, tuple[int, int]] = {}
-        self.closed = False
+        self._closed = False
+        self._retire_at = float("inf")  # trio time after which no new request should use it
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed, or its SASL session is near its end (callers
+        then open a new connection)."""
+        return self._closed or trio.current_time() >= self._retire_at
 
     async def start(self, nursery: trio.Nursery) -> None:
-        self._stream = await open_stream(self.host, self.port)
+        self._stream = await open_stream(self.host, self.port, tls=self.security.ssl_context)
         nursery.start_soon(self._reader)
         resp = await self.request(wire.api_versions_request(3), 3)
         if resp.error_code:
             resp = await self.request(wire.api_versions_request(0), 0)
         self.api_versions = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+        if self.security.sasl is not None:
+            try:
+                await self._login(self.security.sasl)
+            except BaseException:
+                await self.aclose()
+                raise
+
+    async def _login(self, sasl: SaslSettings) -> None:
+        """SaslHandshake, then SaslAuthenticate round trips until the mechanism is done."""
+        where = f"{self.host}:{self.port}"
+        handshake = wire.request_class(SASL_HANDSHAKE)(mechanism=sasl.mechanism)
+        resp = await self.request(handshake, 1)
+        if resp.error_code:
+            raise UpstreamError(
+                f"SASL mechanism {sasl.mechanism} is not enabled on {where} "
+                f"(it offers {', '.join(resp.mechanisms) or 'none'})"
+            )
+        version = self.version_for(SASL_AUTHENTICATE, 2)
+        try:
+            authenticator = sasl.authenticator()
+            message: bytes | None = authenticator.first()
+            while message is not None:
+                request = wire.request_class(SASL_AUTHENTICATE)(auth_bytes=message)
+                resp = await self.request(request, version)
+                if resp.error_code:
+                    raise UpstreamError(
+                        f"SASL authentication with {where} failed "
+                        f"(error {resp.error_code}): {resp.error_message}"
+                    )
+                message = authenticator.step(bytes(resp.auth_bytes or b""))
+        except SaslError as e:
+            raise UpstreamError(f"SASL authentication with {where}: {e}") from None
+        lifetime_ms = getattr(resp, "session_lifetime_ms", 0) or 0
+        if lifetime_ms > 0:
+            self._retire_at = trio.current_time() + lifetime_ms / 1000 * SESSION_RETIRE_FACTOR
 
     def version_for(self, api_key: int, highest: int | None = None) -> int:
         """The highest version both sides speak (and not above ``highest``)."""
@@ -95,7 +171,7 @@ class BrokerConnection:
         return version
 
     async def request(self, msg: Any, version: int, timeout_s: float = 30.0) -> Any:
-        if self.closed or self._stream is None:
+        if self._closed or self._stream is None:
             raise UpstreamError(f"connection to {self.host}:{self.port} is closed")
         cid = next(self._cids)
         done = trio.Event()
@@ -129,7 +205,10 @@ class BrokerConnection:
 
     async def _reader(self) -> None:
         assert self._stream is not None
-        reader = FrameReader(self._stream.socket, self._max_frame_bytes, trusted=True)
+        sock = raw_socket(self._stream)
+        reader = FrameReader(
+            sock if sock is not None else self._stream, self._max_frame_bytes, trusted=True
+        )
         try:
             while (framed := await reader.next_frame()) is not None:
                 if not self._pending:  # an answer nobody waits for (closed meanwhile)
@@ -146,23 +225,27 @@ class BrokerConnection:
             await self.aclose()
 
     async def aclose(self) -> None:
-        self.closed = True
+        self._closed = True
         while self._pending:
             *_, done, box = self._pending.popleft()
             box.append(UpstreamError("connection closed"))
             done.set()
         if self._stream is not None:
-            with trio.CancelScope(shield=True):
-                await self._stream.aclose()
+            await close_quietly(self._stream)
 
 
 class Cluster:
     """What the proxy knows about the upstream cluster, refreshed from Metadata."""
 
     def __init__(
-        self, bootstrap: Sequence[tuple[str, int]], nursery: trio.Nursery, max_frame_bytes: int
+        self,
+        bootstrap: Sequence[tuple[str, int]],
+        nursery: trio.Nursery,
+        max_frame_bytes: int,
+        security: UpstreamSecurity | None = None,
     ) -> None:
         self.bootstrap = list(bootstrap)
+        self.security = security or NO_SECURITY
         self._nursery = nursery
         self._max_frame_bytes = max_frame_bytes
         self.brokers: dict[int, BrokerInfo] = {}
@@ -196,7 +279,7 @@ class Cluster:
                 info = self.brokers.get(node_id)
                 if info is None:
                     raise UpstreamError(f"unknown upstream broker {node_id}")
-            conn = BrokerConnection(info.host, info.port, self._max_frame_bytes)
+            conn = BrokerConnection(info.host, info.port, self._max_frame_bytes, self.security)
             try:
                 await conn.start(self._nursery)
             except (OSError, trio.TooSlowError) as e:
@@ -212,7 +295,7 @@ class Cluster:
         info = self.brokers.get(node_id)
         if info is None:
             raise UpstreamError(f"unknown broker {node_id}")
-        conn = BrokerConnection(info.host, info.port, self._max_frame_bytes)
+        conn = BrokerConnection(info.host, info.port, self._max_frame_bytes, self.security)
         await conn.start(self._nursery)
         return conn
 
@@ -221,7 +304,7 @@ class Cluster:
             return self._bootstrap_conn
         errors = []
         for host, port in self.bootstrap:
-            conn = BrokerConnection(host, port, self._max_frame_bytes)
+            conn = BrokerConnection(host, port, self._max_frame_bytes, self.security)
             try:
                 await conn.start(self._nursery)
             except (OSError, trio.TooSlowError, UpstreamError) as e:

@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -154,8 +155,12 @@ class Broker:
         workdir: Path,
         argv: list[str],
         env: Mapping[str, str] | None = None,
+        client_config: Mapping[str, str] | None = None,
     ) -> None:
         self.kind: BrokerKind = kind
+        # What a librdkafka client needs besides bootstrap.servers (security settings of a
+        # secured broker, as its admin user); empty for a plaintext broker.
+        self.client_config = dict(client_config or {})
         self.version = version
         self.host = HOST
         self.port = port
@@ -261,7 +266,9 @@ class Broker:
                 raise self._fail("port never opened")
             time.sleep(0.05)
         # 2. a real Metadata round trip that names this broker (KRaft: the broker is unfenced)
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap, "log_level": 3, **self.client_config}
+        )
         while True:
             if not self._alive():
                 raise self._fail(f"exited with {self._exit_code()} while starting")
@@ -390,6 +397,96 @@ def _cluster_id() -> str:
             return text
 
 
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """A secured client listener for :func:`start_kafka`.
+
+    ``protocol`` SSL or SASL_SSL on the client port, with the PEM ``keystore`` (PKCS#8 key and
+    certificate chain, for 127.0.0.1) and the PEM ``truststore`` (the CA). SASL_SSL enables
+    SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for every user in ``users`` (SCRAM credentials are
+    written by the storage format, before the broker starts), and with ``authorizer`` Kafka's
+    StandardAuthorizer with ``super_users`` (user names) and no allow-everyone fallback. The
+    broker talks to itself over the same listener as ``admin``; the controller listener stays
+    PLAINTEXT on loopback, so its principal User:ANONYMOUS is a super user too.
+    """
+
+    keystore: Path
+    truststore: Path
+    protocol: Literal["SSL", "SASL_SSL"] = "SASL_SSL"
+    users: Mapping[str, str] = field(default_factory=dict)
+    admin: str = "admin"
+    authorizer: bool = True
+    super_users: tuple[str, ...] = ()
+    ssl_client_auth: Literal["none", "requested", "required"] = "none"
+
+    def properties(self, port: int, controller_port: int) -> dict[str, str]:
+        name = self.protocol
+        props = {
+            "listeners": f"{name}://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+            "advertised.listeners": f"{name}://{HOST}:{port}",
+            "inter.broker.listener.name": name,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore),
+            "ssl.client.auth": self.ssl_client_auth,
+        }
+        if self.protocol == "SASL_SSL":
+            password = self.users[self.admin]
+            listener = f"listener.name.{name.lower()}"
+            scram = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{self.admin}" password="{password}";'
+            )
+            plain_users = " ".join(f'user_{u}="{p}"' for u, p in self.users.items())
+            props |= {
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+                f"{listener}.scram-sha-512.sasl.jaas.config": scram,
+                f"{listener}.scram-sha-256.sasl.jaas.config": scram,
+                f"{listener}.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="{self.admin}" password="{password}" {plain_users};'
+                ),
+            }
+        if self.authorizer:
+            supers = {"ANONYMOUS", self.admin, *self.super_users}
+            props |= {
+                "authorizer.class.name": (
+                    "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+                ),
+                "super.users": ";".join(f"User:{u}" for u in sorted(supers)),
+                "allow.everyone.if.no.acl.found": "false",
+            }
+        return props
+
+    def format_args(self) -> list[str]:
+        """``--add-scram`` arguments of the storage format: every user, both SCRAM hashes."""
+        if self.protocol != "SASL_SSL":
+            return []
+        args: list[str] = []
+        for user, password in self.users.items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+        return args
+
+    def client_config(self, user: str | None = None) -> dict[str, str]:
+        """librdkafka settings for ``user`` (default: the admin) on this listener."""
+        config = {
+            "security.protocol": self.protocol.lower(),
+            "ssl.ca.location": str(self.truststore),
+        }
+        if self.protocol == "SASL_SSL":
+            user = user or self.admin
+            config |= {
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": user,
+                "sasl.password": self.users[user],
+            }
+        return config
+
+
 def kafka_properties(
     *,
     port: int,
@@ -451,6 +548,7 @@ def start_kafka(
     extra_config: Mapping[str, str] | None = None,
     extra_listeners: Mapping[str, tuple[int, int]] | None = None,
     timeout_s: float = READY_TIMEOUT_S,
+    security: KafkaSecurity | None = None,
 ) -> Broker:
     """A one-node KRaft Apache Kafka ``version`` on free loopback ports (jars fetched if needed).
 
@@ -459,11 +557,19 @@ def start_kafka(
     release's own default, as a user formatting without ``--feature`` gets). On 4.x with
     ``share_groups=False`` the storage is formatted with ``share.version=0``: a KIP-932-less
     broker like 3.9. ``extra_config`` entries override the generated server.properties;
-    ``extra_listeners`` adds listeners (see ``kafka_properties``).
+    ``extra_listeners`` adds listeners (see ``kafka_properties``). ``security`` makes the
+    client listener SSL or SASL_SSL (see :class:`KafkaSecurity`; not with ``extra_listeners``);
+    ``Broker.client_config`` then holds the admin user's client settings.
     """
     return _port_retry(
         lambda: _start_kafka_once(
-            version, share_groups, share_version, extra_config, extra_listeners, timeout_s
+            version,
+            share_groups,
+            share_version,
+            extra_config,
+            extra_listeners,
+            timeout_s,
+            security,
         )
     )
 
@@ -475,6 +581,7 @@ def _start_kafka_once(
     extra_config: Mapping[str, str] | None,
     extra_listeners: Mapping[str, tuple[int, int]] | None,
     timeout_s: float,
+    security: KafkaSecurity | None = None,
 ) -> Broker:
     major, minor = (int(x) for x in version.split(".")[:2])
     if share_groups and (major, minor) < (4, 1):
@@ -485,11 +592,12 @@ def _start_kafka_once(
     while controller_port == port:
         controller_port = free_port()
     workdir = make_workdir(f"kafka-{version}")
+    secured = security.properties(port, controller_port) if security is not None else {}
     props = kafka_properties(
         port=port,
         controller_port=controller_port,
         data_dir=workdir / "data",
-        extra=extra_config,
+        extra={**secured, **(extra_config or {})},
         extra_listeners=extra_listeners,
     )
     config = workdir / "server.properties"
@@ -508,6 +616,8 @@ def _start_kafka_once(
     fmt = [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)]
     if (major, minor) >= (4, 1) and not (share_groups and share_version is None):
         fmt += ["--feature", f"share.version={share_version if share_groups else 0}"]
+    if security is not None:
+        fmt += security.format_args()
     log_path = workdir / LOG_NAME
     with log_path.open("wb") as log:
         log.write(f"--- format: {' '.join(fmt)}\n".encode())
@@ -526,6 +636,7 @@ def _start_kafka_once(
         port=port,
         workdir=workdir,
         argv=[*jvm, "kafka.Kafka", str(config)],
+        client_config=security.client_config() if security is not None else None,
     )
     try:
         return broker.start(timeout_s)

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     from sharegroup.offsets_cli import add_offsets_command
 
     add_offsets_command(sub)
+    from sharegroup.top_cli import add_top_command
+
+    add_top_command(sub)
+    from sharegroup.dlq_cli import add_dlq_command
+
+    add_dlq_command(sub)
     from sharegroup.scenario.cli import add_scenario_commands
 
     add_scenario_commands(sub)
@@ -155,7 +161,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         configs.update(read_properties(args.config_file))
     from model import ConfigError
     from proxy.app import split_configs
-    from proxy.security import check_command_line, listener_security
+    from proxy.security import check_command_line, security_settings
 
     try:
         check_command_line(dict(args.config))
@@ -174,7 +180,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
 
     try:
         split_configs(configs)
-        listener_security(listen_protocol, configs)
+        security_settings(listen_protocol, configs)
     except ConfigError as e:
         print(f"sharegroup proxy: --config: {e}", file=sys.stderr)
         return 2

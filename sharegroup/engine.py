@@ -106,6 +106,7 @@ class ShareEngine:
                     renew_enabled=config.renew_acknowledge_enable,
                     redelivery_backoff_ms=config.redelivery_backoff_ms,
                     redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
+                    dlq_enabled=config.dlq_enabled,
                 )
         return config
 
@@ -175,6 +176,7 @@ class ShareEngine:
             renew_enabled=config.renew_acknowledge_enable,
             redelivery_backoff_ms=config.redelivery_backoff_ms,
             redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
+            dlq_enabled=config.dlq_enabled,
         )
         self.partitions[key] = sp
         entry = self.group(key[0], create=True)

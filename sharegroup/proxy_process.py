@@ -61,8 +61,10 @@ class ProxyProcess:
         configs: Sequence[str] = (),
         profile: str | None = None,
         code: str | None = None,
+        listen_protocol: str = "PLAINTEXT",
     ) -> None:
         self.upstream = upstream
+        self.listen_protocol = listen_protocol
         self.configs = list(configs)
         self.profile = profile
         self.code = code  # a source tree whose packages the proxy imports instead of these
@@ -73,7 +75,8 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         argv = [str(SHAREGROUP), "proxy", "--bootstrap-server", self.upstream]
-        argv += ["--listen", f"127.0.0.1:{free_port()}", "--log-level", "WARNING"]
+        listen = f"{self.listen_protocol}://127.0.0.1:{free_port()}"
+        argv += ["--listen", listen, "--log-level", "WARNING"]
         for config in self.configs:
             argv += ["--config", config]
         if self.profile:
@@ -144,11 +147,13 @@ def running_proxy(
     configs: Sequence[str] = (),
     profile: str | None = None,
     code: str | None = None,
+    listen_protocol: str = "PLAINTEXT",
 ) -> Iterator[ProxyProcess]:
     """The proxy in front of ``upstream``; ``configs`` are ``KEY=VALUE`` for ``--config``;
     ``profile`` runs it under cProfile, writing the stats there; ``code`` is a source tree (a
-    checkout of another commit) to run instead of the installed one."""
-    proxy = ProxyProcess(upstream, configs, profile, code)
+    checkout of another commit) to run instead of the installed one; ``listen_protocol`` is
+    the listener's security protocol (SSL needs ``ssl.*`` configs)."""
+    proxy = ProxyProcess(upstream, configs, profile, code, listen_protocol)
     try:
         yield proxy.start()
     finally:

@@ -347,6 +347,12 @@ class Trace:
             if seg.state == ACKNOWLEDGED:
                 seg.accepted = True
 
+    def renew(
+        self, time_ms: int, consumer: str, topic: str, partition: int, first: int, last: int
+    ) -> None:
+        """A member renewed its locks on [first, last] (acknowledgement type RENEW)."""
+        self._event(time_ms, RENEW, consumer, topic, partition, first, last, "")
+
     def ack_error(
         self,
         time_ms: int,

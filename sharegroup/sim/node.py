@@ -65,6 +65,7 @@ from sharegroup.core import (
     ShareFetchRequest,
     Turn,
 )
+from sharegroup.core.offsets import OffsetsCore
 from sharegroup.engine import Change, PartitionKey, ShareEngine
 from sharegroup.persist.policy import (
     DEFAULT_UPDATES_PER_SNAPSHOT,
@@ -342,9 +343,7 @@ class SimProxy:
             if any(t == 4 for _, _, t in runs):
                 for first, last, t in runs:
                     if t == 4:
-                        self.trace._event(
-                            now, tr.RENEW, consumer_id, topic, o.tp[1], first, last, ""
-                        )
+                        self.trace.renew(now, consumer_id, topic, o.tp[1], first, last)
                 self._schedule_tick(self.engine.next_deadline_ms())
             self._wake(key)
 
@@ -632,16 +631,17 @@ class SimProxy:
 
     def alter_offsets(self, targets: Sequence[tuple[str, int, str | int]]) -> ErrorCode:
         """AlterShareGroupOffsets: refused while the group has members (NON_EMPTY_GROUP)."""
-        entry = self.engine.group(self.group_id)
-        if entry is not None and entry.group.members:
-            return ErrorCode.NON_EMPTY_GROUP
+        offsets = OffsetsCore(self.engine)
+        refused = offsets.check_empty(self.group_id)
+        if refused is not None:
+            return refused.code
         now = self.loop.now_ms
         for topic, partition, to in targets:
             key = (self.group_id, self.topic_ids[topic], partition)
             start = self._start_offset(self.log.partition(topic, partition), to)
             durable = self.store.replay.partitions.get(key)
             self.store.write([reset_snapshot(key, start, durable, now)])
-            self.engine.add_partition(key, SharePartition(start))
+            offsets.apply_resets(self.group_id, [(key, start)])
             self.trace.reset(now, topic, partition, start)
         return ErrorCode.NONE
 

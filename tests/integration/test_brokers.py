@@ -97,7 +97,7 @@ def test_produce_then_consume(name: str, request: pytest.FixtureRequest) -> None
     assert consume_assigned(broker, topic, N) == [f"v{i}".encode() for i in range(N)]
 
 
-@pytest.mark.parametrize("name", ["tansu", "kafka39"])
+@pytest.mark.parametrize("name", ["tansu", "own_kafka39"])
 def test_restart_same_port(name: str, request: pytest.FixtureRequest) -> None:
     broker: Broker = request.getfixturevalue(name)
     topic = create_topic(broker)

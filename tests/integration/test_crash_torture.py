@@ -794,7 +794,8 @@ def test_proxy_sigkill_torture(kafka39: Broker, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("graceful", [True, False], ids=["sigterm", "sigkill"])
-def test_upstream_restart_torture(kafka39: Broker, tmp_path: Path, graceful: bool) -> None:
+def test_upstream_restart_torture(own_kafka39: Broker, tmp_path: Path, graceful: bool) -> None:
+    kafka39 = own_kafka39
     rng = random.Random(SEED + 1)
     started = time.monotonic()
     with torture(kafka39, tmp_path) as run:

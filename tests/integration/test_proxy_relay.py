@@ -230,7 +230,8 @@ def test_no_upstream_address_in_any_version_of_address_carrying_answers(
     assert seen >= 3
 
 
-def test_upstream_restart_clients_recover(kafka39: Broker) -> None:
+def test_upstream_restart_clients_recover(own_kafka39: Broker) -> None:
+    kafka39 = own_kafka39
     with ProxyThread(kafka39.bootstrap) as p:
         topic = create_topic(p.bootstrap)
         producer = Producer(

@@ -17,15 +17,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from proxy import wire
 from sharegroup.brokers import Broker
+from sharegroup.pki import Pki
 from tests.harness import ProxyThread
-from tests.pki import Pki, make_pki
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(params=["tansu", "kafka39"])

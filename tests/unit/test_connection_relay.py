@@ -55,6 +55,8 @@ class StubProxy:
     def __init__(self, broker_port: int) -> None:
         self.config = ProxyConfig(bootstrap=[])
         self.share_handler = None
+        self.authz = None
+        self.internal_topic = None
         self.local_handlers = {wire.LIST_GROUPS: self.slow_list_groups}
         self.broker_port = broker_port
         self.closed: list[ClientConnection] = []

@@ -398,6 +398,10 @@ def test_archiving_read_back_is_resumed_with_the_cause_inferred_from_the_count()
     )
     sp.complete_archiving(10, 12)
     assert sp.start_offset == 15
+    # The limit in force when the range is handed out decides (the engine sets the group's).
+    again = SharePartition.from_state(15, [StateBatch(15, 15, ARCHIVING, 3)])
+    again.reconfigure(delivery_count_limit=4)
+    assert again.take_archiving() == (ArchivingRange(15, 15, 3, DlqCause.CLIENT_REJECT),)
     sp.complete_archiving(15, 15)
     assert sp.start_offset == 16 and sp.in_flight_count == 0
 

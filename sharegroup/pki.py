@@ -1,4 +1,7 @@
-"""Certificates for the TLS tests, made at test time by a test CA (trustme)."""
+"""Certificates for the TLS tests and the TLS benchmark, made when they run by a test CA.
+
+Needs ``trustme`` (the ``dev`` extra): only tests and benchmarks import this module.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 
 @dataclass(frozen=True)
@@ -22,11 +26,12 @@ class Pki:
     client_key: Path
     other_ca: Path
     stranger: Path  # key+chain of a client signed by other_ca
+    kafka_keystore: Path  # the server's PKCS#8 key and chain, as Kafka's PEM keystore wants
 
 
 def make_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
-    ca, other = trustme.CA(), trustme.CA()
+    ca, other = trustme.CA(key_type=trustme.KeyType.RSA), trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("client.example")
     stranger = other.issue_cert("stranger.example")
@@ -50,4 +55,18 @@ def make_pki(directory: Path) -> Pki:
         client_key=write("client-key.pem", client.private_key_pem.bytes()),
         other_ca=write("other-ca.pem", other.cert_pem.bytes()),
         stranger=write("stranger.pem", stranger.private_key_and_cert_chain_pem.bytes()),
+        kafka_keystore=write(
+            "kafka-keystore.pem",
+            _pkcs8(server.private_key_pem.bytes())
+            + b"".join(blob.bytes() for blob in server.cert_chain_pems),
+        ),
+    )
+
+
+def _pkcs8(pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )

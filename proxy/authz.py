@@ -1,0 +1,435 @@
+"""Authorization of the share-group APIs the proxy answers itself, with the upstream's ACLs.
+
+The upstream cluster stays the source of truth: the proxy reads its ACLs with DescribeAcls on
+its own connection, every ``sharegroup.acl.refresh.ms`` (default 5000) and at once after a
+CreateAcls or DeleteAcls passes through it, and evaluates them with ``proxy.acl`` for the
+principal the client authenticated as upstream (``proxy.client_auth``). DescribeAcls answered
+with SECURITY_DISABLED means the upstream has no authorizer: everything is allowed, as there.
+Until the first read succeeds, and whenever the proxy's principal may not read the ACLs,
+nothing is allowed.
+
+What is checked, as Kafka 4.x's KafkaApis does (digest of ``KafkaApis.handleShare*``):
+
+* ShareGroupHeartbeat: READ on the group (else GROUP_AUTHORIZATION_FAILED), DESCRIBE on every
+  subscribed topic (else TOPIC_AUTHORIZATION_FAILED);
+* ShareFetch, ShareAcknowledge: READ on the group (else GROUP_AUTHORIZATION_FAILED for the
+  request); READ on each topic, per partition: an unauthorized partition is taken out of the
+  request before the handler sees it (no record is acquired from it and no acknowledgement
+  applied) and answered with TOPIC_AUTHORIZATION_FAILED;
+* ShareGroupDescribe: DESCRIBE on each group (else that group's GROUP_AUTHORIZATION_FAILED).
+
+The admin requests the proxy answers in part (``proxy.admin``) send their non-share parts
+upstream on the proxy's own connection, so they are checked here too, as Kafka checks them:
+DescribeConfigs / IncrementalAlterConfigs need DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic
+(else 29), the group (else 30) or, for BROKER and BROKER_LOGGER resources, the cluster (else
+CLUSTER_AUTHORIZATION_FAILED, 31); a refused resource is taken out and answered in its place.
+ListGroups lists only the groups the client may DESCRIBE (all, with DESCRIBE on the cluster);
+DescribeGroups answers 30 for a group the client may not DESCRIBE.
+
+The split happens here, around the handlers, as KafkaApis splits a request into authorized and
+unauthorized parts before the share-partition manager sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import trio
+
+from model import ConfigError, ErrorCode
+from proxy import messages, wire
+from proxy.acl import CLUSTER_NAME, Acl, AclTable, Op, PatternType, Permission, ResourceType
+from proxy.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+    from proxy.upstream import Cluster
+
+log = logging.getLogger("sharegroup.authz")
+
+DESCRIBE_ACLS = 29
+SECURITY_DISABLED = 54
+ACL_KEYS = {"super.users", "allow.everyone.if.no.acl.found", "sharegroup.acl.refresh.ms"}
+DEFAULT_REFRESH_MS = 5000
+SHARE_HEARTBEAT, SHARE_DESCRIBE, SHARE_FETCH, SHARE_ACKNOWLEDGE = 76, 77, 78, 79
+LIST_GROUPS, DESCRIBE_GROUPS, DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 16, 15, 32, 44
+CLUSTER_AUTHORIZATION_FAILED = 31
+# ConfigResource types: what an ACL check of each names, and the error a refusal gets.
+_CONFIG_RESOURCES = {
+    2: (ResourceType.TOPIC, ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+    32: (ResourceType.GROUP, ErrorCode.GROUP_AUTHORIZATION_FAILED),
+    4: (ResourceType.CLUSTER, CLUSTER_AUTHORIZATION_FAILED),
+    8: (ResourceType.CLUSTER, CLUSTER_AUTHORIZATION_FAILED),
+}
+
+
+@dataclass(frozen=True)
+class AuthzConfig:
+    super_users: frozenset[str] = frozenset()
+    allow_if_no_acl: bool = False
+    refresh_s: float = DEFAULT_REFRESH_MS / 1000
+
+
+def authz_config(configs: Mapping[str, str]) -> AuthzConfig:
+    supers = frozenset(s.strip() for s in configs.get("super.users", "").split(";") if s.strip())
+    for principal in supers:
+        if ":" not in principal:
+            raise ConfigError(f"super.users: {principal!r} is not TYPE:NAME (e.g. User:admin)")
+    allow = configs.get("allow.everyone.if.no.acl.found", "false").strip().lower()
+    if allow not in ("true", "false"):
+        raise ConfigError(f"allow.everyone.if.no.acl.found: {allow!r} is not true/false")
+    refresh = configs.get("sharegroup.acl.refresh.ms", str(DEFAULT_REFRESH_MS))
+    try:
+        refresh_ms = int(refresh)
+    except ValueError:
+        raise ConfigError(f"sharegroup.acl.refresh.ms: {refresh!r} is not an integer") from None
+    if not 100 <= refresh_ms <= 3_600_000:
+        raise ConfigError(f"sharegroup.acl.refresh.ms={refresh_ms} is outside [100, 3600000]")
+    return AuthzConfig(supers, allow == "true", refresh_ms / 1000)
+
+
+@dataclass
+class _Denied:
+    """What was taken out of a request: (topic id, partition) pairs to answer with 29."""
+
+    partitions: list[tuple[UUID, int]] = field(default_factory=list)
+
+
+class Authorizer:
+    def __init__(self, cluster: Callable[[], Cluster], config: AuthzConfig) -> None:
+        self._cluster = cluster
+        self.config = config
+        self.table = AclTable([], config.super_users)  # nothing allowed until the first read
+        self.loaded = trio.Event()
+        self._wake = trio.Event()
+        self.reads = 0
+        self.admin = AdminChecks(self)
+
+    # ------------------------------------------------------------------ reading the ACLs
+    async def refresh(self) -> None:
+        cluster = self._cluster()
+        conn = await cluster.connection()
+        if DESCRIBE_ACLS not in conn.api_versions:
+            # A broker without ACL APIs has no authorizer either.
+            self.table = AclTable(None)
+            self.reads += 1
+            self.loaded.set()
+            return
+        version = conn.version_for(DESCRIBE_ACLS, 3)
+        request = wire.request_class(DESCRIBE_ACLS)(
+            resource_type_filter=int(ResourceType.ANY),
+            resource_name_filter=None,
+            pattern_type_filter=int(PatternType.ANY),
+            principal_filter=None,
+            host_filter=None,
+            operation=int(Op.ANY),
+            permission_type=int(Permission.ANY),
+        )
+        resp = await conn.request(request, version)
+        if resp.error_code == SECURITY_DISABLED:
+            table = AclTable(None)
+        elif resp.error_code:
+            raise UpstreamError(
+                f"DescribeAcls failed with error {resp.error_code}: {resp.error_message} "
+                "(the proxy's principal needs DESCRIBE on the cluster)"
+            )
+        else:
+            acls = [
+                Acl(
+                    ResourceType(r.resource_type),
+                    r.resource_name,
+                    PatternType(r.pattern_type),
+                    a.principal,
+                    a.host,
+                    Op(a.operation),
+                    Permission(a.permission_type),
+                )
+                for r in resp.resources
+                if r.resource_type in ResourceType._value2member_map_
+                and r.pattern_type in PatternType._value2member_map_
+                for a in r.acls
+                if a.operation in Op._value2member_map_
+                and a.permission_type in Permission._value2member_map_
+            ]
+            table = AclTable(
+                acls, self.config.super_users, allow_if_no_acl=self.config.allow_if_no_acl
+            )
+        self.table = table
+        self.reads += 1
+        self.loaded.set()
+
+    def refresh_soon(self) -> None:
+        """Read the ACLs again now (after a CreateAcls or DeleteAcls went through)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        failing = False
+        while True:
+            with trio.move_on_after(self.config.refresh_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                await self.refresh()
+            except UpstreamError as e:
+                # Fail closed: stale ACLs could allow what a new DENY refuses.
+                if not failing:
+                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                failing = True
+                self.table = AclTable([], self.config.super_users)
+                continue
+            if failing:
+                log.info("upstream ACLs read again (%d ACLs)", len(self.table))
+                failing = False
+
+    # ------------------------------------------------------------------ decisions
+    def allowed(self, conn: ClientConnection, op: Op, kind: ResourceType, name: str) -> bool:
+        principal = conn.auth.principal
+        if principal is None:
+            return False
+        return self.table.authorize(principal, conn.peer_host, op, kind, name)
+
+    def _topic_allowed(self, conn: ClientConnection, op: Op, topic_id: UUID | None) -> bool:
+        if topic_id is None:
+            return False
+        name = self._cluster().topic_names.get(topic_id)
+        if name is None:
+            return True  # unknown to the proxy: the handler answers UNKNOWN_TOPIC_ID
+        return self.allowed(conn, op, ResourceType.TOPIC, name)
+
+    def before(
+        self, conn: ClientConnection, key: int, request: Any, version: int
+    ) -> tuple[Any, _Denied | None]:
+        """Check a share request before its handler: (the refusal to answer with, or None;
+        what was taken out of ``request``, for ``after``). An unauthorized part of a
+        ShareFetch/ShareAcknowledge is taken out of ``request``."""
+        if key == SHARE_HEARTBEAT:
+            return self._heartbeat(conn, request, version), None
+        if key in (SHARE_FETCH, SHARE_ACKNOWLEDGE):
+            group = request.group_id or ""
+            if not self.allowed(conn, Op.READ, ResourceType.GROUP, group):
+                code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+                return _fetch_like_error(key, version, code, group), None
+            denied = _Denied()
+            kept = []
+            for topic in request.topics:
+                if self._topic_allowed(conn, Op.READ, topic.topic_id):
+                    kept.append(topic)
+                else:
+                    denied.partitions += [
+                        (topic.topic_id, p.partition_index) for p in topic.partitions
+                    ]
+            request.topics = kept
+            if key == SHARE_FETCH:
+                self._forget_denied(conn, request, denied)
+            return None, denied
+        return None, None
+
+    def _forget_denied(self, conn: ClientConnection, request: Any, denied: _Denied) -> None:
+        """Partitions of this member's share session that have lost READ since they were
+        added: forgotten before the handler fetches, so nothing more is acquired from them."""
+        sessions = conn.share_sessions
+        key = (request.group_id, request.member_id)
+        if request.share_session_epoch in (0, -1):
+            sessions.pop(key, None)
+        held = sessions.setdefault(key, set())
+        for topic in request.forgotten_topics_data:
+            held.difference_update((topic.topic_id, p) for p in topic.partitions)
+        held.update((t.topic_id, p.partition_index) for t in request.topics for p in t.partitions)
+        lost = [tp for tp in held if not self._topic_allowed(conn, Op.READ, tp[0])]
+        if not lost:
+            return
+        forgotten_cls = messages.ShareFetchRequest.ForgottenTopic
+        by_topic: dict[UUID, list[int]] = {}
+        for topic_id, partition in lost:
+            by_topic.setdefault(topic_id, []).append(partition)
+            held.discard((topic_id, partition))
+        request.forgotten_topics_data = [
+            *request.forgotten_topics_data,
+            *(forgotten_cls(topic_id=t, partitions=ps) for t, ps in by_topic.items()),
+        ]
+        denied.partitions += lost
+
+    def after(self, conn: ClientConnection, key: int, denied: _Denied | None, response: Any) -> Any:
+        """Add the partitions taken out by ``before`` to the answer, with error 29; filter a
+        ShareGroupDescribe answer."""
+        if key == SHARE_DESCRIBE:
+            return self.filter_describe(conn, response)
+        if denied is None or not denied.partitions or response.error_code:
+            return response
+        topic_cls: Any = (
+            messages.ShareFetchResponse.ShareFetchableTopicResponse
+            if key == SHARE_FETCH
+            else messages.ShareAcknowledgeResponse.ShareAcknowledgeTopicResponse
+        )
+        part_cls = topic_cls.PartitionData
+        by_topic: dict[UUID, list[int]] = {}
+        for topic_id, partition in denied.partitions:
+            if partition not in by_topic.setdefault(topic_id, []):
+                by_topic[topic_id].append(partition)
+        for topic_id, partitions in by_topic.items():
+            entries = []
+            for partition in partitions:
+                fields: dict[str, Any] = {
+                    "partition_index": partition,
+                    "error_code": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                    "error_message": "not authorized to read the topic",
+                    "current_leader": part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                }
+                if key == SHARE_FETCH:
+                    fields |= {
+                        "acknowledge_error_code": 0,
+                        "acknowledge_error_message": None,
+                        "records": b"",
+                        "acquired_records": [],
+                    }
+                entries.append(part_cls(**fields))
+            response.responses.append(topic_cls(topic_id=topic_id, partitions=entries))
+        return response
+
+    def _heartbeat(self, conn: ClientConnection, request: Any, version: int) -> Any:
+        group = request.group_id or ""
+        code, message = ErrorCode.NONE, None
+        if not self.allowed(conn, Op.READ, ResourceType.GROUP, group):
+            code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+            message = f"not authorized to read group {group}"
+        else:
+            refused = sorted(
+                t
+                for t in request.subscribed_topic_names or ()
+                if not self.allowed(conn, Op.DESCRIBE, ResourceType.TOPIC, t)
+            )
+            if refused:
+                code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+                message = "not authorized to describe topics: " + ", ".join(refused)
+        if code == ErrorCode.NONE:
+            return None
+        return messages.ShareGroupHeartbeatResponse(
+            version=version,
+            throttle_time_ms=0,
+            error_code=int(code),
+            error_message=message,
+            member_id=None,
+            member_epoch=0,
+            heartbeat_interval_ms=0,
+            assignment=None,
+        )
+
+    def filter_describe(self, conn: ClientConnection, response: Any) -> Any:
+        """ShareGroupDescribe: groups the client may not DESCRIBE get error 30 and no detail."""
+        group_cls = messages.ShareGroupDescribeResponse.DescribedGroup
+        groups = []
+        for g in response.groups:
+            if self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id):
+                groups.append(g)
+            else:
+                groups.append(
+                    group_cls(
+                        error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                        error_message=None,
+                        group_id=g.group_id,
+                        group_state="",
+                        group_epoch=-1,
+                        assignment_epoch=-1,
+                        assignor_name="",
+                        members=[],
+                        authorized_operations=-2147483648,
+                    )
+                )
+        response.groups = groups
+        return response
+
+
+class AdminChecks:
+    """The checks of the admin requests ``proxy.admin`` answers (see the module text)."""
+
+    def __init__(self, authz: Authorizer) -> None:
+        self.authz = authz
+
+    def before(self, conn: ClientConnection, key: int, request: Any) -> list[tuple[int, Any, int]]:
+        """Take the resources the client may not touch out of a config request: (index,
+        resource, error code) of each, for ``after``."""
+        if key not in (DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS):
+            return []
+        op = Op.DESCRIBE_CONFIGS if key == DESCRIBE_CONFIGS else Op.ALTER_CONFIGS
+        kept: list[Any] = []
+        refused: list[tuple[int, Any, int]] = []
+        for i, res in enumerate(request.resources):
+            kind, code = _CONFIG_RESOURCES.get(
+                res.resource_type, (ResourceType.CLUSTER, CLUSTER_AUTHORIZATION_FAILED)
+            )
+            name = CLUSTER_NAME if kind == ResourceType.CLUSTER else res.resource_name
+            if self.authz.allowed(conn, op, kind, name):
+                kept.append(res)
+            else:
+                refused.append((i, res, int(code)))
+        request.resources = kept
+        return refused
+
+    def after(
+        self, conn: ClientConnection, key: int, refused: list[tuple[int, Any, int]], response: Any
+    ) -> Any:
+        if key == LIST_GROUPS:
+            if not self.authz.allowed(conn, Op.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+                response.groups = [
+                    g
+                    for g in response.groups
+                    if self.authz.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id)
+                ]
+            return response
+        if key == DESCRIBE_GROUPS:
+            group_cls = type(response).DescribedGroup
+            response.groups = [
+                g
+                if self.authz.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id)
+                else group_cls(
+                    error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                    error_message=None,
+                    group_id=g.group_id,
+                    group_state="",
+                    protocol_type="",
+                    protocol_data="",
+                    members=[],
+                    authorized_operations=None,
+                )
+                for g in response.groups
+            ]
+            return response
+        if not refused:
+            return response
+        if key == DESCRIBE_CONFIGS:
+            answers, entry_cls = list(response.results), type(response).DescribeConfigsResult
+        else:
+            answers = list(response.responses)
+            entry_cls = type(response).AlterConfigsResourceResponse
+        for i, res, code in refused:
+            fields: dict[str, Any] = {
+                "error_code": code,
+                "error_message": "not authorized",
+                "resource_type": res.resource_type,
+                "resource_name": res.resource_name,
+            }
+            if key == DESCRIBE_CONFIGS:
+                fields["configs"] = []
+            answers.insert(i, entry_cls(**fields))
+        if key == DESCRIBE_CONFIGS:
+            response.results = answers
+        else:
+            response.responses = answers
+        return response
+
+
+def _fetch_like_error(key: int, version: int, code: ErrorCode, group: str) -> Any:
+    cls = messages.ShareFetchResponse if key == SHARE_FETCH else messages.ShareAcknowledgeResponse
+    return cls(
+        version=version,
+        throttle_time_ms=0,
+        error_code=int(code),
+        error_message=f"not authorized to read group {group}",
+        acquisition_lock_timeout_ms=0,
+        responses=[],
+        node_endpoints=[],
+    )

@@ -1,0 +1,319 @@
+"""The share-group APIs under ACLs: the proxy (on Kafka 3.9 with SASL_SSL, SCRAM users and the
+StandardAuthorizer) against Kafka 4.4's own share groups, secured the same way, with the same
+ACLs. Both must give the same outcomes: the proxy answers these APIs itself, so it must refuse
+what Kafka refuses, and never hand out a record Kafka would not."""
+
+from __future__ import annotations
+
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+from confluent_kafka.cimpl import NewTopic
+
+from proxy import wire
+from proxy.sasl import Scram
+from sharegroup.brokers import Broker
+from sharegroup.conformance.client import Connection, heartbeat, metadata, share_fetch
+from sharegroup.pki import Pki
+from tests.conftest import SECURE_USERS
+from tests.harness import ProxyThread
+from tests.integration.test_sasl_passthrough import acls_read, proxy_configs
+
+pytestmark = pytest.mark.integration
+
+ACL_REFRESH_MS = 500
+
+
+@dataclass
+class Secured:
+    name: str
+    bootstrap: str  # where clients connect (the proxy, or Kafka 4.4 itself)
+    broker: Broker  # where topics and ACLs are made, as the admin user
+    proxy: ProxyThread | None = None
+
+    def settle(self) -> None:
+        """Let ACLs made on ``broker`` take effect: the proxy reads them within its refresh
+        period (waited for as two reads); Kafka applies them once its metadata log has them,
+        right after CreateAcls returns (given half a second)."""
+        if self.proxy is not None:
+            acls_read(self.proxy)
+        else:
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def acl_proxy(kafka39_sasl: Broker, pki: Pki) -> Iterator[ProxyThread]:
+    configs = {**proxy_configs(pki), "sharegroup.acl.refresh.ms": str(ACL_REFRESH_MS)}
+    assert configs["sharegroup.acl.refresh.ms"] == "500"
+    with ProxyThread(kafka39_sasl.bootstrap, configs, listen_protocol="SASL_SSL") as p:
+        yield p
+
+
+@pytest.fixture(params=["proxy-kafka39", "kafka4"])
+def target(request: pytest.FixtureRequest) -> Secured:
+    if request.param == "kafka4":
+        broker: Broker = request.getfixturevalue("kafka4_sasl")
+        return Secured("kafka4", broker.bootstrap, broker)
+    proxy: ProxyThread = request.getfixturevalue("acl_proxy")
+    return Secured("proxy", proxy.bootstrap, request.getfixturevalue("kafka39_sasl"), proxy)
+
+
+def admin_of(broker: Broker) -> AdminClient:
+    return AdminClient({"bootstrap.servers": broker.bootstrap, **broker.client_config})
+
+
+def acl(
+    broker: Broker,
+    principal: str,
+    kind: ResourceType,
+    name: str,
+    *ops: AclOperation,
+    permission: AclPermissionType = AclPermissionType.ALLOW,
+) -> None:
+    bindings = [
+        AclBinding(kind, name, ResourcePatternType.LITERAL, principal, "*", op, permission)
+        for op in ops
+    ]
+    admin = admin_of(broker)  # held: a collected client fails its pending futures
+    for f in admin.create_acls(bindings).values():
+        f.result(30)
+
+
+def new_topic(broker: Broker) -> str:
+    name = f"acl-{uuid.uuid4().hex[:10]}"
+    admin = admin_of(broker)
+    for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
+        f.result(30)
+    return name
+
+
+def produce(broker: Broker, topic: str, count: int) -> None:
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, **broker.client_config, "linger.ms": 0}
+    )
+    for i in range(count):
+        producer.produce(topic, value=b"%d" % i, partition=0)
+    assert producer.flush(30) == 0
+
+
+def earliest(target: Secured, pki: Pki, group: str) -> None:
+    config: dict[str, Any] = {
+        "bootstrap.servers": target.bootstrap,
+        "security.protocol": "sasl_ssl",
+        "ssl.ca.location": str(pki.ca),
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "admin",
+        "sasl.password": SECURE_USERS["admin"],
+    }
+    entry = ConfigEntry(
+        "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[entry])
+    admin = AdminClient(config)
+    for f in admin.incremental_alter_configs([resource]).values():
+        f.result(30)
+
+
+def share_conn(bootstrap: str, pki: Pki, user: str) -> Connection:
+    """A raw protocol connection over TLS, logged in as ``user`` with SCRAM-SHA-512."""
+    host, port = bootstrap.split(":")
+    conn = Connection(host, int(port))
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    assert conn.sock is not None
+    conn.sock = context.wrap_socket(conn.sock, server_hostname="127.0.0.1")
+    handshake = wire.request_class(17)(mechanism="SCRAM-SHA-512")
+    assert conn.request(handshake, 1).error_code == 0
+    scram = Scram("SCRAM-SHA-512", user, SECURE_USERS[user])
+    message: bytes | None = scram.first()
+    while message is not None:
+        resp = conn.request(wire.request_class(36)(auth_bytes=message), 2)
+        assert resp.error_code == 0, resp.error_message
+        message = scram.step(bytes(resp.auth_bytes))
+    return conn
+
+
+def topic_id(conn: Connection, topic: str) -> uuid.UUID:
+    _brokers, topics = metadata(conn, [topic])
+    found: uuid.UUID = topics[topic].topic_id
+    return found
+
+
+class Member:
+    """One share-group member speaking the share APIs over its own connection."""
+
+    def __init__(self, conn: Connection, group: str, topic: str) -> None:
+        self.conn, self.group, self.topic = conn, group, topic
+        self.member = uuid.uuid4().hex[:22]
+        self.epoch = 0
+        self.tid = topic_id(conn, topic)
+
+    def join(self) -> Any:
+        return heartbeat(
+            self.conn, group=self.group, member=self.member, epoch=0, topics=[self.topic]
+        )
+
+    def fetch(self) -> tuple[int, Any]:
+        """(top-level error, partition 0's entry or None)."""
+        resp = share_fetch(
+            self.conn,
+            group=self.group,
+            member=self.member,
+            epoch=self.epoch,
+            add=[(self.tid, 0)] if self.epoch == 0 else [],
+            max_wait_ms=500,
+        )
+        if resp.error_code == 0:
+            self.epoch += 1
+        parts = {
+            p.partition_index: p
+            for t in resp.responses
+            if t.topic_id == self.tid
+            for p in t.partitions
+        }
+        return resp.error_code, parts.get(0)
+
+
+def acquired(part: Any) -> int:
+    if part is None:
+        return 0
+    return sum(r.last_offset - r.first_offset + 1 for r in part.acquired_records)
+
+
+def test_share_fetch_without_topic_read_gets_29_and_no_record(target: Secured, pki: Pki) -> None:
+    topic, group = new_topic(target.broker), f"g-{uuid.uuid4().hex[:8]}"
+    produce(target.broker, topic, 5)
+    earliest(target, pki, group)
+    acl(target.broker, "User:bob", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, topic, AclOperation.DESCRIBE)
+    acl(target.broker, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ)
+    target.settle()
+    with share_conn(target.bootstrap, pki, "bob") as conn:
+        bob = Member(conn, group, topic)
+        hb = bob.join()
+        assert hb.error_code == 0, hb.error_message
+        code, part = bob.fetch()
+        assert code == 0
+        assert part is not None and part.error_code == 29  # TOPIC_AUTHORIZATION_FAILED
+        assert acquired(part) == 0 and not part.records
+    # alice, with READ, gets the records from the same group: they were there to be had.
+    with share_conn(target.bootstrap, pki, "alice") as conn:
+        alice = Member(conn, group, topic)
+        assert alice.join().error_code == 0
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < 5 and time.monotonic() < deadline:
+            code, part = alice.fetch()
+            assert code == 0 and (part is None or part.error_code == 0)
+            got += acquired(part)
+        assert got == 5
+
+
+def test_heartbeat_without_group_read_gets_30(target: Secured, pki: Pki) -> None:
+    topic = new_topic(target.broker)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, topic, AclOperation.READ)
+    target.settle()
+    with share_conn(target.bootstrap, pki, "bob") as conn:
+        hb = Member(conn, f"g-{uuid.uuid4().hex[:8]}", topic).join()
+        assert hb.error_code == 30  # GROUP_AUTHORIZATION_FAILED
+
+
+def test_deny_added_upstream_takes_effect_within_the_refresh_bound(
+    target: Secured, pki: Pki
+) -> None:
+    topic, group = new_topic(target.broker), f"g-{uuid.uuid4().hex[:8]}"
+    earliest(target, pki, group)
+    acl(target.broker, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ)
+    target.settle()
+    with share_conn(target.bootstrap, pki, "alice") as conn:
+        alice = Member(conn, group, topic)
+        assert alice.join().error_code == 0
+        produce(target.broker, topic, 3)
+        got, deadline = 0, time.monotonic() + 30
+        while got < 3 and time.monotonic() < deadline:
+            got += acquired(alice.fetch()[1])
+        assert got == 3
+        # A DENY made directly on the cluster, not through the proxy.
+        acl(
+            target.broker,
+            "User:alice",
+            ResourceType.TOPIC,
+            topic,
+            AclOperation.READ,
+            permission=AclPermissionType.DENY,
+        )
+        denied_at = time.monotonic()
+        produce(target.broker, topic, 3)
+        refused_after = None
+        while refused_after is None and time.monotonic() < denied_at + 10:
+            code, part = alice.fetch()
+            assert code == 0
+            if part is not None and part.error_code == 29:
+                refused_after = time.monotonic() - denied_at
+                assert acquired(part) == 0 and not part.records
+        assert refused_after is not None, "the DENY never took effect"
+        assert refused_after < ACL_REFRESH_MS / 1000 + 2.0  # the documented bound, plus slack
+        for _ in range(3):
+            assert acquired(alice.fetch()[1]) == 0
+
+
+def test_list_groups_and_describe_configs_are_filtered_by_acls(target: Secured, pki: Pki) -> None:
+    topic = new_topic(target.broker)
+    seen, hidden = f"g-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    for group in (seen, hidden):
+        acl(target.broker, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ)
+    acl(
+        target.broker,
+        "User:bob",
+        ResourceType.GROUP,
+        seen,
+        AclOperation.DESCRIBE,
+        AclOperation.DESCRIBE_CONFIGS,
+    )
+    target.settle()
+    with share_conn(target.bootstrap, pki, "alice") as conn:
+        for group in (seen, hidden):
+            hb = Member(conn, group, topic).join()
+            assert hb.error_code == 0, hb.error_message
+    list_groups = wire.request_class(16)(version=4, states_filter=[])
+
+    def listed(user: str) -> set[str]:
+        with share_conn(target.bootstrap, pki, user) as conn:
+            resp = conn.request(list_groups, 4)
+            assert resp.error_code == 0
+            return {g.group_id for g in resp.groups}
+
+    assert {seen, hidden} <= listed("admin")
+    bobs = listed("bob")
+    assert seen in bobs
+    assert hidden not in bobs
+
+    describe_cls = wire.request_class(32)
+    request = describe_cls(
+        version=4,
+        resources=[
+            describe_cls.DescribeConfigsResource(
+                resource_type=t, resource_name=n, configuration_keys=None
+            )
+            for t, n in ((32, hidden), (2, topic), (32, seen))
+        ],
+        include_synonyms=False,
+        include_documentation=False,
+    )
+    with share_conn(target.bootstrap, pki, "bob") as conn:
+        resp = conn.request(request, 4)
+    codes = [(r.resource_name, r.error_code) for r in resp.results]
+    assert codes == [(hidden, 30), (topic, 29), (seen, 0)]
+    assert not resp.results[0].configs and not resp.results[1].configs

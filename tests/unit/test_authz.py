@@ -1,0 +1,172 @@
+"""The share-API checks around the handlers (proxy/authz.py), with a table of ACLs and no
+broker: what is taken out of a request and what the answer gets instead."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+from proxy import messages, wire
+from proxy.acl import Acl, AclTable, Op, PatternType, Permission, ResourceType
+from proxy.authz import Authorizer, AuthzConfig
+
+ALLOWED, DENIED = uuid.uuid4(), uuid.uuid4()
+
+
+def authorizer(*acls: Acl) -> Authorizer:
+    cluster = SimpleNamespace(topic_names={ALLOWED: "allowed", DENIED: "denied"})
+    authz = Authorizer(lambda: cluster, AuthzConfig())  # type: ignore[arg-type, return-value]
+    authz.table = AclTable(acls)
+    return authz
+
+
+def allow(kind: ResourceType, name: str, op: Op) -> Acl:
+    return Acl(kind, name, PatternType.LITERAL, "User:alice", "*", op, Permission.ALLOW)
+
+
+def conn() -> Any:
+    return SimpleNamespace(
+        auth=SimpleNamespace(principal="User:alice"), peer_host="127.0.0.1", share_sessions={}
+    )
+
+
+def fetch_request(epoch: int, *topics: uuid.UUID) -> Any:
+    cls = messages.ShareFetchRequest
+    return cls(
+        version=1,
+        group_id="g",
+        member_id="m",
+        share_session_epoch=epoch,
+        max_wait_ms=0,
+        min_bytes=1,
+        max_bytes=1 << 20,
+        max_records=500,
+        batch_size=500,
+        topics=[
+            cls.FetchTopic(
+                topic_id=t,
+                partitions=[
+                    cls.FetchTopic.FetchPartition(partition_index=0, acknowledgement_batches=[])
+                ],
+            )
+            for t in topics
+        ],
+        forgotten_topics_data=[],
+    )
+
+
+def empty_fetch_response() -> Any:
+    return messages.ShareFetchResponse(
+        version=1,
+        throttle_time_ms=0,
+        error_code=0,
+        error_message=None,
+        acquisition_lock_timeout_ms=1000,
+        responses=[],
+        node_endpoints=[],
+    )
+
+
+def test_unauthorized_topic_is_taken_out_and_answered_with_29() -> None:
+    authz = authorizer(
+        allow(ResourceType.GROUP, "g", Op.READ), allow(ResourceType.TOPIC, "allowed", Op.READ)
+    )
+    c = conn()
+    request = fetch_request(0, ALLOWED, DENIED)
+    refusal, denied = authz.before(c, 78, request, 1)
+    assert refusal is None
+    assert [t.topic_id for t in request.topics] == [ALLOWED]
+    response = authz.after(c, 78, denied, empty_fetch_response())
+    wire.encode_response(response, 1)
+    (topic,) = response.responses
+    assert topic.topic_id == DENIED
+    assert [(p.error_code, p.records, p.acquired_records) for p in topic.partitions] == [
+        (29, b"", [])
+    ]
+
+
+def test_without_group_read_the_whole_fetch_is_refused() -> None:
+    authz = authorizer(allow(ResourceType.TOPIC, "allowed", Op.READ))
+    refusal, _ = authz.before(conn(), 78, fetch_request(0, ALLOWED), 1)
+    assert refusal is not None and refusal.error_code == 30
+    wire.encode_response(refusal, 1)
+
+
+def test_a_session_partition_that_lost_read_is_forgotten_before_the_fetch() -> None:
+    group_read = allow(ResourceType.GROUP, "g", Op.READ)
+    authz = authorizer(
+        group_read,
+        allow(ResourceType.TOPIC, "allowed", Op.READ),
+        allow(ResourceType.TOPIC, "denied", Op.READ),
+    )
+    c = conn()
+    authz.before(c, 78, fetch_request(0, ALLOWED, DENIED), 1)
+    authz.table = AclTable([group_read, allow(ResourceType.TOPIC, "allowed", Op.READ)])
+    request = fetch_request(1)  # incremental: the session holds both
+    refusal, denied = authz.before(c, 78, request, 1)
+    assert refusal is None
+    assert [(t.topic_id, t.partitions) for t in request.forgotten_topics_data] == [(DENIED, [0])]
+    response = authz.after(c, 78, denied, empty_fetch_response())
+    assert [(t.topic_id, t.partitions[0].error_code) for t in response.responses] == [(DENIED, 29)]
+
+
+def test_heartbeat_needs_group_read_and_topic_describe() -> None:
+    cls = messages.ShareGroupHeartbeatRequest
+    request = cls(
+        version=1,
+        group_id="g",
+        member_id="m",
+        member_epoch=0,
+        rack_id=None,
+        subscribed_topic_names=["allowed"],
+    )
+    refusal, _ = authorizer().before(conn(), 76, request, 1)
+    assert refusal.error_code == 30
+    refusal, _ = authorizer(allow(ResourceType.GROUP, "g", Op.READ)).before(conn(), 76, request, 1)
+    assert refusal.error_code == 29
+    ok = authorizer(
+        allow(ResourceType.GROUP, "g", Op.READ), allow(ResourceType.TOPIC, "allowed", Op.READ)
+    )
+    assert ok.before(conn(), 76, request, 1) == (None, None)
+    wire.encode_response(refusal, 1)
+
+
+def test_describe_configs_refused_resources_are_answered_in_place() -> None:
+    authz = authorizer(allow(ResourceType.GROUP, "seen", Op.DESCRIBE_CONFIGS))
+    req_cls = wire.request_class(32)
+    request = req_cls(
+        version=4,
+        resources=[
+            req_cls.DescribeConfigsResource(
+                resource_type=t, resource_name=n, configuration_keys=None
+            )
+            for t, n in ((32, "hidden"), (2, "topic"), (32, "seen"), (4, "1"))
+        ],
+        include_synonyms=False,
+        include_documentation=False,
+    )
+    refused = authz.admin.before(
+        conn(),
+        32,
+        request,
+    )
+    assert [r.resource_name for r in request.resources] == ["seen"]
+    resp_cls = wire.response_class(32)
+    response = resp_cls(
+        version=4,
+        throttle_time_ms=0,
+        results=[
+            resp_cls.DescribeConfigsResult(
+                error_code=0, error_message=None, resource_type=32, resource_name="seen", configs=[]
+            )
+        ],
+    )
+    response = authz.admin.after(conn(), 32, refused, response)
+    assert [(r.resource_name, r.error_code) for r in response.results] == [
+        ("hidden", 30),
+        ("topic", 29),
+        ("seen", 0),
+        ("1", 31),
+    ]
+    wire.encode_response(response, 1)
