@@ -7,6 +7,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from model import ConfigError
+from proxy.app import split_configs
 from sharegroup.persist.partitioning import (
     java_string_hash,
     kafka_abs,
@@ -94,3 +96,12 @@ def test_one_partition_holds_everything_and_records_follow_their_keys() -> None:
     assert state_partition_of(WriterClaim(TOPIC_ID), 8) is None
     with pytest.raises(ValueError, match="at least one partition"):
         state_partition_for_group("g", 0)
+
+
+def test_the_partitions_config_is_checked() -> None:
+    _share, store, _max_frame = split_configs({"sharegroup.state.topic.partitions": "16"})
+    assert store == {"sharegroup.state.topic.partitions": "16"}
+    for bad, message in (("0", "outside"), ("1001", "outside"), ("eight", "not an integer")):
+        with pytest.raises(ConfigError, match=message) as refused:
+            split_configs({"sharegroup.state.topic.partitions": bad})
+        assert "sharegroup.state.topic.partitions" in str(refused.value)
