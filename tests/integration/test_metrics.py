@@ -168,6 +168,15 @@ def test_metrics_follow_a_share_consumer(proxy_with_metrics: tuple[ProxyThread, 
     finally:
         c.close()
     wait_for(url, "empty group", lambda s: value(s, "kafka_share_group_count", state="Empty"), 1.0)
+    # With no consumer left, lag still follows what is produced (an autoscaler scaling from
+    # zero needs that): 2 left over plus 4 new.
+    produce(p.bootstrap, topic, 4)
+    wait_for(
+        url,
+        "lag without consumers",
+        lambda s: value(s, "sharegroup_share_partition_lag", **part),
+        6.0,
+    )
 
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "sharegroup.json"
