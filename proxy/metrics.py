@@ -183,17 +183,7 @@ class ProxyMetrics:
         for key, handler in list(self.proxy.local_handlers.items()):
             self.proxy.local_handlers[key] = self._timed_handler(handler)
         service.on_change.append(self._on_change)
-        init = service._init_partition
-
-        @functools.wraps(init)
-        async def timed_init(*args: Any) -> None:
-            started = time.perf_counter()
-            try:
-                await init(*args)
-            finally:
-                self.load_time.observe(time.perf_counter() - started)
-
-        setattr(service, "_init_partition", timed_init)  # noqa: B010
+        service.on_partition_loaded.append(self.load_time.observe)
         store = service.store
         if store is not None:
             write = store.write

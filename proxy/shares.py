@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -125,6 +125,8 @@ class ShareService:
         # (and how many read-ahead fetches were made).
         self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
         self.on_change: list[Any] = []  # observers of every change (tests, reports)
+        # Observers of each share-partition initialization, given the seconds it took.
+        self.on_partition_loaded: list[Callable[[float], None]] = []
         self.persist_policy = PersistPolicy()
         self.upstream = UpstreamLog(proxy)
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
@@ -386,6 +388,15 @@ class ShareService:
         return {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
 
     async def _init_partition(self, need: InitNeed) -> None:
+        started = time.perf_counter()
+        try:
+            await self._load_partition(need)
+        finally:
+            elapsed = time.perf_counter() - started
+            for callback in self.on_partition_loaded:
+                callback(elapsed)
+
+    async def _load_partition(self, need: InitNeed) -> None:
         key, topic, reset = need.key, need.topic, need.reset
         watch = self.watches.setdefault(key, PartitionWatch())
         async with watch.lock:
