@@ -182,6 +182,15 @@ class Authorizer:
             try:
                 await self.refresh()
             except UpstreamError as e:
+                if not self.table.enabled:
+                    # The upstream had no authorizer when last read: there are no ACLs to go
+                    # stale, and one is only added with a broker restart, after which the
+                    # next read sees it. Refusing here would stop share groups on every
+                    # outage of an open cluster.
+                    if not failing:
+                        log.warning("cannot read the upstream ACLs (it has no authorizer): %s", e)
+                    failing = True
+                    continue
                 # Fail closed: stale ACLs could allow what a new DENY refuses.
                 if not failing:
                     log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
