@@ -57,6 +57,15 @@ ACL_KEYS = {"super.users", "allow.everyone.if.no.acl.found", "sharegroup.acl.ref
 DEFAULT_REFRESH_MS = 5000
 SHARE_HEARTBEAT, SHARE_DESCRIBE, SHARE_FETCH, SHARE_ACKNOWLEDGE = 76, 77, 78, 79
 LIST_GROUPS, DESCRIBE_GROUPS, DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 16, 15, 32, 44
+DELETE_GROUPS = 42
+DESCRIBE_SHARE_OFFSETS, ALTER_SHARE_OFFSETS, DELETE_SHARE_OFFSETS = 90, 91, 92
+# The operation on the group each offsets API needs (Kafka's KafkaApis: DESCRIBE to describe
+# share-group offsets, READ to alter them, DELETE to delete them).
+_OFFSETS_GROUP_OP = {
+    DESCRIBE_SHARE_OFFSETS: Op.DESCRIBE,
+    ALTER_SHARE_OFFSETS: Op.READ,
+    DELETE_SHARE_OFFSETS: Op.DELETE,
+}
 CLUSTER_AUTHORIZATION_FAILED = 31
 # ConfigResource types: what an ACL check of each names, and the error a refusal gets.
 _CONFIG_RESOURCES = {
@@ -98,9 +107,11 @@ def authz_config(configs: Mapping[str, str], sasl_listener: bool = True) -> Auth
 
 @dataclass
 class _Denied:
-    """What was taken out of a request: (topic id, partition) pairs to answer with 29."""
+    """What was taken out of a request: (topic id, partition) pairs to answer with 29, and
+    groups (with their place in the request) to answer with 30."""
 
     partitions: list[tuple[UUID, int]] = field(default_factory=list)
+    groups: list[tuple[int, str]] = field(default_factory=list)
 
 
 class Authorizer:
@@ -242,6 +253,27 @@ class Authorizer:
             if key == SHARE_FETCH:
                 self._forget_denied(conn, request, denied)
             return None, denied
+        if key == DESCRIBE_SHARE_OFFSETS:
+            denied = _Denied()
+            kept_groups = []
+            for i, g in enumerate(request.groups or ()):
+                if self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id):
+                    kept_groups.append(g)
+                else:
+                    denied.groups.append((i, g.group_id))
+            request.groups = kept_groups
+            return None, denied
+        if key in (ALTER_SHARE_OFFSETS, DELETE_SHARE_OFFSETS):
+            group = request.group_id or ""
+            if self.allowed(conn, _OFFSETS_GROUP_OP[key], ResourceType.GROUP, group):
+                return None, None
+            return messages.SHARE_RESPONSES[key](
+                version=version,
+                throttle_time_ms=0,
+                error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                error_message=f"not authorized to change the offsets of group {group}",
+                responses=[],
+            ), None
         return None, None
 
     def _forget_denied(self, conn: ClientConnection, request: Any, denied: _Denied) -> None:
@@ -274,6 +306,22 @@ class Authorizer:
         ShareGroupDescribe answer."""
         if key == SHARE_DESCRIBE:
             return self.filter_describe(conn, response)
+        if key == DESCRIBE_SHARE_OFFSETS:
+            if denied is not None and denied.groups:
+                group_cls = type(response).DescribeShareGroupOffsetsResponseGroup
+                groups = list(response.groups)
+                for i, group_id in denied.groups:
+                    groups.insert(
+                        i,
+                        group_cls(
+                            group_id=group_id,
+                            topics=[],
+                            error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                            error_message=f"not authorized to describe group {group_id}",
+                        ),
+                    )
+                response.groups = groups
+            return response
         if denied is None or not denied.partitions or response.error_code:
             return response
         topic_cls: Any = (
@@ -368,6 +416,18 @@ class AdminChecks:
     def before(self, conn: ClientConnection, key: int, request: Any) -> list[tuple[int, Any, int]]:
         """Take the resources the client may not touch out of a config request: (index,
         resource, error code) of each, for ``after``."""
+        if key == DELETE_GROUPS:
+            # DELETE on each group, checked before anything is deleted (upstream groups are
+            # checked upstream as well, on the client's own connection).
+            kept_names: list[str] = []
+            refused_groups: list[tuple[int, Any, int]] = []
+            for i, name in enumerate(request.groups_names):
+                if self.authz.allowed(conn, Op.DELETE, ResourceType.GROUP, name):
+                    kept_names.append(name)
+                else:
+                    refused_groups.append((i, name, int(ErrorCode.GROUP_AUTHORIZATION_FAILED)))
+            request.groups_names = kept_names
+            return refused_groups
         if key not in (DESCRIBE_CONFIGS, INCREMENTAL_ALTER_CONFIGS):
             return []
         op = Op.DESCRIBE_CONFIGS if key == DESCRIBE_CONFIGS else Op.ALTER_CONFIGS
@@ -415,6 +475,13 @@ class AdminChecks:
             ]
             return response
         if not refused:
+            return response
+        if key == DELETE_GROUPS:
+            result_cls = type(response).DeletableGroupResult
+            results = list(response.results)
+            for i, name, code in refused:
+                results.insert(i, result_cls(group_id=name, error_code=code))
+            response.results = results
             return response
         if key == DESCRIBE_CONFIGS:
             answers, entry_cls = list(response.results), type(response).DescribeConfigsResult

@@ -170,3 +170,72 @@ def test_describe_configs_refused_resources_are_answered_in_place() -> None:
         ("1", 31),
     ]
     wire.encode_response(response, 1)
+
+
+def test_describe_share_group_offsets_answers_30_for_groups_without_describe() -> None:
+    authz = authorizer(allow(ResourceType.GROUP, "seen", Op.DESCRIBE))
+    req_cls = messages.DescribeShareGroupOffsetsRequest
+    group_cls = req_cls.DescribeShareGroupOffsetsRequestGroup
+    request = req_cls(
+        version=1,
+        groups=[group_cls(group_id=g, topics=None) for g in ("hidden", "seen", "also-hidden")],
+    )
+    refusal, denied = authz.before(conn(), 90, request, 1)
+    assert refusal is None
+    assert [g.group_id for g in request.groups] == ["seen"]
+    resp_cls = messages.DescribeShareGroupOffsetsResponse
+    response = resp_cls(
+        version=1,
+        throttle_time_ms=0,
+        groups=[
+            resp_cls.DescribeShareGroupOffsetsResponseGroup(
+                group_id="seen", topics=[], error_code=0, error_message=None
+            )
+        ],
+    )
+    response = authz.after(conn(), 90, denied, response)
+    assert [(g.group_id, g.error_code) for g in response.groups] == [
+        ("hidden", 30),
+        ("seen", 0),
+        ("also-hidden", 30),
+    ]
+    wire.encode_response(response, 1)
+
+
+def test_altering_share_group_offsets_needs_read_and_deleting_them_delete_on_the_group() -> None:
+    authz = authorizer(
+        allow(ResourceType.GROUP, "readable", Op.READ),
+        allow(ResourceType.GROUP, "deletable", Op.DELETE),
+    )
+    alter = messages.AlterShareGroupOffsetsRequest
+    delete = messages.DeleteShareGroupOffsetsRequest
+    outcomes = {}
+    for group in ("readable", "deletable"):
+        for key, cls in ((91, alter), (92, delete)):
+            refusal, _ = authz.before(conn(), key, cls(version=0, group_id=group, topics=[]), 0)
+            outcomes[(key, group)] = None if refusal is None else refusal.error_code
+            if refusal is not None:
+                assert refusal.responses == []
+                wire.encode_response(refusal, 1)
+    assert outcomes == {
+        (91, "readable"): None,
+        (92, "readable"): 30,
+        (91, "deletable"): 30,
+        (92, "deletable"): None,
+    }
+
+
+def test_delete_groups_needs_delete_on_each_group_before_anything_is_deleted() -> None:
+    authz = authorizer(allow(ResourceType.GROUP, "mine", Op.DELETE))
+    request = wire.request_class(42)(version=2, groups_names=["theirs", "mine"])
+    refused = authz.admin.before(conn(), 42, request)
+    assert request.groups_names == ["mine"]  # the handler never sees "theirs"
+    resp_cls = wire.response_class(42)
+    response = resp_cls(
+        version=2,
+        throttle_time_ms=0,
+        results=[resp_cls.DeletableGroupResult(group_id="mine", error_code=0)],
+    )
+    response = authz.admin.after(conn(), 42, refused, response)
+    assert [(r.group_id, r.error_code) for r in response.results] == [("theirs", 30), ("mine", 0)]
+    wire.encode_response(response, 1)
