@@ -39,7 +39,7 @@ from confluent_kafka.cimpl import NewTopic  # noqa: E402
 from model import RecordState, StateBatch  # noqa: E402
 from proxy import wire  # noqa: E402
 from sharegroup.brokers import start_tansu  # noqa: E402
-from sharegroup.offsets_cli import WireClient  # noqa: E402
+from sharegroup.cli.offsets import WireClient  # noqa: E402
 from sharegroup.persist.records import (  # noqa: E402
     WRITER_HEADER,
     Record,

@@ -210,7 +210,7 @@ def acknowledged_everything(bootstrap: str, group: str, topic: str, partitions: 
     Lag, not the start offset: Kafka 4.x reports a start offset that trails the acknowledged
     records (its lag is 0 and a fresh consumer gets nothing), the proxy an exact one.
     """
-    from sharegroup.offsets_cli import OffsetsError, describe_offsets
+    from sharegroup.cli.offsets import OffsetsError, describe_offsets
 
     rows: list[tuple[str, int, int, int]] = []
     deadline = time.monotonic() + 15

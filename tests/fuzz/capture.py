@@ -38,8 +38,8 @@ from confluent_kafka.cimpl import NewTopic
 from proxy import connection, messages
 from proxy.thread import ProxyThread
 from sharegroup.brokers import start_kafka
+from sharegroup.cli.offsets import WireClient, alter, delete, describe
 from sharegroup.kafka_dist import KAFKA3_VERSION
-from sharegroup.offsets_cli import WireClient, alter, delete, describe
 from tests.fuzz.targets import CLUSTER_FILE, SEEDS
 from tests.integration.test_share_consumers import set_group_configs
 

@@ -72,7 +72,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from sharegroup.brokers import Broker, _die_with_parent, free_port
-from sharegroup.offsets_cli import OffsetsError, describe_offsets
+from sharegroup.cli.offsets import OffsetsError, describe_offsets
 from sharegroup.persist.records import PartitionKey, Snapshot, Update, decode
 from sharegroup.persist.recovery import Replay
 from tests.integration.test_share_consumers import set_group_configs

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from sharegroup.brokers import Broker
-from sharegroup.dlq_cli import redrive_group_id
+from sharegroup.cli.dlq import redrive_group_id
 from sharegroup.dlq_format import REDRIVE_MARKER, parse_headers
 from tests.integration.test_share_consumers import set_group_configs
 

@@ -19,8 +19,8 @@ import pytest
 from confluent_kafka import AcknowledgeType, Producer, ShareConsumer
 
 from proxy.dlq import MARKED_TOPICS_KEY
-from sharegroup import offsets_cli
 from sharegroup.brokers import Broker
+from sharegroup.cli import offsets as offsets_cli
 from sharegroup.dlq_format import parse_headers
 from tests.conftest import PROXY_CONFIGS
 from tests.harness import ProxyThread

@@ -21,8 +21,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from sharegroup import offsets_cli
 from sharegroup.brokers import Broker
+from sharegroup.cli import offsets as offsets_cli
 from tests.harness import ProxyThread
 from tests.integration.test_share_consumers import (
     consumer,
@@ -196,7 +196,7 @@ def test_second_instance_fences_the_first_and_state_stays_right(kafka39: Broker)
 def test_offsets_cli_describe_reset_delete_copy(
     tansu: Broker, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sharegroup.cli import main
+    from sharegroup.cli.main import main
 
     with ProxyThread(tansu.bootstrap) as p:
         topic = new_topic(p.bootstrap, 2)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.metrics import LAG_REFRESH_S, metrics_of
 from proxy.thread import ProxyThread
 from sharegroup.brokers import Broker
-from sharegroup.offsets_cli import describe_offsets
+from sharegroup.cli.offsets import describe_offsets
 from tests.conftest import PROXY_CONFIGS
 from tests.integration.test_share_consumers import new_topic, produce, records, set_group_configs
 

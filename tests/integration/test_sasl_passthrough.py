@@ -264,7 +264,7 @@ def test_java_share_consumer_over_sasl_ssl_scram_512(
 def test_offsets_cli_logs_in_with_a_command_config(
     proxied: ProxyThread, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sharegroup.cli import main
+    from sharegroup.cli.main import main
 
     def run(password: str) -> tuple[int, str]:
         config = tmp_path / f"client-{password}.properties"

@@ -9,7 +9,7 @@ import pytest
 
 from proxy import messages, wire
 from sharegroup.brokers import Broker
-from sharegroup.offsets_cli import WireClient
+from sharegroup.cli.offsets import WireClient
 from tests.harness import ProxyThread
 from tests.integration.test_share_consumers import consumer, key_of, new_topic, poll_until
 

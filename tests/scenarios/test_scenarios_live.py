@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sharegroup.brokers import Broker, start_tansu
+from sharegroup.cli.scenario_live import LiveRunner
 from sharegroup.scenario.load import load
-from sharegroup.scenario.run_live import LiveRunner
 
 pytestmark = pytest.mark.integration
 

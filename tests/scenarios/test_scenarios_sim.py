@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sharegroup.cli import main
-from sharegroup.scenario.cli import summary_table
+from sharegroup.cli.main import main
+from sharegroup.cli.scenario import summary_table
 from sharegroup.scenario.load import load, loads
 from sharegroup.scenario.run_sim import run_sim
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sharegroup.top_cli import Frame, GroupView, MemberRow, PartitionRow, _rates, render
+from sharegroup.cli.top import Frame, GroupView, MemberRow, PartitionRow, _rates, render
 
 
 def frame(at: float, end: int, lag: int, by_state: dict[str, int] | None = None) -> Frame:

@@ -14,11 +14,13 @@ import ssl
 import sys
 from typing import Any
 
+from model import ConfigError, ErrorCode
 from proxy import messages, wire
 from proxy.framing import FrameBuffer
 from proxy.sasl import SaslError, SaslSettings
-from proxy.security import UpstreamSecurity
+from proxy.security import UPSTREAM_PREFIX, UpstreamSecurity, upstream_security
 from proxy.upstream import parse_servers
+from sharegroup.cli.properties import read_properties
 
 NON_EMPTY_GROUP = 68
 GROUP_ID_NOT_FOUND = 69
@@ -35,10 +37,6 @@ def client_security(path: str | None) -> UpstreamSecurity:
     if path is None:
         return UpstreamSecurity()
     from pathlib import Path
-
-    from model import ConfigError
-    from proxy.security import UPSTREAM_PREFIX, upstream_security
-    from sharegroup.cli import read_properties
 
     file = Path(path)
     if not file.is_file():
@@ -123,7 +121,6 @@ def describe_offsets(
 
 
 def _error_name(code: int) -> str:
-    from model import ErrorCode
 
     try:
         return ErrorCode(code).name

@@ -1,6 +1,5 @@
-"""The ``sharegroup`` command line.
-
-Subcommands import what they need when they run, so ``sharegroup --help`` stays fast.
+"""The ``sharegroup`` command line. It sits above every other package and imports them at
+the top (``sharegroup --help`` takes about 0.7 s here).
 """
 
 from __future__ import annotations
@@ -12,7 +11,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import trio
+
+from model import ConfigError
+from proxy.app import build_proxy, split_configs
+from proxy.security import check_command_line, security_settings
+from proxy.server import ProxyConfig
+from proxy.upstream import UpstreamError, parse_host_port, parse_servers
 from sharegroup import __version__
+from sharegroup.brokers import start_tansu
+from sharegroup.cli.conformance import add_conformance_command
+from sharegroup.cli.dlq import add_dlq_command
+from sharegroup.cli.offsets import add_offsets_command
+from sharegroup.cli.properties import read_properties
+from sharegroup.cli.scenario import add_scenario_commands
+from sharegroup.cli.top import add_top_command
+from sharegroup.logs import configure
 
 
 def _parse_kv(text: str) -> tuple[str, str]:
@@ -20,22 +34,6 @@ def _parse_kv(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    """A Java-style .properties file: key=value lines, # and ! comments."""
-    out: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in "#!":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            key, sep, value = line.partition(":")
-        if not sep or not key.strip():
-            raise SystemExit(f"{path}:{number}: expected key=value, got {raw!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,19 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one line per event as text or as a JSON object (default: %(default)s)",
     )
     proxy.set_defaults(func=_run_proxy)
-    from sharegroup.offsets_cli import add_offsets_command
 
     add_offsets_command(sub)
-    from sharegroup.top_cli import add_top_command
 
     add_top_command(sub)
-    from sharegroup.dlq_cli import add_dlq_command
 
     add_dlq_command(sub)
-    from sharegroup.scenario.cli import add_scenario_commands
 
     add_scenario_commands(sub)
-    from sharegroup.conformance.cli import add_conformance_command
 
     add_conformance_command(sub)
     return parser
@@ -149,11 +142,6 @@ def parse_listen(text: str) -> tuple[str, str]:
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    import trio
-
-    from proxy.server import ProxyConfig
-    from proxy.upstream import UpstreamError, parse_host_port, parse_servers
-    from sharegroup.logs import configure
 
     configure(args.log_level, args.log_format)
     configs: dict[str, str] = {}
@@ -164,9 +152,6 @@ def _run_proxy(args: argparse.Namespace) -> int:
             )
             return 2
         configs.update(read_properties(args.config_file))
-    from model import ConfigError
-    from proxy.app import split_configs
-    from proxy.security import check_command_line, security_settings
 
     try:
         check_command_line(dict(args.config))
@@ -198,8 +183,6 @@ def _run_proxy(args: argparse.Namespace) -> int:
             print(f"sharegroup proxy: --bootstrap-server: {e}", file=sys.stderr)
             return 2
     else:
-        from sharegroup.brokers import start_tansu
-
         embedded = start_tansu()
         bootstrap = [("127.0.0.1", embedded.port)]
         logging.getLogger("sharegroup").info(
@@ -215,7 +198,6 @@ def _run_proxy(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        from proxy.app import build_proxy
 
         proxy, _service = build_proxy(config, configs)
         async with trio.open_nursery() as nursery:

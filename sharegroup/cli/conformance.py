@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sharegroup.conformance import client, runner
+from sharegroup.conformance.machine import SetupError, TargetSpec
+
 
 def add_conformance_command(sub: Any) -> None:
     """Register the ``conformance`` subcommand on the ``sharegroup`` command line."""
@@ -61,8 +64,6 @@ def add_conformance_command(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sharegroup.conformance import client, runner
-    from sharegroup.conformance.machine import SetupError, TargetSpec
 
     if args.examples < 1 or args.steps < 1:
         print("sharegroup conformance: --examples and --steps must be >= 1", file=sys.stderr)

@@ -52,10 +52,11 @@ from confluent_kafka.cimpl import NewTopic
 
 from model import RecordState
 from proxy.thread import ProxyThread
+from sharegroup.brokers import start_tansu
 from sharegroup.engine import Change
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.expect import RunResult, evaluate
-from sharegroup.scenario.load import SIM_ONLY_ACTIONS, SIM_ONLY_VERBS
+from sharegroup.scenario.load import SIM_ONLY_ACTIONS, SIM_ONLY_VERBS, load
 from sharegroup.scenario.spec import (
     Advance,
     AlterConfig,
@@ -290,7 +291,7 @@ class _LiveConsumer:
             "t0": env.t0,
         }
         with subprocess.Popen(
-            [sys.executable, "-m", "sharegroup.scenario.run_live", json.dumps(args)],
+            [sys.executable, "-m", "sharegroup.cli.scenario_live", json.dumps(args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -308,9 +309,8 @@ class _LiveConsumer:
 
 
 def _child_main(raw: str) -> None:
-    """``python -m sharegroup.scenario.run_live ARGS``: one live consumer in its own process,
+    """``python -m sharegroup.cli.scenario_live ARGS``: one live consumer in its own process,
     reporting observations as JSON lines on stdout; "stop" on stdin closes it."""
-    from sharegroup.scenario.load import load
 
     args = json.loads(raw)
     scenario = load(args["scenario"])
@@ -771,8 +771,6 @@ class LiveRunner:
         if self.bootstrap:
             return self.bootstrap
         if self._broker is None:
-            from sharegroup.brokers import start_tansu
-
             self._broker = start_tansu()
         return str(self._broker.bootstrap)
 

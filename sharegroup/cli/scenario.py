@@ -3,7 +3,7 @@
 Role: an entry point (layer 3): reads files, runs them in the simulator or live, prints a
 summary table and a progress bar, writes reports, and says pass or fail in its exit status
 (0 every scenario passed, 1 some failed, 2 a file is not a valid scenario or the command line
-is wrong). ``sharegroup/cli.py`` only calls ``add_scenario_commands``.
+is wrong). ``sharegroup/cli/main.py`` only calls ``add_scenario_commands``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from sharegroup.cli.scenario_live import LiveRunner
 from sharegroup.scenario.expect import RunResult
 from sharegroup.scenario.load import ScenarioError, load
+from sharegroup.scenario.report import write_report
+from sharegroup.scenario.run_sim import run_sim
 from sharegroup.scenario.spec import Scenario
 
 
@@ -134,8 +137,6 @@ def _run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 _print_result(result)
             if args.report is not None and result.skipped is None:
-                from sharegroup.scenario.report import write_report
-
                 html = write_report(result, args.report)
                 if not args.quiet:
                     print(f"    report: {html}")
@@ -149,15 +150,12 @@ def _runner(
     args: argparse.Namespace, stack: contextlib.ExitStack
 ) -> Callable[[Scenario, Callable[[float], None]], RunResult]:
     if args.target == "live":
-        from sharegroup.scenario.run_live import LiveRunner
-
         live = stack.enter_context(LiveRunner(bootstrap=args.bootstrap_server))
 
         def run_live(s: Scenario, progress: Callable[[float], None]) -> RunResult:
             return live.run(s, seed=args.seed, progress=progress)
 
         return run_live
-    from sharegroup.scenario.run_sim import run_sim
 
     def run(s: Scenario, progress: Callable[[float], None]) -> RunResult:
         return run_sim(s, seed=args.seed, progress=progress)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy import messages, wire
-from sharegroup.offsets_cli import OffsetsError, WireClient, describe, log_bounds
+from sharegroup.cli.offsets import OffsetsError, WireClient, describe, log_bounds
 
 STATES = ("available", "acquired", "acknowledged", "archived")
 
