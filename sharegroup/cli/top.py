@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,11 +97,19 @@ def _metrics_states(url: str) -> dict[tuple[str, str, int], dict[str, int]]:
     return out
 
 
-def collect(bootstrap: str, metrics_url: str | None, previous: Frame | None) -> Frame:
-    """One snapshot of every share group, with rates against ``previous``."""
+def collect(
+    bootstrap: str,
+    metrics_url: str | None,
+    previous: Frame | None,
+    only: Sequence[str] = (),
+) -> Frame:
+    """One snapshot of every share group (or of the groups in ``only``), with rates against
+    ``previous``."""
     now = time.monotonic()
     with WireClient(bootstrap, timeout_s=10) as client:
         listed = _list_groups(client)
+        if only:
+            listed = [(g, state) for g, state in listed if g in only]
         described = _describe_groups(client, [g for g, _ in listed]) if listed else {}
         states = _metrics_states(metrics_url) if metrics_url else {}
         groups = []
@@ -223,7 +232,7 @@ def _loop(screen: Any, args: argparse.Namespace) -> None:
     while True:
         if time.monotonic() >= next_at:
             try:
-                frame = collect(args.bootstrap_server, args.metrics, frame)
+                frame = collect(args.bootstrap_server, args.metrics, frame, args.group)
             except (OffsetsError, OSError) as e:
                 frame = Frame(time.monotonic(), frame.groups if frame else [], str(e))
             _follow_terminal_size(screen)
@@ -241,7 +250,7 @@ def _loop(screen: Any, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.once:
         try:
-            frame = collect(args.bootstrap_server, args.metrics, None)
+            frame = collect(args.bootstrap_server, args.metrics, None, args.group)
         except (OffsetsError, OSError) as e:
             print(f"sharegroup top: {e}")
             return 1
@@ -268,4 +277,11 @@ def add_top_command(sub: Any) -> None:
     )
     p.add_argument("--metrics", metavar="URL", help="the proxy's metrics URL, for records by state")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="show only this share group (repeatable; default: every share group)",
+    )
     p.set_defaults(func=run)
