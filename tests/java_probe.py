@@ -2,7 +2,7 @@
 
 The probe is compiled with ``javac`` against the Kafka 4.x libs that ``sharegroup/kafka_dist.py``
 caches (they contain ``kafka-clients-<KAFKA4_VERSION>.jar`` and a log4j2 backend), into
-``<cache>/java-probe/<digest>/`` where the digest covers the source, the log config and the Kafka
+``<cache>/java-probe/<hash>/`` where the hash covers the source, the log config and the Kafka
 version: an unchanged probe is compiled once, a changed one again. No build tool.
 
 ``ProbeRun`` starts one probe process, reads its JSON lines on a thread, and lets a test wait for
