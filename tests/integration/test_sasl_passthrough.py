@@ -142,12 +142,14 @@ def test_share_consumer_over_sasl_ssl_scram_512(
                 value = m.value()
                 assert value is not None
                 got.add(value)
+        # While alice's consumer is still connected: once it closes, its connections leave
+        # the proxy's list and only the admin client's would remain.
+        proxy = proxied.proxy
+        assert proxy is not None
+        principals = proxied.call(lambda: {c.auth.principal for c in proxy.connections})
     finally:
         consumer.close()
     assert got == {b"%d" % i for i in range(20)}
-    proxy = proxied.proxy
-    assert proxy is not None
-    principals = proxied.call(lambda: {c.auth.principal for c in proxy.connections})
     assert "User:alice" in principals
 
 
