@@ -53,6 +53,7 @@ from sharegroup.core import (
     AckOutcome,
     Acquired,
     Batches,
+    DescribedGroup,
     FetchAction,
     HeartbeatRequest,
     InitNeed,
@@ -70,8 +71,10 @@ from sharegroup.core import (
     Turn,
 )
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
 from sharegroup.persist.records import Record, TopicIdAssigned
+from sharegroup.persist.recovery import Replay
 
 log = logging.getLogger("sharegroup.shares")
 
@@ -132,6 +135,14 @@ class ShareService:
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
         self._background: trio.Nursery | None = None  # the proxy's, for read-ahead tasks
         self.dlq: DlqWriter | None = None  # set by proxy.app: writes DLQ records (KIP-1191)
+        # Fleet mode (proxy.fleet_service): state partitions are claimed as the fleet's
+        # membership assigns them, not all at start.
+        self.fleet_mode = False
+        # Every share partition's durable start offset, whichever instance owns it (fleet
+        # mode); None: this instance's own store says.
+        self.durable_start_offsets: Callable[[], dict[PartitionKey, int]] | None = None
+        if store is not None:
+            self.core.leads = self._leads
 
     @property
     def updates_per_snapshot(self) -> int:
@@ -147,20 +158,76 @@ class ShareService:
         self._background = nursery
         if self.store is None:
             return
-        replay = await self.store.start(nursery)
+        if self.fleet_mode:
+            await self.store.open(nursery)  # the fleet's membership claims partitions
+        else:
+            await self.restore(await self.store.start(nursery), None)
+        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
+
+    async def restore(self, replay: Replay, partitions: Sequence[int] | None) -> None:
+        """Serve what was claimed: the groups' configs and topic ids replayed, then fresh
+        snapshots of everything, and what they supersede dropped (see state_store), in
+        ``partitions`` (None: every owned one)."""
+        assert self.store is not None
         for group_id, configs in replay.group_configs.items():
-            try:
-                self.engine.set_group_configs(group_id, dict(configs))
-            except ConfigError as e:
-                log.warning("ignoring stored configs of group %s: %s", group_id, e)
+            self.set_stored_configs(group_id, configs)
         self.proxy.cluster.restore_topic_ids(replay.topic_ids)
-        # Fresh snapshots of everything, then drop what they supersede (see state_store).
         snapshots = recovery_snapshots(replay, wall_clock_ms())
         try:
-            await self.store.prune(snapshots)
+            await self.store.prune(snapshots, partitions)
         except StateWriteError as e:
             log.warning("state topic pruning skipped: %s", e)
-        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
+
+    def set_stored_configs(self, group_id: str, configs: dict[str, str] | None) -> None:
+        """A group's configs as the state topic holds them (None: none), replacing what the
+        engine has."""
+        entry = self.engine.group(group_id)
+        old = entry.overrides if entry is not None else {}
+        new = dict(configs or {})
+        if entry is None and not new:
+            return
+        change: dict[str, str | None] = {k: None for k in old if k not in new}
+        change.update(new)
+        if not change or new == old:
+            return
+        try:
+            self.engine.set_group_configs(group_id, change)
+        except ConfigError as e:
+            log.warning("ignoring stored configs of group %s: %s", group_id, e)
+            return
+        self.group_configs_changed(group_id)
+
+    # ------------------------------------------------------------------ ownership
+    def _leads(self, key: PartitionKey) -> bool:
+        """Does this instance own the share state of ``key`` (and so serve it)?"""
+        return self.store is None or self.store.owns_share(key[1], key[2])
+
+    def coordinates(self, group_id: str | None) -> bool:
+        """Does this instance coordinate share group ``group_id``?"""
+        return self.store is None or group_id is None or self.store.owns_group(group_id)
+
+    def forget_state_partitions(self, partitions: Sequence[int]) -> None:
+        """State partitions this instance no longer owns: their share partitions and the
+        membership of the groups they coordinate leave memory (the new owner replays the
+        durable state; members rejoin there). Configs stay, as the state topic has them."""
+        assert self.store is not None
+        gone = set(partitions)
+        n = self.store.partitions
+        for key in [
+            k for k in self.engine.partitions if state_partition_for_share(k[1], k[2], n) in gone
+        ]:
+            del self.engine.partitions[key]
+            watch = self.watches.pop(key, None)
+            if watch is not None:
+                watch.forget_read_ahead()
+                watch.notify()
+        for group_id, entry in list(self.engine.groups.items()):
+            if state_partition_for_group(group_id, n) in gone:
+                entry.group = self.engine._new_group(group_id, entry.config)
+                entry.partitions = {
+                    tp for tp in entry.partitions if (group_id, *tp) in self.engine.partitions
+                }
+        self._kick_timers()
 
     def _topic_id_assigned(self, name: str, topic_id: UUID) -> None:
         if self.store is not None:
@@ -204,7 +271,7 @@ class ShareService:
         """Throw away the in-memory state of a share partition and rebuild it from the store."""
         assert self.store is not None
         durable = self.store.replay.partitions.get(key)
-        if durable is None or self.store.fenced:
+        if durable is None or self.store.fenced or not self._leads(key):
             self.engine.partitions.pop(key, None)
         else:
             self.engine.add_partition(
@@ -341,7 +408,7 @@ class ShareService:
             now_ms=now_ms(),
             partition_counts=self._partition_counts(),
             topic_ids=self._topic_ids(),
-            fenced=self.fenced,
+            fenced=self.fenced or not self.coordinates(req.group_id),
         )
         result = answer.result
         if result is None:
@@ -402,7 +469,7 @@ class ShareService:
         async with watch.lock:
             if self.engine.share_partition(key) is not None:
                 return
-            if self.fenced:
+            if self.fenced or not self._leads(key):
                 return
             durable = self.store.replay.partitions.get(key) if self.store is not None else None
             if durable is not None:
@@ -441,7 +508,12 @@ class ShareService:
         member_cls = group_cls.Member
         topics_cls = member_cls.Assignment.TopicPartitions
         # A null GroupIds array (malformed) names no group.
-        described = self.core.describe(list(req.group_ids or ()), self._topic_ids())
+        described = [
+            g
+            if self.coordinates(g.group_id)
+            else DescribedGroup(g.group_id, ErrorCode.NOT_COORDINATOR, "not the coordinator")
+            for g in self.core.describe(list(req.group_ids or ()), self._topic_ids())
+        ]
         groups = [
             group_cls(
                 error_code=int(g.error),

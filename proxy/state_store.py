@@ -183,6 +183,9 @@ class StateStore:
         self.replay = Replay()
         self.fenced = False
         self.claim_offset = -1
+        # Never delete below the claim: the partition holds state this instance could not
+        # take over (PartitionedStateStore._rehome).
+        self.keep_log = False
         self._producer: Producer | None = producer  # shared by the stores of one instance
         # A shared producer carries the writes of other state partitions: recovery leaves it
         # to them (its records of this store's old writer id count for no one anyway).

@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="host name clients are told to connect to (default: the listen host)",
     )
     proxy.add_argument(
+        "--instance-id",
+        metavar="N",
+        type=int,
+        help="run as instance N of a fleet of proxies sharing the share groups' work "
+        "(an integer unique in the fleet, as Kafka's node.id; sets sharegroup.fleet.enabled=true "
+        "and sharegroup.fleet.instance.id=N). Start one per core, each with its own --listen "
+        "port; clients may bootstrap from any of them (docs/persistence.md, A fleet of instances)",
+    )
+    proxy.add_argument(
         "--config",
         metavar="KEY=VALUE",
         type=_parse_kv,
@@ -161,6 +170,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
     configs.update(dict(args.config))
     if args.metrics_listen:
         configs["sharegroup.metrics.listen"] = args.metrics_listen
+    if args.instance_id is not None:
+        configs["sharegroup.fleet.instance.id"] = str(args.instance_id)
+        configs.setdefault("sharegroup.fleet.enabled", "true")
     listen_protocol, listen_address = parse_listen(args.listen)
     try:
         listen_host, listen_port = parse_host_port(listen_address, 9192)

