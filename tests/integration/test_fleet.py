@@ -27,6 +27,7 @@ from confluent_kafka import (
     IllegalStateException,
     KafkaException,
     ShareConsumer,
+    TopicCollection,
 )
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -34,6 +35,7 @@ from confluent_kafka.cimpl import NewTopic
 from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describe_fleet
 from sharegroup.brokers import Broker
 from sharegroup.cli.offsets import OffsetsError, describe_offsets
+from sharegroup.persist.partitioning import state_partition_for_share
 from sharegroup.proxy_process import ProxyProcess
 from tests.integration.test_share_consumers import produce
 
@@ -273,3 +275,96 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     # Each consumer got records: the group's work was shared through the fleet.
     assert all(w.confirmed for w in workers), [len(w.confirmed) for w in workers]
+
+
+def check_history(workers: list[Worker]) -> tuple[int, int]:
+    """(records delivered again after a confirmed acknowledgement, deliveries whose count
+    went down), over every consumer's log."""
+    confirmed_at: dict[tuple[int, int], float] = {}
+    for w in workers:
+        for p, o, _n, t in w.confirmed:
+            confirmed_at[(p, o)] = min(t, confirmed_at.get((p, o), t))
+    deliveries = sorted(
+        ((t, p, o, n) for w in workers for p, o, n, t in w.deliveries), key=lambda d: d[0]
+    )
+    redelivered = {(p, o) for t, p, o, _ in deliveries if confirmed_at.get((p, o), t) < t}
+    last: dict[tuple[int, int], int] = {}
+    decreased = 0
+    for _t, p, o, n in deliveries:
+        if n < last.get((p, o), 0):
+            decreased += 1
+        last[(p, o)] = n
+    return len(redelivered), decreased
+
+
+def test_sigkill_of_an_instance_under_load(kafka39: Broker) -> None:
+    topic, group = f"fleet-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    partitions, records = 6, 6000
+    create_topic(kafka39.bootstrap, topic, partitions)
+    with fleet(kafka39, 3) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1, 2})
+        victim = procs[0]
+        workers = [Worker(p.bootstrap, group, topic).start() for p in procs]
+        everyone = ",".join(p.bootstrap for p in procs)
+        producing = threading.Thread(
+            target=produce_slowly, args=(everyone, topic, records), daemon=True
+        )
+        try:
+            wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
+            producing.start()
+            deadline = time.monotonic() + 60
+            while sum(len(w.confirmed) for w in workers) < records // 4:
+                assert time.monotonic() < deadline, "no progress before the kill"
+                time.sleep(0.05)
+            before = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
+            killed_at = time.monotonic()
+            victim.kill()
+            after_split = wait_for_split(kafka39, state_topic, {1, 2})
+            producing.join(120)
+            settle(workers, records, 120, procs[1:])
+        finally:
+            for w in workers:
+                w.join()
+    # The topic partitions whose share state the killed instance owned.
+    moved = {
+        p
+        for p in range(partitions)
+        if state_partition(topic_id(kafka39.bootstrap, topic), p) in split[0]
+    }
+    assert moved, (split, "the killed instance owned no share partition of the topic")
+    served_again = {
+        p: min(t for w in workers for q, _o, _n, t in w.confirmed if q == p and t > killed_at)
+        for p in moved
+    }
+    failover_s = max(served_again.values()) - killed_at
+    print(
+        f"\nfailover: share partitions {sorted(moved)} of the killed instance served again "
+        f"{failover_s:.2f} s after SIGKILL (session timeout {SESSION_MS} ms); "
+        f"split before {split}, after {after_split}"
+    )
+    confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
+    assert len(confirmed) == records
+    assert max(confirmed.values()) == 1, confirmed.most_common(3)
+    assert before <= set(confirmed)
+    redelivered, decreased = check_history(workers)
+    assert (redelivered, decreased) == (0, 0)
+
+
+def produce_slowly(bootstrap: str, topic: str, count: int) -> None:
+    """``count`` records over about 15 s, so that the kill lands while records flow."""
+    for start in range(0, count, 200):
+        produce(bootstrap, topic, 200, per_batch=100, start=start)
+        time.sleep(0.5)
+
+
+def topic_id(bootstrap: str, topic: str) -> uuid.UUID:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (description,) = admin.describe_topics(TopicCollection([topic])).values()
+    tid = description.result(15).topic_id
+    mask = (1 << 64) - 1
+    msb, lsb = tid.get_most_significant_bits(), tid.get_least_significant_bits()
+    return uuid.UUID(int=((msb & mask) << 64) | (lsb & mask))
+
+
+def state_partition(tid: uuid.UUID, partition: int) -> int:
+    return state_partition_for_share(tid, partition, STATE_PARTITIONS)
