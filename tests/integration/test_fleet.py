@@ -303,7 +303,11 @@ def test_sigkill_of_an_instance_under_load(kafka39: Broker) -> None:
     create_topic(kafka39.bootstrap, topic, partitions)
     with fleet(kafka39, 3) as (procs, state_topic):
         split = wait_for_split(kafka39, state_topic, {0, 1, 2})
-        victim = procs[0]
+        tid = topic_id(kafka39.bootstrap, topic)
+        # The instance that owns the share state of partition 0 (and maybe more) dies.
+        (victim_id,) = (i for i, parts in split.items() if state_partition(tid, 0) in parts)
+        victim = procs[victim_id]
+        survivors = {0, 1, 2} - {victim_id}
         workers = [Worker(p.bootstrap, group, topic).start() for p in procs]
         everyone = ",".join(p.bootstrap for p in procs)
         producing = threading.Thread(
@@ -319,19 +323,15 @@ def test_sigkill_of_an_instance_under_load(kafka39: Broker) -> None:
             before = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
             killed_at = time.monotonic()
             victim.kill()
-            after_split = wait_for_split(kafka39, state_topic, {1, 2})
+            after_split = wait_for_split(kafka39, state_topic, survivors)
             producing.join(120)
-            settle(workers, records, 120, procs[1:])
+            settle(workers, records, 120, [procs[i] for i in survivors])
         finally:
             for w in workers:
                 w.join()
     # The topic partitions whose share state the killed instance owned.
-    moved = {
-        p
-        for p in range(partitions)
-        if state_partition(topic_id(kafka39.bootstrap, topic), p) in split[0]
-    }
-    assert moved, (split, "the killed instance owned no share partition of the topic")
+    moved = {p for p in range(partitions) if state_partition(tid, p) in split[victim_id]}
+    assert 0 in moved, (split, tid)
     served_again = {
         p: min(t for w in workers for q, _o, _n, t in w.confirmed if q == p and t > killed_at)
         for p in moved
