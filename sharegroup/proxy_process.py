@@ -64,10 +64,12 @@ class ProxyProcess:
         listen_protocol: str = "PLAINTEXT",
         args: Sequence[str] = (),
         log_level: str = "WARNING",
+        port: int | None = None,
     ) -> None:
         self.upstream = upstream
         self.args = list(args)  # further command-line arguments, e.g. --instance-id 1
         self.log_level = log_level
+        self.port = port  # the listen port (None: a free one)
         self.listen_protocol = listen_protocol
         self.configs = list(configs)
         self.profile = profile
@@ -80,7 +82,7 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         argv = [str(SHAREGROUP), "proxy", "--bootstrap-server", self.upstream]
-        listen = f"{self.listen_protocol}://127.0.0.1:{free_port()}"
+        listen = f"{self.listen_protocol}://127.0.0.1:{self.port or free_port()}"
         argv += ["--listen", listen, "--log-level", self.log_level, *self.args]
         for config in self.configs:
             argv += ["--config", config]

@@ -55,22 +55,34 @@ def _configs(state_topic: str) -> list[str]:
     ]
 
 
+def instance(
+    broker: Broker, state_topic: str, instance_id: int, port: int | None = None
+) -> ProxyProcess:
+    return ProxyProcess(
+        broker.bootstrap,
+        _configs(state_topic),
+        args=["--instance-id", str(instance_id)],
+        log_level="INFO",
+        port=port,
+    )
+
+
 @contextmanager
 def fleet(broker: Broker, count: int) -> Iterator[tuple[list[ProxyProcess], str]]:
     """``count`` proxy processes, instance ids 0..count-1, over a fresh state topic; yields
-    them and the state topic once every state partition is owned by one of them."""
+    them (a list the test may change: whatever it holds at the end is stopped) and the state
+    topic, once every state partition is owned by one of them."""
     state_topic = f"state-{uuid.uuid4().hex[:8]}"
+    procs: list[ProxyProcess] = []
     with ExitStack() as stack:
-        procs = []
+
+        def stop_all() -> None:
+            for p in procs:
+                p.stop()
+
+        stack.callback(stop_all)
         for i in range(count):
-            proc = ProxyProcess(
-                broker.bootstrap,
-                _configs(state_topic),
-                args=["--instance-id", str(i)],
-                log_level="INFO",
-            )
-            stack.callback(proc.stop)
-            procs.append(proc.start())
+            procs.append(instance(broker, state_topic, i).start())
         wait_for_split(broker, state_topic, set(range(count)))
         yield procs, state_topic
 
@@ -368,3 +380,45 @@ def topic_id(bootstrap: str, topic: str) -> uuid.UUID:
 
 def state_partition(tid: uuid.UUID, partition: int) -> int:
     return state_partition_for_share(tid, partition, STATE_PARTITIONS)
+
+
+def test_rolling_restart_and_a_new_instance_under_load(kafka39: Broker) -> None:
+    """Two instances serve; a third joins (and is given state partitions); then every
+    instance in turn is stopped (SIGTERM: it lets its partitions go and leaves the group)
+    and started again, all under load. No confirmed acknowledgement is lost or followed by
+    a redelivery, and no delivery count goes down."""
+    topic, group = f"fleet-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    partitions, records = 6, 6000
+    create_topic(kafka39.bootstrap, topic, partitions)
+    with fleet(kafka39, 2) as (procs, state_topic):
+        workers = [Worker(p.bootstrap, group, topic).start() for p in procs]
+        everyone = ",".join(p.bootstrap for p in procs)
+        producing = threading.Thread(
+            target=produce_slowly, args=(everyone, topic, records), daemon=True
+        )
+        steps: list[str] = []
+        try:
+            wait_until_initialized(procs[0].bootstrap, group, topic, partitions)
+            producing.start()
+            procs.append(instance(kafka39, state_topic, 2).start())
+            split = wait_for_split(kafka39, state_topic, {0, 1, 2})
+            steps.append(f"joined: {split}")
+            for i in range(3):
+                procs[i].stop()
+                steps.append(
+                    f"{i} stopped: {wait_for_split(kafka39, state_topic, {0, 1, 2} - {i})}"
+                )
+                # Back on its own port, as an operator restarts an instance.
+                port = int(procs[i].bootstrap.rsplit(":", 1)[1])
+                procs[i] = instance(kafka39, state_topic, i, port).start()
+                steps.append(f"{i} back: {wait_for_split(kafka39, state_topic, {0, 1, 2})}")
+            producing.join(120)
+            settle(workers, records, 120, procs)
+        finally:
+            for w in workers:
+                w.join()
+    print("\n" + "\n".join(steps))
+    confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
+    assert len(confirmed) == records
+    assert max(confirmed.values()) == 1, confirmed.most_common(3)
+    assert check_history(workers) == (0, 0)
