@@ -142,6 +142,11 @@ class ProxyProcess:
             code = None if self._proc is None else self._proc.returncode
             raise BenchError(f"proxy process exited with {code}" + self.tail())
 
+    def signal(self, signum: int) -> None:
+        """Send the proxy a signal (SIGSTOP and SIGCONT pause and resume it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signum)
+
     def kill(self) -> None:
         """SIGKILL: the proxy gets no chance to clean up."""
         proc, self._proc = self._proc, None

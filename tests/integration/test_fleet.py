@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -418,6 +419,46 @@ def test_rolling_restart_and_a_new_instance_under_load(kafka39: Broker) -> None:
             for w in workers:
                 w.join()
     print("\n" + "\n".join(steps))
+    confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
+    assert len(confirmed) == records
+    assert max(confirmed.values()) == 1, confirmed.most_common(3)
+    assert check_history(workers) == (0, 0)
+
+
+def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
+    """An instance frozen (SIGSTOP) past its session timeout loses its state partitions to
+    the other, which claims them; when it wakes up (SIGCONT) with writes and fetches in
+    flight, the claims in the log fence whatever it still tries to write, it learns that its
+    partitions were lost, and it rejoins the fleet. Two instances never both have a write to
+    one state partition confirmed: nothing confirmed is lost or redelivered."""
+    topic, group = f"fleet-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    partitions, records = 6, 6000
+    create_topic(kafka39.bootstrap, topic, partitions)
+    with fleet(kafka39, 2) as (procs, state_topic):
+        workers = [Worker(p.bootstrap, group, topic).start() for p in procs]
+        everyone = ",".join(p.bootstrap for p in procs)
+        producing = threading.Thread(
+            target=produce_slowly, args=(everyone, topic, records), daemon=True
+        )
+        try:
+            wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
+            producing.start()
+            deadline = time.monotonic() + 60
+            while sum(len(w.confirmed) for w in workers) < records // 5:
+                assert time.monotonic() < deadline, "no progress before the pause"
+                time.sleep(0.05)
+            procs[0].signal(signal.SIGSTOP)
+            try:
+                alone = wait_for_split(kafka39, state_topic, {1})
+            finally:
+                procs[0].signal(signal.SIGCONT)
+            rejoined = wait_for_split(kafka39, state_topic, {0, 1})
+            producing.join(120)
+            settle(workers, records, 120, procs)
+        finally:
+            for w in workers:
+                w.join()
+    print(f"\nalone: {alone}; rejoined: {rejoined}")
     confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
     assert len(confirmed) == records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
