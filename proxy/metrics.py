@@ -183,7 +183,7 @@ class ProxyMetrics:
         for key, handler in list(self.proxy.local_handlers.items()):
             self.proxy.local_handlers[key] = self._timed_handler(handler)
         service.on_change.append(self._on_change)
-        service.on_partition_loaded.append(self.load_time.observe)
+        service.persistence.on_partition_loaded.append(self.load_time.observe)
         store = service.store
         if store is not None:
             write = store.write

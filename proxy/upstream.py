@@ -384,6 +384,13 @@ class Cluster:
                 info.topic_id = topic_id
                 self.topic_names[topic_id] = name
 
+    def partition_counts(self) -> dict[str, int]:
+        """Partitions per known topic (what the share-group assignor assigns)."""
+        return {name: len(t.partitions) for name, t in self.topics.items()}
+
+    def topic_ids(self) -> dict[str, uuid.UUID]:
+        return {name: info.topic_id for name, info in self.topics.items()}
+
     def leader_of(self, topic: str, partition: int) -> int | None:
         info = self.topics.get(topic)
         if info is None or partition not in info.partitions:
