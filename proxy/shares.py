@@ -21,7 +21,8 @@ available again (released, expired, acknowledged), then runs another round.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -107,6 +108,12 @@ class ShareService:
         self.fetch_counts = read_ahead.fetch_counts
         self.on_change: list[Callable[[Change], None]] = persistence.on_change
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
+        # Observers of every request answered here or by the admin handlers (proxy.admin):
+        # given its header, the answer and the seconds the handler took.
+        self.on_answered: list[Callable[[wire.RequestHead, Any, float], None]] = []
+        # Awaited once the state is recovered, before the proxy listens: given the proxy's
+        # nursery, for tasks that run beside the service (the metrics endpoint).
+        self.on_started: list[Callable[[trio.Nursery], Awaitable[None]]] = []
 
     @property
     def store(self) -> PartitionedStateStore | None:
@@ -125,6 +132,8 @@ class ShareService:
         """Recover from the state topic (fencing any older instance) before serving."""
         self.read_ahead.start(nursery)
         await self.persistence.start(nursery)
+        for started in self.on_started:
+            await started(nursery)
 
     async def run_timers(self) -> None:
         """Runs while the proxy runs; when it stops, the read-ahead windows are let go."""
@@ -153,6 +162,16 @@ class ShareService:
             await self._fetch_conns.pop(key).aclose()
 
     async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
+        started = time.perf_counter()
+        response = await self._answer(conn, request, head)
+        self.answered(head, response, time.perf_counter() - started)
+        return response
+
+    def answered(self, head: wire.RequestHead, response: Any, seconds: float) -> None:
+        for observe in self.on_answered:
+            observe(head, response, seconds)
+
+    async def _answer(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
         if head.api_key == 76:
             return await self.membership.heartbeat(conn, request, head)
         if head.api_key == 77:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from uuid import UUID
 
 import trio
@@ -73,6 +74,8 @@ class PartitionedStateStore:
         self.replay = ReplayView(self.stores)
         self._producer: Producer | None = None
         self._nursery: trio.Nursery | None = None
+        # Observers of every awaited write: the seconds until durable, or None when it failed.
+        self.on_write: list[Callable[[float | None], None]] = []
 
     @property
     def fenced(self) -> bool:
@@ -164,6 +167,18 @@ class PartitionedStateStore:
     async def write(self, records: Sequence[Record]) -> None:
         """Persist records, each in its state partition; returns once all are durable and
         this instance still owns their partitions, else raises (the first error met)."""
+        started = time.perf_counter()
+        try:
+            await self._write(records)
+        except BaseException:
+            for observe in self.on_write:
+                observe(None)
+            raise
+        elapsed = time.perf_counter() - started
+        for observe in self.on_write:
+            observe(elapsed)
+
+    async def _write(self, records: Sequence[Record]) -> None:
         groups = self._by_store(records)
         if len(groups) == 1:
             ((p, recs),) = groups.items()
