@@ -38,6 +38,7 @@ from model import (
     AcquiredRecords,
     AcquireMode,
     BrokerConfig,
+    ConfigError,
     ErrorCode,
     HeartbeatResult,
     LogBatch,
@@ -65,6 +66,7 @@ from sharegroup.core import (
     ShareFetchRequest,
     Turn,
 )
+from sharegroup.core.configs import DELETE, SET, ConfigsCore
 from sharegroup.core.offsets import OffsetsCore
 from sharegroup.engine import Change, PartitionKey, ShareEngine
 from sharegroup.persist.policy import (
@@ -231,10 +233,17 @@ class SimProxy:
             )
 
     def _set_group_configs(self, configs: dict[str, str | None]) -> None:
-        self.engine.set_group_configs(self.group_id, configs)
-        entry = self.engine.group(self.group_id)
-        assert entry is not None
-        self.store.write([GroupConfigs(self.group_id, dict(entry.overrides))])
+        """IncrementalAlterConfigs of the group, decided as the proxy decides it
+        (``ConfigsCore``) and persisted before it applies."""
+        core = ConfigsCore(self.engine)
+        change = core.plan(
+            self.group_id,
+            [(k, SET, v) if v is not None else (k, DELETE, None) for k, v in configs.items()],
+        )
+        if isinstance(change, Refused):
+            raise ConfigError(change.message)  # the scenario's configs were checked on load
+        self.store.write([GroupConfigs(self.group_id, dict(change.after))])
+        core.apply(change)
 
     # ------------------------------------------------------------------ connections
     def connect(self, client: Client) -> int | None:
