@@ -8,7 +8,7 @@ with SECURITY_DISABLED means the upstream has no authorizer: everything is allow
 Until the first read succeeds, and whenever the proxy's principal may not read the ACLs,
 nothing is allowed.
 
-What is checked, as Kafka 4.x's KafkaApis does (digest of ``KafkaApis.handleShare*``):
+What is checked, as Kafka 4.x's ``KafkaApis.handleShare*`` methods do:
 
 * ShareGroupHeartbeat: READ on the group (else GROUP_AUTHORIZATION_FAILED), DESCRIBE on every
   subscribed topic (else TOPIC_AUTHORIZATION_FAILED);

@@ -17,7 +17,7 @@ the durable store (``state_log``: the state topic in memory, holding the encoded
 ``sharegroup.persist.policy`` decides on, exactly as the proxy writes them; a ``restart`` claims
 it anew and rebuilds share partitions, group configs and topic ids with the real replay of
 ``sharegroup.persist.recovery``, then prunes it, as ``proxy/state_store.py`` and
-``ShareService.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
+``SharePersistence.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
 offset, refused while the group has members, as Kafka does).
 
 Everything it learns goes into the run's ``Trace``. Deterministic: no clock but the loop's,
@@ -212,7 +212,7 @@ class SimProxy:
         return store
 
     def _recover(self) -> ShareEngine:
-        """A new engine with what the replay holds, as ``ShareService.start`` sets it up: group
+        """A new engine with what the replay holds, as ``SharePersistence.start`` sets it up: group
         configs and topic ids now; share partitions when first used (``_init_partition``)."""
         replay = self.store.replay
         engine = ShareEngine(self.broker_config)
