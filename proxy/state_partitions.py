@@ -26,7 +26,7 @@ from uuid import UUID
 import trio
 from confluent_kafka import Producer
 
-from proxy.state_store import StateStore, StateWriteError, StoreConfig, _Waiter, new_producer
+from proxy.state_store import StateStore, StateWriteError, StoreConfig, Waiter, new_producer
 from sharegroup.persist.partitioning import state_partition_of
 from sharegroup.persist.records import PartitionKey, Record
 from sharegroup.persist.recovery import DurableState, Replay
@@ -90,7 +90,7 @@ class PartitionedStateStore:
         """Create the topic unless it exists and learn its partition count; the stores'
         readers will run in ``nursery``. Claims nothing."""
         probe = StateStore(self.config)
-        self.partitions = await trio.to_thread.run_sync(probe._create_topic)
+        self.partitions = await trio.to_thread.run_sync(probe.create_topic)
         if self.partitions != self.config.partitions:
             log.warning(
                 "state topic %s has %d partition(s), not the %d of "
@@ -192,7 +192,7 @@ class PartitionedStateStore:
             waiters.append((store, store.begin_write(recs)))
         errors: list[StateWriteError] = []
 
-        async def confirm(store: StateStore, waiter: _Waiter) -> None:
+        async def confirm(store: StateStore, waiter: Waiter) -> None:
             try:
                 await store.confirmed(waiter)
             except StateWriteError as e:
@@ -230,7 +230,7 @@ class PartitionedStateStore:
                 pruned.append(await store.prune(recs))
             elif store.claim_offset > 0:
                 # Nothing lives in this partition: everything below the claim is void.
-                await trio.to_thread.run_sync(store._delete_below, store.claim_offset)
+                await trio.to_thread.run_sync(store.delete_below, store.claim_offset)
                 pruned.append(store.claim_offset)
 
         async with trio.open_nursery() as nursery:

@@ -308,6 +308,17 @@ class Cluster:
             self._connections[node_id] = conn
         return conn
 
+    def api_versions(self, node_id: int) -> dict[int, tuple[int, int]] | None:
+        """The API versions of broker ``node_id`` as its connection learned them, else those of
+        any connection that knows them (None before any does)."""
+        conn = self._connections.get(node_id) or self._bootstrap_conn
+        if conn is not None and conn.api_versions:
+            return conn.api_versions
+        for c in self._connections.values():
+            if c.api_versions:
+                return c.api_versions
+        return None
+
     async def open_connection(self, node_id: int) -> BrokerConnection:
         """A new connection to broker ``node_id`` of the caller's own (not shared), for
         requests that must not wait behind others (long polls, read-ahead)."""
