@@ -8,7 +8,7 @@ with SECURITY_DISABLED means the upstream has no authorizer: everything is allow
 Until the first read succeeds, and whenever the proxy's principal may not read the ACLs,
 nothing is allowed.
 
-What is checked, as Kafka 4.x's KafkaApis does (digest of ``KafkaApis.handleShare*``):
+What is checked, as Kafka 4.x's KafkaApis does (its ``handleShare*`` and share-offsets handlers):
 
 * ShareGroupHeartbeat: READ on the group (else GROUP_AUTHORIZATION_FAILED), DESCRIBE on every
   subscribed topic (else TOPIC_AUTHORIZATION_FAILED);
@@ -16,7 +16,15 @@ What is checked, as Kafka 4.x's KafkaApis does (digest of ``KafkaApis.handleShar
   request); READ on each topic, per partition: an unauthorized partition is taken out of the
   request before the handler sees it (no record is acquired from it and no acknowledgement
   applied) and answered with TOPIC_AUTHORIZATION_FAILED;
-* ShareGroupDescribe: DESCRIBE on each group (else that group's GROUP_AUTHORIZATION_FAILED).
+* ShareGroupDescribe: DESCRIBE on each group (else that group's GROUP_AUTHORIZATION_FAILED);
+* DescribeShareGroupOffsets: DESCRIBE on each group (else that group's 30), and DESCRIBE on
+  each topic: a topic named in the request and refused is answered with 29 per partition
+  (after the others, with no offset), a group asked for all its topics shows only those the
+  client may DESCRIBE;
+* AlterShareGroupOffsets / DeleteShareGroupOffsets: READ / DELETE on the group (else 30 for
+  the request, nothing changed), and READ on each topic: a refused topic is taken out before
+  the handler and answered with 29 (per partition when altering, per topic when deleting),
+  listed before the others, unless the handler refuses the whole request.
 
 The admin requests the proxy answers in part (``proxy.admin``) send their non-share parts
 upstream on the proxy's own connection, so they are checked here too, as Kafka checks them:
@@ -108,10 +116,16 @@ def authz_config(configs: Mapping[str, str], sasl_listener: bool = True) -> Auth
 @dataclass
 class _Denied:
     """What was taken out of a request: (topic id, partition) pairs to answer with 29, and
-    groups (with their place in the request) to answer with 30."""
+    groups (with their place in the request) to answer with 30. For the offsets APIs: per
+    group described (in the order of the groups the handler sees), None when it asked for all
+    its topics (those the client may not DESCRIBE are left out of the answer), else the
+    topics taken out, (name, partitions), to answer with 29; and for altering or deleting,
+    the topics taken out."""
 
     partitions: list[tuple[UUID, int]] = field(default_factory=list)
     groups: list[tuple[int, str]] = field(default_factory=list)
+    described: list[list[tuple[str, list[int]]] | None] = field(default_factory=list)
+    topics: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
 class Authorizer:
@@ -257,23 +271,45 @@ class Authorizer:
             denied = _Denied()
             kept_groups = []
             for i, g in enumerate(request.groups or ()):
-                if self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id):
-                    kept_groups.append(g)
-                else:
+                if not self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id):
                     denied.groups.append((i, g.group_id))
+                    continue
+                kept_groups.append(g)
+                if g.topics is None:
+                    denied.described.append(None)
+                    continue
+                kept_topics, refused = [], []
+                for t in g.topics:
+                    if self.allowed(conn, Op.DESCRIBE, ResourceType.TOPIC, t.topic_name):
+                        kept_topics.append(t)
+                    else:
+                        refused.append((t.topic_name, list(t.partitions or ())))
+                g.topics = kept_topics
+                denied.described.append(refused)
             request.groups = kept_groups
             return None, denied
         if key in (ALTER_SHARE_OFFSETS, DELETE_SHARE_OFFSETS):
             group = request.group_id or ""
-            if self.allowed(conn, _OFFSETS_GROUP_OP[key], ResourceType.GROUP, group):
-                return None, None
-            return messages.SHARE_RESPONSES[key](
-                version=version,
-                throttle_time_ms=0,
-                error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
-                error_message=f"not authorized to change the offsets of group {group}",
-                responses=[],
-            ), None
+            if not self.allowed(conn, _OFFSETS_GROUP_OP[key], ResourceType.GROUP, group):
+                return messages.SHARE_RESPONSES[key](
+                    version=version,
+                    throttle_time_ms=0,
+                    error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                    error_message=f"not authorized to change the offsets of group {group}",
+                    responses=[],
+                ), None
+            # READ on each topic, for altering and for deleting alike.
+            denied = _Denied()
+            kept = []
+            for t in request.topics or ():
+                if self.allowed(conn, Op.READ, ResourceType.TOPIC, t.topic_name):
+                    kept.append(t)
+                elif key == ALTER_SHARE_OFFSETS:
+                    denied.topics.append((t.topic_name, [p.partition_index for p in t.partitions]))
+                else:
+                    denied.topics.append((t.topic_name, []))
+            request.topics = kept
+            return None, denied
         return None, None
 
     def _forget_denied(self, conn: ClientConnection, request: Any, denied: _Denied) -> None:
@@ -307,6 +343,8 @@ class Authorizer:
         if key == SHARE_DESCRIBE:
             return self.filter_describe(conn, response)
         if key == DESCRIBE_SHARE_OFFSETS:
+            if denied is not None:
+                self._describe_offsets_topics(conn, denied, response)
             if denied is not None and denied.groups:
                 group_cls = type(response).DescribeShareGroupOffsetsResponseGroup
                 groups = list(response.groups)
@@ -321,6 +359,15 @@ class Authorizer:
                         ),
                     )
                 response.groups = groups
+            return response
+        if key in (ALTER_SHARE_OFFSETS, DELETE_SHARE_OFFSETS):
+            # Refused topics come first, as Kafka lists them; a group-level error (a group
+            # with members, say) stands alone.
+            if denied is not None and denied.topics and not response.error_code:
+                response.responses = [
+                    *(self._offsets_topic_refusal(key, response, t) for t in denied.topics),
+                    *response.responses,
+                ]
             return response
         if denied is None or not denied.partitions or response.error_code:
             return response
@@ -353,6 +400,67 @@ class Authorizer:
                 entries.append(part_cls(**fields))
             response.responses.append(topic_cls(topic_id=topic_id, partitions=entries))
         return response
+
+    def _describe_offsets_topics(
+        self, conn: ClientConnection, denied: _Denied, response: Any
+    ) -> None:
+        """DescribeShareGroupOffsets: a group asked for all its topics shows only those the
+        client may DESCRIBE; topics named and refused are answered after the others, with 29
+        per partition, no offset and no topic id."""
+        topic_cls = type(response).DescribeShareGroupOffsetsResponseGroup
+        topic_cls = topic_cls.DescribeShareGroupOffsetsResponseTopic
+        part_cls = topic_cls.DescribeShareGroupOffsetsResponsePartition
+        for group, refused in zip(response.groups, denied.described, strict=False):
+            if refused is None:
+                group.topics = [
+                    t
+                    for t in group.topics
+                    if self.allowed(conn, Op.DESCRIBE, ResourceType.TOPIC, t.topic_name)
+                ]
+            elif refused and not group.error_code:
+                group.topics = [
+                    *group.topics,
+                    *(
+                        topic_cls(
+                            topic_name=name,
+                            topic_id=None,
+                            partitions=[
+                                part_cls(
+                                    partition_index=p,
+                                    start_offset=-1,
+                                    leader_epoch=0,
+                                    lag=-1,
+                                    error_code=int(ErrorCode.TOPIC_AUTHORIZATION_FAILED),
+                                    error_message=f"not authorized to describe topic {name}",
+                                )
+                                for p in partitions
+                            ],
+                        )
+                        for name, partitions in refused
+                    ),
+                ]
+
+    def _offsets_topic_refusal(self, key: int, response: Any, topic: tuple[str, list[int]]) -> Any:
+        """One refused topic of AlterShareGroupOffsets (29 per partition, with the topic's id
+        when known) or DeleteShareGroupOffsets (29 for the topic)."""
+        name, partitions = topic
+        code = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+        message = f"not authorized to read topic {name}"
+        if key == DELETE_SHARE_OFFSETS:
+            return type(response).DeleteShareGroupOffsetsResponseTopic(
+                topic_name=name, topic_id=None, error_code=code, error_message=message
+            )
+        topic_cls = type(response).AlterShareGroupOffsetsResponseTopic
+        part_cls = topic_cls.AlterShareGroupOffsetsResponsePartition
+        info = self._cluster().topics.get(name)
+        return topic_cls(
+            topic_name=name,
+            topic_id=None if info is None else info.topic_id,
+            partitions=[
+                part_cls(partition_index=p, error_code=code, error_message=message)
+                for p in partitions
+            ],
+        )
 
     def _heartbeat(self, conn: ClientConnection, request: Any, version: int) -> Any:
         group = request.group_id or ""

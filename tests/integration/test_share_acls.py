@@ -21,7 +21,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 from confluent_kafka.cimpl import NewTopic
 
-from proxy import wire
+from proxy import messages, wire
 from proxy.sasl import Scram
 from sharegroup.brokers import Broker
 from sharegroup.conformance.client import (
@@ -336,3 +336,117 @@ def test_list_groups_and_describe_configs_are_filtered_by_acls(target: Secured, 
     codes = {r.resource_name: r.error_code for r in resp.results}
     assert codes == {hidden: 30, topic: 29, seen: 0}
     assert all(not r.configs for r in resp.results if r.error_code)
+
+
+ZERO_UUID = uuid.UUID(int=0)
+
+
+def _offsets_request(conn: Connection, key: int, build: Any) -> Any:
+    version = conn.version_for(key, 1 if key == 90 else 0)
+    return conn.request(build(version), version)
+
+
+def coordinator_ready(conn: Connection, group: str) -> None:
+    """Kafka creates its group coordinator's topic on the first FindCoordinator and answers
+    COORDINATOR_NOT_AVAILABLE (15) until it is loaded: ask until it answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            find_coordinator(conn, group)
+            return
+        except ClientError:
+            assert time.monotonic() < deadline, "no group coordinator"
+            time.sleep(0.2)
+
+
+def describe_offsets(conn: Connection, group: str, topics: list[str] | None) -> Any:
+    cls = messages.DescribeShareGroupOffsetsRequest
+    gcls = cls.DescribeShareGroupOffsetsRequestGroup
+    tcls = gcls.DescribeShareGroupOffsetsRequestTopic
+    named = None if topics is None else [tcls(topic_name=t, partitions=[0]) for t in topics]
+    resp = _offsets_request(
+        conn, 90, lambda v: cls(version=v, groups=[gcls(group_id=group, topics=named)])
+    )
+    (g,) = resp.groups
+    return g
+
+
+def alter_offsets(conn: Connection, group: str, topics: list[str]) -> Any:
+    cls = messages.AlterShareGroupOffsetsRequest
+    tcls = cls.AlterShareGroupOffsetsRequestTopic
+    pcls = tcls.AlterShareGroupOffsetsRequestPartition
+    body = [
+        tcls(topic_name=t, partitions=[pcls(partition_index=0, start_offset=0)]) for t in topics
+    ]
+    return _offsets_request(conn, 91, lambda v: cls(version=v, group_id=group, topics=body))
+
+
+def delete_offsets(conn: Connection, group: str, topics: list[str]) -> Any:
+    cls = messages.DeleteShareGroupOffsetsRequest
+    body = [cls.DeleteShareGroupOffsetsRequestTopic(topic_name=t) for t in topics]
+    return _offsets_request(conn, 92, lambda v: cls(version=v, group_id=group, topics=body))
+
+
+def test_share_offsets_apis_check_each_topic(target: Secured, pki: Pki) -> None:
+    """APIs 90-92 check the topics as well as the group: DESCRIBE to describe a topic's
+    offsets, READ to alter or delete them. Refused topics get TOPIC_AUTHORIZATION_FAILED
+    where they were named, and are left out where the client asked for all topics."""
+    readable, describable, hidden = (new_topic(target.broker) for _ in range(3))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    acl(target.broker, "User:bob", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:bob", ResourceType.GROUP, group, AclOperation.DELETE)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, readable, AclOperation.READ)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, describable, AclOperation.DESCRIBE)
+    target.settle()
+    all_three = [readable, describable, hidden]
+    with share_conn(target.bootstrap, pki, "admin") as conn:
+        # The group's share partitions start at 0 on all three topics (this creates the group).
+        coordinator_ready(conn, group)
+        deadline = time.monotonic() + 30
+        resp = alter_offsets(conn, group, all_three)
+        while resp.error_code in (14, 15, 16) and time.monotonic() < deadline:  # still loading
+            time.sleep(0.2)
+            resp = alter_offsets(conn, group, all_three)
+        assert resp.error_code == 0, resp.error_message
+        assert {t.topic_name: [p.error_code for p in t.partitions] for t in resp.responses} == {
+            t: [0] for t in all_three
+        }
+    with share_conn(target.bootstrap, pki, "bob") as conn:
+        described = describe_offsets(conn, group, all_three)
+        assert described.error_code == 0, described.error_message
+        outcomes = [
+            (
+                t.topic_name,
+                t.topic_id in (None, ZERO_UUID),
+                [(p.partition_index, p.start_offset, p.error_code) for p in t.partitions],
+            )
+            for t in described.topics
+        ]
+        # The authorized topics in the coordinator's order, then the refused one, with no
+        # offset and no topic id.
+        assert sorted(outcomes[:2]) == sorted(
+            [(readable, False, [(0, 0, 0)]), (describable, False, [(0, 0, 0)])]
+        )
+        assert outcomes[2:] == [(hidden, True, [(0, -1, 29)])]
+        every = describe_offsets(conn, group, None)
+        assert every.error_code == 0, every.error_message
+        assert sorted(t.topic_name for t in every.topics) == sorted([readable, describable])
+
+        altered = alter_offsets(conn, group, all_three)
+        assert altered.error_code == 0, altered.error_message
+        assert [
+            (t.topic_name, [(p.partition_index, p.error_code) for p in t.partitions])
+            for t in altered.responses
+        ] == [(describable, [(0, 29)]), (hidden, [(0, 29)]), (readable, [(0, 0)])]
+
+        deleted = delete_offsets(conn, group, all_three)
+        assert deleted.error_code == 0, deleted.error_message
+        assert [(t.topic_name, t.error_code) for t in deleted.responses] == [
+            (describable, 29),
+            (hidden, 29),
+            (readable, 0),
+        ]
+    with share_conn(target.bootstrap, pki, "admin") as conn:
+        # Only the readable topic's offsets were deleted.
+        remaining = describe_offsets(conn, group, None)
+        assert sorted(t.topic_name for t in remaining.topics) == sorted([describable, hidden])

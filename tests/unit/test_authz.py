@@ -15,7 +15,13 @@ ALLOWED, DENIED = uuid.uuid4(), uuid.uuid4()
 
 
 def authorizer(*acls: Acl) -> Authorizer:
-    cluster = SimpleNamespace(topic_names={ALLOWED: "allowed", DENIED: "denied"})
+    cluster = SimpleNamespace(
+        topic_names={ALLOWED: "allowed", DENIED: "denied"},
+        topics={
+            "allowed": SimpleNamespace(topic_id=ALLOWED),
+            "denied": SimpleNamespace(topic_id=DENIED),
+        },
+    )
     authz = Authorizer(lambda: cluster, AuthzConfig())  # type: ignore[arg-type, return-value]
     authz.table = AclTable(acls)
     return authz
@@ -239,3 +245,158 @@ def test_delete_groups_needs_delete_on_each_group_before_anything_is_deleted() -
     response = authz.admin.after(conn(), 42, refused, response)
     assert [(r.group_id, r.error_code) for r in response.results] == [("theirs", 30), ("mine", 0)]
     wire.encode_response(response, 1)
+
+
+def test_describe_share_group_offsets_answers_29_for_named_topics_without_describe() -> None:
+    authz = authorizer(
+        allow(ResourceType.GROUP, "g", Op.DESCRIBE),
+        allow(ResourceType.TOPIC, "seen", Op.DESCRIBE),
+    )
+    req_cls = messages.DescribeShareGroupOffsetsRequest
+    group_cls = req_cls.DescribeShareGroupOffsetsRequestGroup
+    topic_req = group_cls.DescribeShareGroupOffsetsRequestTopic
+    request = req_cls(
+        version=1,
+        groups=[
+            group_cls(
+                group_id="g",
+                topics=[topic_req(topic_name=n, partitions=[0, 1]) for n in ("hidden", "seen")],
+            ),
+            group_cls(group_id="g", topics=None),
+        ],
+    )
+    refusal, denied = authz.before(conn(), 90, request, 1)
+    assert refusal is None
+    assert [t.topic_name for t in request.groups[0].topics or ()] == ["seen"]
+    assert request.groups[1].topics is None
+    resp_cls = messages.DescribeShareGroupOffsetsResponse
+    group_resp = resp_cls.DescribeShareGroupOffsetsResponseGroup
+    topic_resp = group_resp.DescribeShareGroupOffsetsResponseTopic
+    part_resp = topic_resp.DescribeShareGroupOffsetsResponsePartition
+
+    def described(*names: str) -> Any:
+        return group_resp(
+            group_id="g",
+            error_code=0,
+            error_message=None,
+            topics=[
+                topic_resp(
+                    topic_name=n,
+                    topic_id=ALLOWED,
+                    partitions=[
+                        part_resp(
+                            partition_index=0,
+                            start_offset=7,
+                            leader_epoch=0,
+                            lag=0,
+                            error_code=0,
+                            error_message=None,
+                        )
+                    ],
+                )
+                for n in names
+            ],
+        )
+
+    response = resp_cls(
+        version=1, throttle_time_ms=0, groups=[described("seen"), described("hidden", "seen")]
+    )
+    response = authz.after(conn(), 90, denied, response)
+    wire.encode_response(response, 1)
+    named, every = response.groups
+    assert [
+        (t.topic_name, [(p.partition_index, p.start_offset, p.error_code) for p in t.partitions])
+        for t in named.topics
+    ] == [("seen", [(0, 7, 0)]), ("hidden", [(0, -1, 29), (1, -1, 29)])]
+    # Asked for all its topics: the one the client may not DESCRIBE is left out.
+    assert [t.topic_name for t in every.topics] == ["seen"]
+
+
+def test_altering_and_deleting_offsets_need_read_on_each_topic() -> None:
+    authz = authorizer(
+        allow(ResourceType.GROUP, "g", Op.READ),
+        allow(ResourceType.GROUP, "g", Op.DELETE),
+        allow(ResourceType.TOPIC, "allowed", Op.READ),
+        allow(ResourceType.TOPIC, "denied", Op.DESCRIBE),  # DESCRIBE is not enough
+    )
+    alter = messages.AlterShareGroupOffsetsRequest
+    alter_topic = alter.AlterShareGroupOffsetsRequestTopic
+    request = alter(
+        version=0,
+        group_id="g",
+        topics=[
+            alter_topic(
+                topic_name=n,
+                partitions=[
+                    alter_topic.AlterShareGroupOffsetsRequestPartition(
+                        partition_index=0, start_offset=0
+                    )
+                ],
+            )
+            for n in ("allowed", "denied")
+        ],
+    )
+    refusal, denied = authz.before(conn(), 91, request, 0)
+    assert refusal is None
+    assert [t.topic_name for t in request.topics] == ["allowed"]  # the handler never sees it
+    resp = messages.AlterShareGroupOffsetsResponse
+    topic_resp = resp.AlterShareGroupOffsetsResponseTopic
+    response = resp(
+        version=0,
+        throttle_time_ms=0,
+        error_code=0,
+        error_message=None,
+        responses=[
+            topic_resp(
+                topic_name="allowed",
+                topic_id=ALLOWED,
+                partitions=[
+                    topic_resp.AlterShareGroupOffsetsResponsePartition(
+                        partition_index=0, error_code=0, error_message=None
+                    )
+                ],
+            )
+        ],
+    )
+    response = authz.after(conn(), 91, denied, response)
+    wire.encode_response(response, 0)
+    assert [
+        (t.topic_name, [(p.partition_index, p.error_code) for p in t.partitions])
+        for t in response.responses
+    ] == [("denied", [(0, 29)]), ("allowed", [(0, 0)])]
+    assert response.responses[0].topic_id == DENIED  # the id of a topic that exists
+
+    delete = messages.DeleteShareGroupOffsetsRequest
+    delete_request = delete(
+        version=0,
+        group_id="g",
+        topics=[
+            delete.DeleteShareGroupOffsetsRequestTopic(topic_name=n) for n in ("allowed", "denied")
+        ],
+    )
+    refusal, denied = authz.before(conn(), 92, delete_request, 0)
+    assert refusal is None
+    assert [t.topic_name for t in delete_request.topics] == ["allowed"]
+    dresp = messages.DeleteShareGroupOffsetsResponse
+    delete_response = dresp(
+        version=0,
+        throttle_time_ms=0,
+        error_code=0,
+        error_message=None,
+        responses=[
+            dresp.DeleteShareGroupOffsetsResponseTopic(
+                topic_name="allowed", topic_id=ALLOWED, error_code=0, error_message=None
+            )
+        ],
+    )
+    delete_response = authz.after(conn(), 92, denied, delete_response)
+    wire.encode_response(delete_response, 0)
+    assert [(t.topic_name, t.error_code) for t in delete_response.responses] == [
+        ("denied", 29),
+        ("allowed", 0),
+    ]
+    # A group-level refusal by the handler stands alone, as in Kafka.
+    refused_whole = dresp(
+        version=0, throttle_time_ms=0, error_code=69, error_message="x", responses=[]
+    )
+    assert authz.after(conn(), 92, denied, refused_whole).responses == []
