@@ -5,8 +5,12 @@ its own connection, every ``sharegroup.acl.refresh.ms`` (default 5000) and at on
 CreateAcls or DeleteAcls passes through it, and evaluates them with ``proxy.acl`` for the
 principal the client authenticated as upstream (``proxy.client_auth``). DescribeAcls answered
 with SECURITY_DISABLED means the upstream has no authorizer: everything is allowed, as there.
-Until the first read succeeds, and whenever the proxy's principal may not read the ACLs,
-nothing is allowed.
+Until the first read succeeds, and while the ACLs cannot be read (the proxy's principal may not
+read them, the upstream is away), the proxy fails closed, but retriably: everything checked
+here is refused with COORDINATOR_LOAD_IN_PROGRESS (14), which Kafka's Java client and
+librdkafka retry (a heartbeat after a back-off, a ShareFetch at the next poll, an admin request
+until its timeout), instead of the authorization errors, which end a share consumer. Super
+users, whose rights come from the proxy's config and not from ACLs, are served as before.
 
 What is checked, as Kafka 4.x's KafkaApis does (its ``handleShare*`` and share-offsets handlers):
 
@@ -128,11 +132,21 @@ class _Denied:
     topics: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
+# While the upstream ACLs cannot be read: a retriable refusal (see the module text), and how
+# soon the proxy tries to read them again.
+ACLS_UNKNOWN = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+ACLS_UNKNOWN_MESSAGE = "the proxy cannot read the upstream ACLs at the moment; retry"
+RETRY_WHILE_FAILING_S = 1.0
+
+
 class Authorizer:
     def __init__(self, cluster: Callable[[], Cluster], config: AuthzConfig) -> None:
         self._cluster = cluster
         self.config = config
         self.table = AclTable([], config.super_users)  # nothing allowed until the first read
+        # Whether ``table`` holds the upstream's ACLs as last read; False before the first read
+        # and after a failed read of a cluster with an authorizer.
+        self.current = False
         self.loaded = trio.Event()
         self._wake = trio.Event()
         self.reads = 0
@@ -145,6 +159,7 @@ class Authorizer:
         if DESCRIBE_ACLS not in conn.api_versions:
             # A broker without ACL APIs has no authorizer either.
             self.table = AclTable(None)
+            self.current = True
             self.reads += 1
             self.loaded.set()
             return
@@ -191,6 +206,7 @@ class Authorizer:
                     acls, self.config.super_users, allow_if_no_acl=self.config.allow_if_no_acl
                 )
         self.table = table
+        self.current = True
         self.reads += 1
         self.loaded.set()
 
@@ -199,9 +215,10 @@ class Authorizer:
         self._wake.set()
 
     async def run(self) -> None:
-        failing = False
+        failing = not self.current
         while True:
-            with trio.move_on_after(self.config.refresh_s):
+            wait = min(self.config.refresh_s, RETRY_WHILE_FAILING_S) if failing else None
+            with trio.move_on_after(wait or self.config.refresh_s):
                 await self._wake.wait()
             self._wake = trio.Event()
             try:
@@ -218,8 +235,13 @@ class Authorizer:
                     continue
                 # Fail closed: stale ACLs could allow what a new DENY refuses.
                 if not failing:
-                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                    log.error(
+                        "cannot read the upstream ACLs, refusing share APIs (retriably) "
+                        "until they can be read: %s",
+                        e,
+                    )
                 failing = True
+                self.current = False
                 self.table = AclTable([], self.config.super_users)
                 continue
             if failing:
@@ -227,6 +249,11 @@ class Authorizer:
                 failing = False
 
     # ------------------------------------------------------------------ decisions
+    def unknown(self, conn: ClientConnection) -> bool:
+        """Whether this client's rights cannot be decided now: the ACLs are not current
+        (the client is not a super user, whose rights need no ACL)."""
+        return not self.current and conn.auth.principal not in self.config.super_users
+
     def allowed(self, conn: ClientConnection, op: Op, kind: ResourceType, name: str) -> bool:
         principal = conn.auth.principal
         if principal is None:
@@ -247,6 +274,10 @@ class Authorizer:
         """Check a share request before its handler: (the refusal to answer with, or None;
         what was taken out of ``request``, for ``after``). An unauthorized part of a
         ShareFetch/ShareAcknowledge is taken out of ``request``."""
+        if self.unknown(conn):
+            refusal = _unknown_answer(key, request, version)
+            if refusal is not None:
+                return refusal, None
         if key == SHARE_HEARTBEAT:
             return self._heartbeat(conn, request, version), None
         if key in (SHARE_FETCH, SHARE_ACKNOWLEDGE):
@@ -464,7 +495,8 @@ class Authorizer:
 
     def _heartbeat(self, conn: ClientConnection, request: Any, version: int) -> Any:
         group = request.group_id or ""
-        code, message = ErrorCode.NONE, None
+        code: ErrorCode = ErrorCode.NONE
+        message: str | None = None
         if not self.allowed(conn, Op.READ, ResourceType.GROUP, group):
             code = ErrorCode.GROUP_AUTHORIZATION_FAILED
             message = f"not authorized to read group {group}"
@@ -479,39 +511,20 @@ class Authorizer:
                 message = "not authorized to describe topics: " + ", ".join(refused)
         if code == ErrorCode.NONE:
             return None
-        return messages.ShareGroupHeartbeatResponse(
-            version=version,
-            throttle_time_ms=0,
-            error_code=int(code),
-            error_message=message,
-            member_id=None,
-            member_epoch=0,
-            heartbeat_interval_ms=0,
-            assignment=None,
-        )
+        return _heartbeat_error(version, code, message)
 
     def filter_describe(self, conn: ClientConnection, response: Any) -> Any:
-        """ShareGroupDescribe: groups the client may not DESCRIBE get error 30 and no detail."""
-        group_cls = messages.ShareGroupDescribeResponse.DescribedGroup
-        groups = []
-        for g in response.groups:
-            if self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id):
-                groups.append(g)
-            else:
-                groups.append(
-                    group_cls(
-                        error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
-                        error_message=None,
-                        group_id=g.group_id,
-                        group_state="",
-                        group_epoch=-1,
-                        assignment_epoch=-1,
-                        assignor_name="",
-                        members=[],
-                        authorized_operations=-2147483648,
-                    )
-                )
-        response.groups = groups
+        """ShareGroupDescribe: groups the client may not DESCRIBE get error 30 and no detail
+        (14 for all while the ACLs are unknown)."""
+        unknown = self.unknown(conn)
+        response.groups = [
+            _described_group_error(g.group_id, ACLS_UNKNOWN)
+            if unknown
+            else g
+            if self.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id)
+            else _described_group_error(g.group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED)
+            for g in response.groups
+        ]
         return response
 
 
@@ -523,14 +536,18 @@ class AdminChecks:
 
     def before(self, conn: ClientConnection, key: int, request: Any) -> list[tuple[int, Any, int]]:
         """Take the resources the client may not touch out of a config request: (index,
-        resource, error code) of each, for ``after``."""
+        resource, error code) of each, for ``after``. While the ACLs are unknown, every one is
+        taken out, with the retriable error."""
+        unknown = self.authz.unknown(conn)
         if key == DELETE_GROUPS:
             # DELETE on each group, checked before anything is deleted (upstream groups are
             # checked upstream as well, on the client's own connection).
             kept_names: list[str] = []
             refused_groups: list[tuple[int, Any, int]] = []
             for i, name in enumerate(request.groups_names):
-                if self.authz.allowed(conn, Op.DELETE, ResourceType.GROUP, name):
+                if unknown:
+                    refused_groups.append((i, name, int(ACLS_UNKNOWN)))
+                elif self.authz.allowed(conn, Op.DELETE, ResourceType.GROUP, name):
                     kept_names.append(name)
                 else:
                     refused_groups.append((i, name, int(ErrorCode.GROUP_AUTHORIZATION_FAILED)))
@@ -546,7 +563,9 @@ class AdminChecks:
                 res.resource_type, (ResourceType.CLUSTER, CLUSTER_AUTHORIZATION_FAILED)
             )
             name = CLUSTER_NAME if kind == ResourceType.CLUSTER else res.resource_name
-            if self.authz.allowed(conn, op, kind, name):
+            if unknown:
+                refused.append((i, res, int(ACLS_UNKNOWN)))
+            elif self.authz.allowed(conn, op, kind, name):
                 kept.append(res)
             else:
                 refused.append((i, res, int(code)))
@@ -556,8 +575,12 @@ class AdminChecks:
     def after(
         self, conn: ClientConnection, key: int, refused: list[tuple[int, Any, int]], response: Any
     ) -> Any:
+        unknown = self.authz.unknown(conn)
         if key == LIST_GROUPS:
-            if not self.authz.allowed(conn, Op.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
+            if unknown:
+                response.error_code = int(ACLS_UNKNOWN)
+                response.groups = []
+            elif not self.authz.allowed(conn, Op.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME):
                 response.groups = [
                     g
                     for g in response.groups
@@ -568,9 +591,12 @@ class AdminChecks:
             group_cls = type(response).DescribedGroup
             response.groups = [
                 g
-                if self.authz.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id)
+                if not unknown
+                and self.authz.allowed(conn, Op.DESCRIBE, ResourceType.GROUP, g.group_id)
                 else group_cls(
-                    error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                    error_code=int(
+                        ACLS_UNKNOWN if unknown else ErrorCode.GROUP_AUTHORIZATION_FAILED
+                    ),
                     error_message=None,
                     group_id=g.group_id,
                     group_state="",
@@ -599,7 +625,7 @@ class AdminChecks:
         for i, res, code in refused:
             fields: dict[str, Any] = {
                 "error_code": code,
-                "error_message": "not authorized",
+                "error_message": ACLS_UNKNOWN_MESSAGE if code == ACLS_UNKNOWN else "not authorized",
                 "resource_type": res.resource_type,
                 "resource_name": res.resource_name,
             }
@@ -624,3 +650,79 @@ def _fetch_like_error(key: int, version: int, code: ErrorCode, group: str) -> An
         responses=[],
         node_endpoints=[],
     )
+
+
+def _heartbeat_error(version: int, code: ErrorCode, message: str | None) -> Any:
+    return messages.ShareGroupHeartbeatResponse(
+        version=version,
+        throttle_time_ms=0,
+        error_code=int(code),
+        error_message=message,
+        member_id=None,
+        member_epoch=0,
+        heartbeat_interval_ms=0,
+        assignment=None,
+    )
+
+
+def _described_group_error(group_id: str, code: ErrorCode) -> Any:
+    return messages.ShareGroupDescribeResponse.DescribedGroup(
+        error_code=int(code),
+        error_message=ACLS_UNKNOWN_MESSAGE if code == ACLS_UNKNOWN else None,
+        group_id=group_id,
+        group_state="",
+        group_epoch=-1,
+        assignment_epoch=-1,
+        assignor_name="",
+        members=[],
+        authorized_operations=-2147483648,
+    )
+
+
+def _unknown_answer(key: int, request: Any, version: int) -> Any:
+    """The retriable refusal of a whole share request while the ACLs are unknown: nothing of
+    it is done (no record acquired, no acknowledgement applied, no offset changed)."""
+    code, message = ACLS_UNKNOWN, ACLS_UNKNOWN_MESSAGE
+    if key == SHARE_HEARTBEAT:
+        return _heartbeat_error(version, code, message)
+    if key in (SHARE_FETCH, SHARE_ACKNOWLEDGE):
+        cls = (
+            messages.ShareFetchResponse if key == SHARE_FETCH else messages.ShareAcknowledgeResponse
+        )
+        return cls(
+            version=version,
+            throttle_time_ms=0,
+            error_code=int(code),
+            error_message=message,
+            acquisition_lock_timeout_ms=0,
+            responses=[],
+            node_endpoints=[],
+        )
+    if key == SHARE_DESCRIBE:
+        return messages.ShareGroupDescribeResponse(
+            version=version,
+            throttle_time_ms=0,
+            groups=[_described_group_error(g, code) for g in request.group_ids or ()],
+        )
+    if key == DESCRIBE_SHARE_OFFSETS:
+        resp = messages.DescribeShareGroupOffsetsResponse
+        group_cls = resp.DescribeShareGroupOffsetsResponseGroup
+        return resp(
+            version=version,
+            throttle_time_ms=0,
+            groups=[
+                group_cls(
+                    group_id=g.group_id, topics=[], error_code=int(code), error_message=message
+                )
+                for g in request.groups or ()
+            ],
+        )
+    if key in (ALTER_SHARE_OFFSETS, DELETE_SHARE_OFFSETS):
+        return messages.SHARE_RESPONSES[key](
+            version=version,
+            throttle_time_ms=0,
+            error_code=int(code),
+            error_message=message,
+            responses=[],
+        )
+    return None  # not an API checked here

@@ -14,11 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin._acl import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+)
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from proxy import messages, wire
@@ -35,7 +45,7 @@ from sharegroup.conformance.client import (
 from sharegroup.pki import Pki
 from tests.conftest import SECURE_USERS
 from tests.harness import ProxyThread
-from tests.integration.test_sasl_passthrough import acls_read, proxy_configs
+from tests.integration.test_sasl_passthrough import acls_read, client, proxy_configs
 
 pytestmark = pytest.mark.integration
 
@@ -450,3 +460,107 @@ def test_share_offsets_apis_check_each_topic(target: Secured, pki: Pki) -> None:
         # Only the readable topic's offsets were deleted.
         remaining = describe_offsets(conn, group, None)
         assert sorted(t.topic_name for t in remaining.topics) == sorted([describable, hidden])
+
+
+def test_acls_that_cannot_be_read_pause_a_share_consumer_without_ending_it(
+    kafka39_sasl: Broker, pki: Pki
+) -> None:
+    """The proxy's principal loses DESCRIBE on the cluster, so the proxy cannot read the ACLs
+    (as when the upstream is away): alice's librdkafka share consumer gets no record while
+    they are unknown, sees no error, and goes on consuming once they can be read again. An
+    authorization error instead (30 on the heartbeat) would end it."""
+    broker = kafka39_sasl
+    user, password = f"proxy-{uuid.uuid4().hex[:8]}", "outage-secret"
+    admin = admin_of(broker)
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+    )
+    for f in admin.alter_user_scram_credentials([upsert]).values():
+        f.result(30)
+    state_topic = f"__sharegroup_state_{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(broker), f"g-{uuid.uuid4().hex[:8]}"
+    principal = f"User:{user}"
+    acl(
+        broker,
+        principal,
+        ResourceType.TOPIC,
+        state_topic,
+        AclOperation.CREATE,
+        AclOperation.DESCRIBE,
+        AclOperation.READ,
+        AclOperation.WRITE,
+        AclOperation.DESCRIBE_CONFIGS,
+    )
+    acl(broker, principal, ResourceType.TOPIC, topic, AclOperation.READ)
+    acl(
+        broker,
+        principal,
+        ResourceType.GROUP,
+        f"sharegroup-state-reader-{state_topic}",
+        AclOperation.READ,
+    )
+    read_acls_fields = (
+        ResourceType.BROKER,
+        "kafka-cluster",
+        ResourcePatternType.LITERAL,
+        principal,
+        "*",
+        AclOperation.DESCRIBE,
+        AclPermissionType.ALLOW,
+    )
+    read_acls = AclBinding(*read_acls_fields)
+    for f in admin.create_acls([read_acls]).values():
+        f.result(30)
+    acl(broker, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ, AclOperation.WRITE)
+    acl(broker, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    configs = {
+        **proxy_configs(pki),
+        "upstream.sasl.username": user,
+        "upstream.sasl.password": password,
+        "sharegroup.state.topic": state_topic,
+        "sharegroup.acl.refresh.ms": str(ACL_REFRESH_MS),
+    }
+    with ProxyThread(broker.bootstrap, configs, listen_protocol="SASL_SSL") as proxied:
+        proxy = proxied.proxy
+        assert proxy is not None and proxy.authz is not None
+        authz = proxy.authz
+        acls_read(proxied)
+        target = Secured("proxy", proxied.bootstrap, broker, proxied)
+        earliest(target, pki, group)
+        alice = client(proxied.bootstrap, pki, "alice")
+        produce(broker, topic, 3)
+        consumer = ShareConsumer({**alice, "group.id": group})
+        consumer.subscribe([topic])
+        got: list[bytes] = []
+
+        def consume(until: int, timeout_s: float) -> None:
+            deadline = time.monotonic() + timeout_s
+            while len(got) < until and time.monotonic() < deadline:
+                for m in consumer.poll(0.5):
+                    assert m.error() is None, m.error()
+                    value = m.value()
+                    assert value is not None
+                    got.append(value)
+
+        try:
+            consume(3, 60)
+            assert len(got) == 3
+            # The proxy's principal may no longer read the ACLs.
+            for f in admin.delete_acls([AclBindingFilter(*read_acls_fields)]).values():
+                f.result(30)
+            deadline = time.monotonic() + 30
+            while proxied.call(lambda: authz.current):
+                assert time.monotonic() < deadline, "the proxy still takes its ACLs as current"
+                time.sleep(0.05)
+            produce(broker, topic, 3)
+            # Several heartbeats (1 s apart) and fetches are refused meanwhile: no record, no
+            # error surfaces.
+            consume(4, 4)
+            assert len(got) == 3, "a record was served while the ACLs were unknown"
+            assert proxied.call(lambda: authz.current) is False
+            for f in admin.create_acls([read_acls]).values():
+                f.result(30)
+            consume(6, 60)
+            assert sorted(got) == sorted([b"0", b"1", b"2"] * 2)
+        finally:
+            consumer.close()

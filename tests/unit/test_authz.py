@@ -7,9 +7,13 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import trio
+import trio.testing
+
 from proxy import messages, wire
 from proxy.acl import Acl, AclTable, Op, PatternType, Permission, ResourceType
 from proxy.authz import Authorizer, AuthzConfig
+from proxy.upstream import UpstreamError
 
 ALLOWED, DENIED = uuid.uuid4(), uuid.uuid4()
 
@@ -24,6 +28,7 @@ def authorizer(*acls: Acl) -> Authorizer:
     )
     authz = Authorizer(lambda: cluster, AuthzConfig())  # type: ignore[arg-type, return-value]
     authz.table = AclTable(acls)
+    authz.current = True
     return authz
 
 
@@ -400,3 +405,117 @@ def test_altering_and_deleting_offsets_need_read_on_each_topic() -> None:
         version=0, throttle_time_ms=0, error_code=69, error_message="x", responses=[]
     )
     assert authz.after(conn(), 92, denied, refused_whole).responses == []
+
+
+class FlakyAclReader:
+    """The proxy's upstream connection as the authorizer sees it: DescribeAcls answers with
+    ``acls``, or fails (the upstream away) while ``failing``."""
+
+    def __init__(self, *acls: Acl) -> None:
+        self.api_versions = {29: (0, 3)}
+        self.acls = acls
+        self.failing = False
+        self.topic_names = {ALLOWED: "allowed", DENIED: "denied"}
+        self.topics: dict[str, Any] = {}
+
+    async def connection(self) -> FlakyAclReader:
+        if self.failing:
+            raise UpstreamError("connection to 127.0.0.1:9092 lost")
+        return self
+
+    def version_for(self, key: int, want: int) -> int:
+        return want
+
+    async def request(self, request: Any, version: int) -> Any:
+        return SimpleNamespace(
+            error_code=0,
+            error_message=None,
+            resources=[
+                SimpleNamespace(
+                    resource_type=int(a.resource_type),
+                    resource_name=a.name,
+                    pattern_type=int(a.pattern),
+                    acls=[
+                        SimpleNamespace(
+                            principal=a.principal,
+                            host=a.host,
+                            operation=int(a.operation),
+                            permission_type=int(a.permission),
+                        )
+                    ],
+                )
+                for a in self.acls
+            ],
+        )
+
+
+async def test_acls_that_cannot_be_read_refuse_retriably_and_never_serve(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A secured upstream whose ACLs cannot be read: every share API is refused with
+    COORDINATOR_LOAD_IN_PROGRESS (14), which clients retry, not with 29/30, which end a share
+    consumer; nothing reaches the handler; a super user is still served; and the first read
+    that succeeds again restores the ACLs."""
+    reader = FlakyAclReader(
+        allow(ResourceType.GROUP, "g", Op.READ), allow(ResourceType.TOPIC, "allowed", Op.READ)
+    )
+    config = AuthzConfig(super_users=frozenset({"User:admin"}), refresh_s=5.0)
+    authz = Authorizer(lambda: reader, config)  # type: ignore[arg-type, return-value]
+    alice = conn()
+    admin: Any = SimpleNamespace(
+        auth=SimpleNamespace(principal="User:admin"), peer_host="127.0.0.1", share_sessions={}
+    )
+    heartbeat = messages.ShareGroupHeartbeatRequest(
+        version=1,
+        group_id="g",
+        member_id="m",
+        member_epoch=0,
+        rack_id=None,
+        subscribed_topic_names=["allowed"],
+    )
+
+    # Before the first read: refused, retriably.
+    refusal, _ = authz.before(alice, 78, fetch_request(0, ALLOWED), 1)
+    assert refusal is not None and refusal.error_code == 14
+    async with trio.open_nursery() as nursery:
+        await authz.refresh()
+        nursery.start_soon(authz.run)
+        request = fetch_request(0, ALLOWED)
+        assert authz.before(alice, 78, request, 1)[0] is None
+        assert [t.topic_id for t in request.topics] == [ALLOWED]
+
+        reader.failing = True  # the upstream goes away
+        await trio.sleep(config.refresh_s + 0.1)
+        for key, req in ((78, fetch_request(1, ALLOWED)), (76, heartbeat)):
+            refusal, _ = authz.before(alice, key, req, 1)
+            assert refusal is not None and refusal.error_code == 14, key
+            wire.encode_response(refusal, 1)
+        refusal, _ = authz.before(alice, 78, fetch_request(1, ALLOWED), 1)
+        assert refusal.responses == []  # no partition, so no record
+        ack = messages.ShareAcknowledgeRequest(
+            version=1, group_id="g", member_id="m", share_session_epoch=1, topics=[]
+        )
+        assert authz.before(alice, 79, ack, 1)[0].error_code == 14
+        alter = messages.AlterShareGroupOffsetsRequest(version=0, group_id="g", topics=[])
+        assert authz.before(alice, 91, alter, 0)[0].error_code == 14
+        list_groups = wire.response_class(16)(
+            version=4,
+            throttle_time_ms=0,
+            error_code=0,
+            groups=[
+                wire.response_class(16).ListedGroup(
+                    group_id="g", protocol_type="share", group_state="Empty"
+                )
+            ],
+        )
+        listed = authz.admin.after(alice, 16, [], list_groups)
+        assert (listed.error_code, listed.groups) == (14, [])
+        # A super user's rights need no ACL.
+        assert authz.before(admin, 78, fetch_request(0, ALLOWED), 1)[0] is None
+
+        reader.failing = False  # back: within the retry interval, not a whole refresh period
+        await trio.sleep(1.1)
+        assert authz.before(alice, 78, fetch_request(0, ALLOWED), 1)[0] is None
+        refusal, _ = authz.before(alice, 76, heartbeat, 1)
+        assert refusal is None
+        nursery.cancel_scope.cancel()
