@@ -19,7 +19,9 @@ What is checked, as Kafka 4.x's KafkaApis does (its ``handleShare*`` and share-o
 * ShareFetch, ShareAcknowledge: READ on the group (else GROUP_AUTHORIZATION_FAILED for the
   request); READ on each topic, per partition: an unauthorized partition is taken out of the
   request before the handler sees it (no record is acquired from it and no acknowledgement
-  applied) and answered with TOPIC_AUTHORIZATION_FAILED;
+  applied) and answered with TOPIC_AUTHORIZATION_FAILED; a share-session partition whose
+  topic lacks READ is answered so on every ShareFetch, kept out of the handler's session
+  meanwhile (``_SessionView``);
 * ShareGroupDescribe: DESCRIBE on each group (else that group's GROUP_AUTHORIZATION_FAILED);
 * DescribeShareGroupOffsets: DESCRIBE on each group (else that group's 30), and DESCRIBE on
   each topic: a topic named in the request and refused is answered with 29 per partition
@@ -130,6 +132,22 @@ class _Denied:
     groups: list[tuple[int, str]] = field(default_factory=list)
     described: list[list[tuple[str, list[int]]] | None] = field(default_factory=list)
     topics: list[tuple[str, list[int]]] = field(default_factory=list)
+    # Refused partitions whose acknowledgements were not applied (ShareFetch: their
+    # acknowledge error is 29 too), and the share-session view to restore should the handler
+    # refuse the whole fetch (it then changed no session).
+    acked: set[tuple[UUID, int]] = field(default_factory=set)
+    restore: tuple[tuple[Any, Any], _SessionView | None] | None = None
+
+
+@dataclass
+class _SessionView:
+    """A member's share session on this connection as its client sees it (``held``), and
+    the partitions of it kept out of the handler's session because the client may not READ
+    their topic (``withheld``): they are answered with 29 on every fetch, as Kafka answers
+    them, and go back into the handler's session once READ is allowed again."""
+
+    held: set[tuple[UUID, int]] = field(default_factory=set)
+    withheld: set[tuple[UUID, int]] = field(default_factory=set)
 
 
 # While the upstream ACLs cannot be read: a retriable refusal (see the module text), and how
@@ -287,16 +305,20 @@ class Authorizer:
                 return _fetch_like_error(key, version, code, group), None
             denied = _Denied()
             kept = []
+            requested = {
+                (t.topic_id, p.partition_index) for t in request.topics for p in t.partitions
+            }
             for topic in request.topics:
                 if self._topic_allowed(conn, Op.READ, topic.topic_id):
                     kept.append(topic)
-                else:
-                    denied.partitions += [
-                        (topic.topic_id, p.partition_index) for p in topic.partitions
-                    ]
+                    continue
+                for p in topic.partitions:
+                    denied.partitions.append((topic.topic_id, p.partition_index))
+                    if p.acknowledgement_batches:
+                        denied.acked.add((topic.topic_id, p.partition_index))
             request.topics = kept
             if key == SHARE_FETCH:
-                self._forget_denied(conn, request, denied)
+                self._share_session(conn, request, requested, denied)
             return None, denied
         if key == DESCRIBE_SHARE_OFFSETS:
             denied = _Denied()
@@ -343,30 +365,71 @@ class Authorizer:
             return None, denied
         return None, None
 
-    def _forget_denied(self, conn: ClientConnection, request: Any, denied: _Denied) -> None:
-        """Partitions of this member's share session that have lost READ since they were
-        added: forgotten before the handler fetches, so nothing more is acquired from them."""
-        sessions = conn.share_sessions
+    def _share_session(
+        self,
+        conn: ClientConnection,
+        request: Any,
+        requested: set[tuple[UUID, int]],
+        denied: _Denied,
+    ) -> None:
+        """Keep the partitions of this member's share session whose topic the client may not
+        READ out of the handler's session (forgotten there when they lose READ, added back
+        when they regain it), and answer every one of them with 29 on each fetch, as Kafka
+        keeps them in the session and answers them."""
+        sessions: dict[tuple[Any, Any], _SessionView] = conn.share_sessions
         key = (request.group_id, request.member_id)
-        if request.share_session_epoch in (0, -1):
+        epoch = request.share_session_epoch
+        old = sessions.get(key)
+        denied.restore = (
+            key,
+            None if old is None else _SessionView(set(old.held), set(old.withheld)),
+        )
+        if epoch in (0, -1):
             sessions.pop(key, None)
-        held = sessions.setdefault(key, set())
-        for topic in request.forgotten_topics_data:
-            held.difference_update((topic.topic_id, p) for p in topic.partitions)
-        held.update((t.topic_id, p.partition_index) for t in request.topics for p in t.partitions)
-        lost = [tp for tp in held if not self._topic_allowed(conn, Op.READ, tp[0])]
-        if not lost:
-            return
-        forgotten_cls = messages.ShareFetchRequest.ForgottenTopic
-        by_topic: dict[UUID, list[int]] = {}
-        for topic_id, partition in lost:
-            by_topic.setdefault(topic_id, []).append(partition)
-            held.discard((topic_id, partition))
-        request.forgotten_topics_data = [
-            *request.forgotten_topics_data,
-            *(forgotten_cls(topic_id=t, partitions=ps) for t, ps in by_topic.items()),
-        ]
-        denied.partitions += lost
+            if epoch == -1:
+                return  # closing: nothing more is fetched
+        view = sessions.setdefault(key, _SessionView())
+        forgotten = {(t.topic_id, p) for t in request.forgotten_topics_data for p in t.partitions}
+        # As Kafka's share session: the request's partitions are added, then the forgotten
+        # ones removed.
+        view.held |= requested
+        view.held -= forgotten
+        view.withheld -= forgotten
+        refused = {tp for tp in view.held if not self._topic_allowed(conn, Op.READ, tp[0])}
+        # Forgetting a partition the handler's session lacks (one stripped from this
+        # request's additions) changes nothing there.
+        lost = refused - view.withheld
+        regained = view.withheld - refused - requested
+        view.withheld = refused
+        if lost:
+            forgotten_cls = messages.ShareFetchRequest.ForgottenTopic
+            request.forgotten_topics_data = [
+                *request.forgotten_topics_data,
+                *(
+                    forgotten_cls(topic_id=t, partitions=ps)
+                    for t, ps in _by_topic(sorted(lost, key=_tp_order)).items()
+                ),
+            ]
+        if regained:
+            topic_cls = messages.ShareFetchRequest.FetchTopic
+            part_cls = topic_cls.FetchPartition
+            request.topics = [
+                *request.topics,
+                *(
+                    topic_cls(
+                        topic_id=t,
+                        partitions=[
+                            part_cls(partition_index=p, acknowledgement_batches=[]) for p in ps
+                        ],
+                    )
+                    for t, ps in _by_topic(sorted(regained, key=_tp_order)).items()
+                ),
+            ]
+        listed = set(denied.partitions)
+        denied.partitions += sorted(refused - listed, key=_tp_order)
+        if refused and not view.held - refused:
+            # Nothing the client may read: answered at once, as Kafka does.
+            request.max_wait_ms = 0
 
     def after(self, conn: ClientConnection, key: int, denied: _Denied | None, response: Any) -> Any:
         """Add the partitions taken out by ``before`` to the answer, with error 29; filter a
@@ -400,6 +463,12 @@ class Authorizer:
                     *response.responses,
                 ]
             return response
+        if denied is not None and denied.restore is not None and response.error_code:
+            session_key, view = denied.restore
+            if view is None:
+                conn.share_sessions.pop(session_key, None)
+            else:
+                conn.share_sessions[session_key] = view
         if denied is None or not denied.partitions or response.error_code:
             return response
         topic_cls: Any = (
@@ -422,9 +491,14 @@ class Authorizer:
                     "current_leader": part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
                 }
                 if key == SHARE_FETCH:
+                    acked = (topic_id, partition) in denied.acked
                     fields |= {
-                        "acknowledge_error_code": 0,
-                        "acknowledge_error_message": None,
+                        "acknowledge_error_code": int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                        if acked
+                        else 0,
+                        "acknowledge_error_message": "not authorized to read the topic"
+                        if acked
+                        else None,
                         "records": b"",
                         "acquired_records": [],
                     }
@@ -726,3 +800,14 @@ def _unknown_answer(key: int, request: Any, version: int) -> Any:
             responses=[],
         )
     return None  # not an API checked here
+
+
+def _tp_order(tp: tuple[UUID, int]) -> tuple[str, int]:
+    return (str(tp[0]), tp[1])
+
+
+def _by_topic(partitions: list[tuple[UUID, int]]) -> dict[UUID, list[int]]:
+    out: dict[UUID, list[int]] = {}
+    for topic_id, partition in partitions:
+        out.setdefault(topic_id, []).append(partition)
+    return out

@@ -292,8 +292,33 @@ def test_deny_added_upstream_takes_effect_within_the_refresh_bound(
                 assert acquired(part) == 0 and not part.records
         assert refused_after is not None, "the DENY never took effect"
         assert refused_after < ACL_REFRESH_MS / 1000 + 2.0  # the documented bound, plus slack
+        # Every fetch answers the partition with 29 while the DENY stands, as Kafka does (the
+        # partition stays in the share session).
         for _ in range(3):
-            assert acquired(alice.fetch()[1]) == 0
+            code, part = alice.fetch()
+            assert code == 0
+            assert part is not None and part.error_code == 29
+            assert acquired(part) == 0 and not part.records
+        # The DENY goes: the same share session fetches the records produced meanwhile.
+        admin = admin_of(target.broker)
+        deny = AclBindingFilter(
+            ResourceType.TOPIC,
+            topic,
+            ResourcePatternType.LITERAL,
+            "User:alice",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.DENY,
+        )
+        for f in admin.delete_acls([deny]).values():
+            f.result(30)
+        target.settle()
+        got, deadline = 0, time.monotonic() + 30
+        while got < 3 and time.monotonic() < deadline:
+            code, part = alice.fetch()
+            assert code == 0 and (part is None or part.error_code in (0, 29))
+            got += acquired(part)
+        assert got == 3
 
 
 def test_list_groups_and_describe_configs_are_filtered_by_acls(target: Secured, pki: Pki) -> None:

@@ -104,22 +104,80 @@ def test_without_group_read_the_whole_fetch_is_refused() -> None:
     wire.encode_response(refusal, 1)
 
 
-def test_a_session_partition_that_lost_read_is_forgotten_before_the_fetch() -> None:
+def test_a_session_partition_without_read_gets_29_on_every_fetch_and_returns_with_read() -> None:
+    """As Kafka: a partition whose topic loses READ stays in the client's share session and
+    is answered with 29 on each fetch; the handler's session no longer has it (so nothing is
+    acquired from it) until READ is back, when it is fetched again."""
     group_read = allow(ResourceType.GROUP, "g", Op.READ)
-    authz = authorizer(
-        group_read,
-        allow(ResourceType.TOPIC, "allowed", Op.READ),
-        allow(ResourceType.TOPIC, "denied", Op.READ),
+    both = AclTable(
+        [
+            group_read,
+            allow(ResourceType.TOPIC, "allowed", Op.READ),
+            allow(ResourceType.TOPIC, "denied", Op.READ),
+        ]
     )
+    only_allowed = AclTable([group_read, allow(ResourceType.TOPIC, "allowed", Op.READ)])
+    authz = authorizer()
+    authz.table = both
     c = conn()
     authz.before(c, 78, fetch_request(0, ALLOWED, DENIED), 1)
-    authz.table = AclTable([group_read, allow(ResourceType.TOPIC, "allowed", Op.READ)])
-    request = fetch_request(1)  # incremental: the session holds both
+    authz.table = only_allowed
+    for epoch in (1, 2, 3):  # incremental: the session holds both
+        request = fetch_request(epoch)
+        request.max_wait_ms = 500
+        refusal, denied = authz.before(c, 78, request, 1)
+        assert refusal is None
+        forgotten = [(t.topic_id, t.partitions) for t in request.forgotten_topics_data]
+        # Forgotten from the handler's session once, when READ is lost.
+        assert forgotten == ([(DENIED, [0])] if epoch == 1 else [])
+        assert request.topics == []
+        assert request.max_wait_ms == 500  # the allowed partition is still waited for
+        response = authz.after(c, 78, denied, empty_fetch_response())
+        assert [(t.topic_id, t.partitions[0].error_code) for t in response.responses] == [
+            (DENIED, 29)
+        ]
+    authz.table = both
+    request = fetch_request(4)
     refusal, denied = authz.before(c, 78, request, 1)
-    assert refusal is None
-    assert [(t.topic_id, t.partitions) for t in request.forgotten_topics_data] == [(DENIED, [0])]
+    assert [(t.topic_id, [p.partition_index for p in t.partitions]) for t in request.topics] == [
+        (DENIED, [0])
+    ]  # added back to the handler's session
     response = authz.after(c, 78, denied, empty_fetch_response())
-    assert [(t.topic_id, t.partitions[0].error_code) for t in response.responses] == [(DENIED, 29)]
+    assert response.responses == []
+
+
+def test_only_refused_partitions_are_answered_at_once_and_their_acks_get_29() -> None:
+    authz = authorizer(allow(ResourceType.GROUP, "g", Op.READ))
+    c = conn()
+    authz.before(c, 78, fetch_request(0, DENIED), 1)
+    request = fetch_request(1, DENIED)
+    request.max_wait_ms = 500
+    ack_cls = messages.ShareFetchRequest.FetchTopic.FetchPartition.AcknowledgementBatch
+    request.topics[0].partitions[0].acknowledgement_batches = [
+        ack_cls(first_offset=0, last_offset=0, acknowledge_types=[1])
+    ]
+    refusal, denied = authz.before(c, 78, request, 1)
+    assert refusal is None and request.topics == []  # the acknowledgement is not applied
+    assert request.max_wait_ms == 0  # nothing to wait for, as Kafka answers
+    response = authz.after(c, 78, denied, empty_fetch_response())
+    wire.encode_response(response, 1)
+    ((part,),) = [t.partitions for t in response.responses]
+    assert (part.error_code, part.acknowledge_error_code) == (29, 29)
+
+
+def test_a_fetch_the_handler_refuses_leaves_the_session_view_unchanged() -> None:
+    authz = authorizer(
+        allow(ResourceType.GROUP, "g", Op.READ), allow(ResourceType.TOPIC, "allowed", Op.READ)
+    )
+    c = conn()
+    authz.before(c, 78, fetch_request(0, ALLOWED), 1)
+    before = {k: (set(v.held), set(v.withheld)) for k, v in c.share_sessions.items()}
+    request = fetch_request(7, DENIED)  # a wrong epoch: the handler changes no session
+    _, denied = authz.before(c, 78, request, 1)
+    refused = empty_fetch_response()
+    refused.error_code = 71  # INVALID_SHARE_SESSION_EPOCH
+    authz.after(c, 78, denied, refused)
+    assert {k: (v.held, v.withheld) for k, v in c.share_sessions.items()} == before
 
 
 def test_heartbeat_needs_group_read_and_topic_describe() -> None:
