@@ -74,7 +74,7 @@ class FleetService:
         self.view = FleetView(self.identity, lambda: set(self.membership.owned))
         self.follower = StateFollower(store)
         self._refresh_now = trio.Event()
-        service.fleet_mode = True
+        service.persistence.fleet_mode = True
         service.durable_start_offsets = self.follower.start_offsets
         proxy.router = self
         proxy.after_ready.append(self.run)
@@ -105,7 +105,7 @@ class FleetService:
 
     async def claim(self, partitions: list[int]) -> Replay:
         replay = await self.store.claim(partitions)
-        await self.service.restore(replay, partitions)
+        await self.service.persistence.restore(replay, partitions)
         return replay
 
     async def release(self, partitions: list[int], *, wait_s: float) -> None:

@@ -237,13 +237,10 @@ class Proxy:
         return table
 
     def _upstream_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
-        conn = self.cluster._connections.get(node_id) or self.cluster._bootstrap_conn
-        if conn is None or not conn.api_versions:
-            for c in self.cluster._connections.values():
-                if c.api_versions:
-                    return c.api_versions
+        versions = self.cluster.api_versions(node_id)
+        if versions is None:
             raise UpstreamError("no upstream API versions known yet")
-        return conn.api_versions
+        return versions
 
     async def prepare_node(self, node_id: int) -> None:
         """Make sure the upstream versions of ``node_id`` are known (connects if needed)."""

@@ -74,7 +74,7 @@ class ShareOffsets:
         elsewhere = [
             f"{name}-{p}"
             for name, p in touched
-            if not service._leads((req.group_id, topics[name].topic_id, p))
+            if not service.leads((req.group_id, topics[name].topic_id, p))
         ]
         if elsewhere:
             return ErrorCode.INVALID_REQUEST, (
