@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from proxy.state_partitions import PartitionedStateStore
-from proxy.state_store import _header_writer
+from proxy.state_store import header_writer
 from sharegroup.persist.records import PartitionKey, RecordError, decode
 from sharegroup.persist.recovery import Replay
 
@@ -391,7 +391,7 @@ class StateFollower:
                         if key is None:
                             continue
                         replay = self.replays.setdefault(m.partition() or 0, Replay())
-                        writer = _header_writer(m.headers() or ())
+                        writer = header_writer(m.headers() or ())
                         try:
                             replay.apply_logged(decode(key, m.value()), writer and writer[0])
                         except RecordError as e:

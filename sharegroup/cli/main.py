@@ -22,6 +22,7 @@ from sharegroup import __version__
 from sharegroup.brokers import start_tansu
 from sharegroup.cli.conformance import add_conformance_command
 from sharegroup.cli.dlq import add_dlq_command
+from sharegroup.cli.fleet import add_fleet_command
 from sharegroup.cli.offsets import add_offsets_command
 from sharegroup.cli.properties import read_properties
 from sharegroup.cli.scenario import add_scenario_commands
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_command(sub)
 
     add_dlq_command(sub)
+
+    add_fleet_command(sub)
 
     add_scenario_commands(sub)
 

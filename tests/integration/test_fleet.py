@@ -35,6 +35,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describe_fleet
 from sharegroup.brokers import Broker
+from sharegroup.cli import fleet as fleet_cli
 from sharegroup.cli.offsets import OffsetsError, describe_offsets
 from sharegroup.persist.partitioning import state_partition_for_share
 from sharegroup.proxy_process import ProxyProcess
@@ -269,7 +270,7 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
     topic, group = f"fleet-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     partitions, records = 6, 3000
     create_topic(kafka39.bootstrap, topic, partitions)
-    with fleet(kafka39, 3) as (procs, _state_topic):
+    with fleet(kafka39, 3) as (procs, state_topic):
         # Metadata through any instance names leaders on several instances, the same ones.
         by_instance = converged_leaders(procs, topic)
         owners = {node // NODE_ID_STRIDE for node in by_instance.values()}
@@ -283,6 +284,19 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
         finally:
             for w in workers:
                 w.join()
+        # sharegroup fleet describe: every instance at its address, and each share partition
+        # of the group under the instance whose state partitions hold it.
+        rows = fleet_cli.describe(kafka39.bootstrap, state_topic, None)
+        assert sorted((r[0], r[1]) for r in rows) == [
+            (str(i), p.bootstrap) for i, p in enumerate(procs)
+        ], rows
+        shown = sorted(sp for r in rows for sp in r[3].split() if sp != "-")
+        assert shown == sorted(f"{group}/{topic}-{p}" for p in range(partitions)), rows
+        tid = topic_id(kafka39.bootstrap, topic)
+        for instance_id, _address, states, held in rows:
+            for sp in held.split():
+                p = int(sp.rsplit("-", 1)[1])
+                assert str(state_partition(tid, p)) in states.split(","), (instance_id, rows)
     confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
     assert len(confirmed) == records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
