@@ -33,10 +33,11 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from proxy import messages
 from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describe_fleet
 from sharegroup.brokers import Broker
 from sharegroup.cli import fleet as fleet_cli
-from sharegroup.cli.offsets import OffsetsError, describe_offsets
+from sharegroup.cli.offsets import OffsetsError, WireClient, describe_offsets
 from sharegroup.persist.partitioning import state_partition_for_share
 from sharegroup.proxy_process import ProxyProcess
 from tests.integration.test_share_consumers import produce
@@ -284,6 +285,7 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
         finally:
             for w in workers:
                 w.join()
+        refusals = [not_owner_answers(p.bootstrap, group, topic, partitions) for p in procs]
         # sharegroup fleet describe: every instance at its address, and each share partition
         # of the group under the instance whose state partitions hold it.
         rows = fleet_cli.describe(kafka39.bootstrap, state_topic, None)
@@ -302,6 +304,56 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     # Each consumer got records: the group's work was shared through the fleet.
     assert all(w.confirmed for w in workers), [len(w.confirmed) for w in workers]
+    # Asked directly, one instance coordinates the group (the others: NOT_COORDINATOR), and
+    # each share partition is served by one instance (the others: NOT_LEADER_OR_FOLLOWER).
+    assert sorted(code for code, _ in refusals) == [0, 16, 16], refusals
+    for p in range(partitions):
+        assert sorted(led[p] for _, led in refusals) == [0, 6, 6], (p, refusals)
+
+
+def not_owner_answers(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> tuple[int, dict[int, int]]:
+    """What one instance answers itself: the error of a ShareGroupDescribe of ``group``, and
+    per partition the error of a ShareFetch (a new share session) of the group's share
+    partitions."""
+    tid = topic_id(bootstrap, topic)
+    with WireClient(bootstrap) as client:
+        described = client.request(
+            messages.ShareGroupDescribeRequest(
+                group_ids=[group], include_authorized_operations=False
+            ),
+            1,
+        )
+        req = messages.ShareFetchRequest
+        fetched = client.request(
+            req(
+                group_id=group,
+                member_id=uuid.uuid4().hex[:22],
+                share_session_epoch=0,
+                max_wait_ms=0,
+                min_bytes=0,
+                max_bytes=1,
+                max_records=1,
+                batch_size=1,
+                topics=[
+                    req.FetchTopic(
+                        topic_id=tid,
+                        partitions=[
+                            req.FetchTopic.FetchPartition(
+                                partition_index=p, acknowledgement_batches=[]
+                            )
+                            for p in range(partitions)
+                        ],
+                    )
+                ],
+                forgotten_topics_data=[],
+            ),
+            1,
+        )
+    (g,) = described.groups
+    codes = {p.partition_index: p.error_code for t in fetched.responses for p in t.partitions}
+    return g.error_code, codes
 
 
 def check_history(workers: list[Worker]) -> tuple[int, int]:
