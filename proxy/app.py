@@ -152,6 +152,7 @@ def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareSer
         {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
     service = ShareService(proxy, broker_config, store)
+    proxy.share_version = broker_config.share_version
     service.dlq = DlqWriter(
         ",".join(f"{h}:{p}" for h, p in proxy.config.bootstrap),
         prefix=broker_config.dlq_topic_name_prefix,

@@ -17,7 +17,8 @@ must exist (or be created, with ``errors.deadletterqueue.auto.create.topics.enab
 marked as a DLQ topic. A topic is marked when its topic config
 ``errors.deadletterqueue.group.enable`` is ``true`` (Kafka 4.4, Tansu) or, on clusters that
 refuse unknown topic configs (Kafka before 4.4), when the proxy config
-``sharegroup.errors.deadletterqueue.topics`` lists it (docs/dlq.md).
+``sharegroup.errors.deadletterqueue.topics`` lists it, by name or by a name prefix ending in
+``*`` (docs/dlq.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ BACKOFF_MS: Final = 1000
 BACKOFF_MAX_MS: Final = 30000
 ATTEMPTS: Final = 5
 SOURCE_READ_TIMEOUT_S: Final = 10.0
+
+
+def is_listed(topic: str, listed: set[str]) -> bool:
+    """Whether ``sharegroup.errors.deadletterqueue.topics`` names ``topic``: an entry is a
+    topic name, or a name prefix when it ends with ``*`` (``dlq.conformance-*``)."""
+    return topic in listed or any(
+        e.endswith("*") and topic.startswith(e[:-1]) for e in listed if e != "*"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ class DlqWriter:
         self.client_config = dict(client_config or {})
         self.prefix = prefix
         self.auto_create = auto_create
-        self.marked_topics = set(marked_topics)
+        self.marked_topics = {t.strip() for t in marked_topics if t.strip()}
         self.metrics = DlqMetrics()
         self._producer: Any = None
         self._lock = trio.Lock()  # one write at a time keeps each partition's order
@@ -223,7 +232,7 @@ class DlqWriter:
         md = admin.list_topics(dlq_topic, timeout=10)
         t = md.topics.get(dlq_topic)
         exists = t is not None and t.error is None and bool(t.partitions)
-        marked = dlq_topic in self.marked_topics
+        marked = is_listed(dlq_topic, self.marked_topics)
         if exists and not marked:
             resource = ConfigResource(ResourceType.TOPIC, dlq_topic)
             try:

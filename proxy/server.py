@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
+from model.config import SHARE_VERSION_LATEST
 from proxy import wire
 from proxy.authz import Authorizer
 from proxy.connection import ClientConnection
@@ -35,6 +36,18 @@ VERSION_CAPS = {wire.PRODUCE: 9, wire.FETCH: 15}
 # that the proxy answers itself (or, without the engine, does not offer).
 NEVER_RELAYED = {55, 76, 77, 78, 79, 80, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92}
 DECODED = {wire.METADATA, wire.FIND_COORDINATOR, wire.DESCRIBE_CLUSTER, wire.API_VERSIONS}
+
+SHARE_VERSION_FEATURE = "share.version"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """ApiVersions v3's features: name -> (min, max), and the finalized features' epoch."""
+
+    supported: dict[str, tuple[int, int]]
+    finalized: dict[str, tuple[int, int]]
+    epoch: int
+
 
 LocalHandler = Callable[["ClientConnection", Any, wire.RequestHead], Awaitable[Any]]
 
@@ -81,6 +94,8 @@ class Proxy:
         self.brokers.on_new_node = self._new_node
         self.cluster: Cluster
         self.share_handler: ShareHandler | None = None
+        # The share.version level ApiVersions reports (set with the share handler).
+        self.share_version: int | None = None
         self.authz: Authorizer | None = None  # checks the share APIs against upstream ACLs
         self.internal_topic: InternalTopicGuard | None = None  # keeps clients off the state topic
         self.local_handlers: dict[int, LocalHandler] = {}
@@ -221,13 +236,31 @@ class Proxy:
         return table
 
     def _upstream_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
+        versions: dict[int, tuple[int, int]] = self._upstream_conn(node_id).api_versions
+        return versions
+
+    def _upstream_conn(self, node_id: int) -> Any:
         conn = self.cluster._connections.get(node_id) or self.cluster._bootstrap_conn
         if conn is None or not conn.api_versions:
             for c in self.cluster._connections.values():
                 if c.api_versions:
-                    return c.api_versions
+                    return c
             raise UpstreamError("no upstream API versions known yet")
-        return conn.api_versions
+        return conn
+
+    def advertised_features(self, node_id: int) -> Features:
+        """The features an ApiVersions answer of ``node_id`` reports: the upstream broker's,
+        with ``share.version`` replaced by the level the proxy's share groups emulate (when it
+        serves them). An upstream without ``share.version`` (before Kafka 4.1) gets it too."""
+        conn = self._upstream_conn(node_id)
+        supported = dict(conn.supported_features)
+        finalized = dict(conn.finalized_features)
+        epoch = conn.finalized_features_epoch
+        if self.share_version is not None:
+            supported[SHARE_VERSION_FEATURE] = (0, SHARE_VERSION_LATEST)
+            finalized[SHARE_VERSION_FEATURE] = (self.share_version, self.share_version)
+            epoch = max(epoch, 0)
+        return Features(supported, finalized, epoch)
 
     async def prepare_node(self, node_id: int) -> None:
         """Make sure the upstream versions of ``node_id`` are known (connects if needed)."""

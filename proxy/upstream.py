@@ -107,6 +107,11 @@ class BrokerConnection:
         self._send_lock = trio.Lock()
         self._max_frame_bytes = max_frame_bytes
         self.api_versions: dict[int, tuple[int, int]] = {}
+        # The cluster's features from ApiVersions v3+: name -> (min, max) supported and
+        # finalized, and the finalized features' epoch (-1 when the broker reported none).
+        self.supported_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features_epoch = -1
         self._closed = False
         self._retire_at = float("inf")  # trio time after which no new request should use it
 
@@ -123,6 +128,15 @@ class BrokerConnection:
         if resp.error_code:
             resp = await self.request(wire.api_versions_request(0), 0)
         self.api_versions = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+        if resp.API_VERSION >= 3:
+            self.supported_features = {
+                f.name: (f.min_version, f.max_version) for f in resp.supported_features or ()
+            }
+            self.finalized_features = {
+                f.name: (f.min_version_level, f.max_version_level)
+                for f in resp.finalized_features or ()
+            }
+            self.finalized_features_epoch = resp.finalized_features_epoch
         if self.security.sasl is not None:
             try:
                 await self._login(self.security.sasl)

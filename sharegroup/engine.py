@@ -64,6 +64,14 @@ class ShareEngine:
         self.partitions: dict[PartitionKey, SharePartition] = {}
         self.sessions: dict[int, ShareSessionCache] = {}
 
+    @property
+    def dead_letters(self) -> bool:
+        """Groups with a DLQ topic dead-letter: a driver writes the records, and the emulated
+        ``share.version`` is at KIP-1191's level (``SharePartition.isDLQEnabledForGroup``).
+        Otherwise their DLQ configs are kept but records are archived, as Kafka 4.4 does with
+        ``share.version=1``."""
+        return self.dead_letter_queues and self.broker_config.dlq_supported
+
     # ------------------------------------------------------------------ groups and configs
     def group(self, group_id: str, *, create: bool = False) -> GroupEntry | None:
         entry = self.groups.get(group_id)
@@ -109,7 +117,7 @@ class ShareEngine:
                     renew_enabled=config.renew_acknowledge_enable,
                     redelivery_backoff_ms=config.redelivery_backoff_ms,
                     redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-                    dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
+                    dlq_enabled=config.dlq_enabled and self.dead_letters,
                 )
         return config
 
@@ -179,7 +187,7 @@ class ShareEngine:
             renew_enabled=config.renew_acknowledge_enable,
             redelivery_backoff_ms=config.redelivery_backoff_ms,
             redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-            dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
+            dlq_enabled=config.dlq_enabled and self.dead_letters,
         )
         self.partitions[key] = sp
         entry = self.group(key[0], create=True)
