@@ -298,7 +298,7 @@ class ShareService:
         return {name: len(t.partitions) for name, t in self.proxy.cluster.topics.items()}
 
     async def connection_closed(self, conn: ClientConnection) -> None:
-        self._publish(self.engine.connection_closed(conn.node_id, conn.id))
+        self._publish(self.engine.connection_closed(conn.node_id, conn.id, now_ms=now_ms()))
         for key in [k for k in self._fetch_conns if k[0] == conn.id]:
             await self._fetch_conns.pop(key).aclose()
 

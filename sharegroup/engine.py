@@ -213,14 +213,22 @@ class ShareEngine:
         return Change(key, sp.acknowledge(member_id, batches, now_ms=now_ms), "ack")
 
     def release(
-        self, group_id: str, member_id: str, partitions: Iterable[tuple[UUID, int]], cause: str
+        self,
+        group_id: str,
+        member_id: str,
+        partitions: Iterable[tuple[UUID, int]],
+        cause: str,
+        *,
+        now_ms: int | None = None,
     ) -> list[Change]:
+        """Release a member's records: they are available again after the group's redelivery
+        back-off (counted from ``now_ms``; none without it), or archived at the limit."""
         out = []
         for topic_id, partition in partitions:
             key = (group_id, topic_id, partition)
             sp = self.partitions.get(key)
             if sp is not None:
-                delta = sp.release_member(member_id)
+                delta = sp.release_member(member_id, now_ms=now_ms)
                 if not delta.empty:
                     out.append(Change(key, delta, cause))
         return out
@@ -233,19 +241,29 @@ class ShareEngine:
             self.sessions[node_id] = cache
         return cache
 
-    def close_session(self, node_id: int, group_id: str, member_id: str) -> list[Change]:
+    def close_session(
+        self, node_id: int, group_id: str, member_id: str, *, now_ms: int | None = None
+    ) -> list[Change]:
         closed = self.session_cache(node_id).close(group_id, member_id)
-        return self._release_closed([closed] if closed else [], "session-close")
+        return self._release_closed([closed] if closed else [], "session-close", now_ms)
 
-    def connection_closed(self, node_id: int, connection_id: int) -> list[Change]:
+    def connection_closed(
+        self, node_id: int, connection_id: int, *, now_ms: int | None = None
+    ) -> list[Change]:
+        """The connection's share sessions go; their members' records are released, after
+        the redelivery back-off counted from ``now_ms`` (the caller's clock)."""
         closed = self.session_cache(node_id).connection_closed(connection_id)
-        return self._release_closed(closed, "connection-close")
+        return self._release_closed(closed, "connection-close", now_ms)
 
-    def _release_closed(self, closed: list[ClosedSession], cause: str) -> list[Change]:
+    def _release_closed(
+        self, closed: list[ClosedSession], cause: str, now_ms: int | None
+    ) -> list[Change]:
         out: list[Change] = []
         for session in closed:
             parts = [(t if isinstance(t, UUID) else UUID(str(t)), p) for t, p in session.partitions]
-            out.extend(self.release(session.group_id, session.member_id, parts, cause))
+            out.extend(
+                self.release(session.group_id, session.member_id, parts, cause, now_ms=now_ms)
+            )
         return out
 
     # ------------------------------------------------------------------ time

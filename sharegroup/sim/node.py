@@ -249,7 +249,7 @@ class SimProxy:
         client = self.connections.pop(conn, None)
         if client is None:
             return
-        self._publish(self.engine.connection_closed(NODE_ID, conn))
+        self._publish(self.engine.connection_closed(NODE_ID, conn, now_ms=self.loop.now_ms))
 
     def topic_partitions(self, topic: str) -> list[TopicPartition]:
         tid = self.topic_ids[topic]
