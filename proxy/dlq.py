@@ -46,6 +46,24 @@ ATTEMPTS: Final = 5
 SOURCE_READ_TIMEOUT_S: Final = 10.0
 
 
+def _partition_count(admin: Any, topic: str) -> int | None:
+    """The partition count of ``topic``, or None when it does not exist (waiting up to 10 s
+    for a topic just created to have its partitions)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            desc = admin.describe_topics(TopicCollection([topic]))[topic].result(10)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            return None
+        if desc.partitions or time.monotonic() > deadline:
+            return len(desc.partitions) or None
+        time.sleep(0.1)
+
+
 def is_listed(topic: str, listed: set[str]) -> bool:
     """Whether ``sharegroup.errors.deadletterqueue.topics`` names ``topic``: an entry is a
     topic name, or a name prefix when it ends with ``*`` (``dlq.conformance-*``)."""
@@ -229,9 +247,11 @@ class DlqWriter:
         from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config})
-        md = admin.list_topics(dlq_topic, timeout=10)
-        t = md.topics.get(dlq_topic)
-        exists = t is not None and t.error is None and bool(t.partitions)
+        # DescribeTopics, not a metadata request for the topic: librdkafka's asks the broker to
+        # auto-create a missing topic (auto.create.topics.enable), which would then exist
+        # unmarked; Kafka's own check creates nothing.
+        partitions = _partition_count(admin, dlq_topic)
+        exists = partitions is not None
         marked = is_listed(dlq_topic, self.marked_topics)
         if exists and not marked:
             resource = ConfigResource(ResourceType.TOPIC, dlq_topic)
@@ -268,10 +288,15 @@ class DlqWriter:
                 )
                 admin.create_topics([plain])[dlq_topic].result(30)
             self.marked_topics.add(dlq_topic)
-            md = admin.list_topics(dlq_topic, timeout=10)
-            t = md.topics.get(dlq_topic)
-        assert t is not None
-        return len(t.partitions)
+            deadline = time.monotonic() + 10
+            while (partitions := _partition_count(admin, dlq_topic)) is None:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # the new topic's metadata is on its way to the brokers
+        if partitions is None:
+            log.error("no DLQ write: topic %s vanished after it was created", dlq_topic)
+            return None
+        return partitions
 
     def _read_source(
         self, topic: str, partition: int, work: ArchivingRange
