@@ -341,5 +341,9 @@ class DlqWriter:
         return out
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(5)
+        """The proxy stops: the producer is let go, so that its connections end with the
+        proxy (a write under way in a worker thread keeps its own reference until it is done;
+        ARCHIVING not yet completed is written again after a restart)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(0)

@@ -221,7 +221,8 @@ class ShareService:
 
     # ------------------------------------------------------------------ plumbing
     async def run_timers(self) -> None:
-        """Runs while the proxy runs; when it stops, the read-ahead windows are let go."""
+        """Runs while the proxy runs; when it stops, the read-ahead windows and the DLQ
+        writer's producer are let go."""
         try:
             while True:
                 deadline = self.engine.next_deadline_ms()
@@ -237,6 +238,8 @@ class ShareService:
         finally:
             for watch in self.watches.values():
                 watch.forget_read_ahead()
+            if self.dlq is not None:
+                self.dlq.close()
 
     def group_configs_changed(self, group_id: str) -> None:
         """Limits or lock durations changed: let waiting fetches look again."""
