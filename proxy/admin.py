@@ -2,33 +2,32 @@
 
 Share groups live in the proxy, so the upstream cluster knows nothing of them:
 
-* IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show share-group
-  configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same request go upstream and the
-  answers are merged in request order.
+* IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show
+  share-group configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same
+  request go upstream and the answers are merged in request order.
 * ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
 * DescribeGroups and DeleteGroups answer share groups here and pass the other groups upstream.
 
-Everything here talks to the upstream through ``Cluster`` connections with kafka-python classes.
+The decisions are the core's (``sharegroup.core.admin.AdminCore``,
+``sharegroup.core.configs.ConfigsCore``); this driver decodes, persists what they say before
+applying it (configs, tombstones), asks the upstream through ``Cluster`` connections with
+kafka-python classes, and encodes the merged answers.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from model import ErrorCode, GroupConfig, ShareApiError
-from model.config import (
-    BACKOFF_KEY,
-    BACKOFF_MAX_KEY,
-    DLQ_COPY_KEY,
-    DLQ_TOPIC_KEY,
-)
+from model import ErrorCode
 from proxy import wire
 from proxy.connection import ClientConnection
-from proxy.server import Proxy
+from proxy.server import LocalHandler, Proxy
 from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
+from sharegroup.core.admin import SHARE, SIMPLE_ASSIGNOR, AdminCore, GroupDeletion, NotShareGroup
 from sharegroup.core.configs import ConfigsCore
 from sharegroup.core.messages import Refused
 from sharegroup.persist.records import GroupConfigs, Tombstone
@@ -39,28 +38,6 @@ DESCRIBE_GROUPS = 15
 DELETE_GROUPS = 42
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
-SOURCE_DEFAULT = 5
-SOURCE_GROUP = 8
-TYPE_STRING, TYPE_INT = 2, 3
-
-
-def _group_config_values(config: GroupConfig) -> dict[str, str]:
-    """A group's effective share configs as DescribeConfigs shows them."""
-    return {
-        "share.session.timeout.ms": str(config.session_timeout_ms),
-        "share.heartbeat.interval.ms": str(config.heartbeat_interval_ms),
-        "share.record.lock.duration.ms": str(config.record_lock_duration_ms),
-        "share.delivery.count.limit": str(config.delivery_count_limit),
-        "share.partition.max.record.locks": str(config.partition_max_record_locks),
-        "share.auto.offset.reset": config.auto_offset_reset,
-        "share.isolation.level": config.isolation_level,
-        "share.renew.acknowledge.enable": str(config.renew_acknowledge_enable).lower(),
-        "share.assignment.interval.ms": str(config.assignment_interval_ms),
-        BACKOFF_KEY: str(config.redelivery_backoff_ms),
-        BACKOFF_MAX_KEY: str(config.redelivery_backoff_max_ms),
-        DLQ_TOPIC_KEY: config.dlq_topic_name,
-        DLQ_COPY_KEY: str(config.dlq_copy_record_enable).lower(),
-    }
 
 
 class AdminHandlers:
@@ -68,11 +45,23 @@ class AdminHandlers:
         self.proxy = proxy
         self.shares = shares
         self.configs = ConfigsCore(shares.engine)
-        proxy.local_handlers[wire.INCREMENTAL_ALTER_CONFIGS] = self.incremental_alter_configs
-        proxy.local_handlers[wire.DESCRIBE_CONFIGS] = self.describe_configs
-        proxy.local_handlers[wire.LIST_GROUPS] = self.list_groups
-        proxy.local_handlers[DESCRIBE_GROUPS] = self.describe_groups
-        proxy.local_handlers[DELETE_GROUPS] = self.delete_groups
+        self.admin = AdminCore(shares.engine)
+        self.handlers: dict[int, LocalHandler] = {
+            wire.INCREMENTAL_ALTER_CONFIGS: self.incremental_alter_configs,
+            wire.DESCRIBE_CONFIGS: self.describe_configs,
+            wire.LIST_GROUPS: self.list_groups,
+            DESCRIBE_GROUPS: self.describe_groups,
+            DELETE_GROUPS: self.delete_groups,
+        }
+        for key in self.handlers:
+            proxy.local_handlers[key] = self.handle
+
+    async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
+        """Answer one admin request; its observers are the share service's (``answered``)."""
+        started = time.perf_counter()
+        response = await self.handlers[head.api_key](conn, request, head)
+        self.shares.answered(head, response, time.perf_counter() - started)
+        return response
 
     async def _upstream(
         self, conn: ClientConnection, request: Any, head: wire.RequestHead, node: int | None
@@ -182,78 +171,52 @@ class AdminHandlers:
         return resp_cls(version=head.api_version, throttle_time_ms=0, results=results)
 
     def _describe_group(self, result_cls: Any, res: Any, include_synonyms: bool) -> Any:
-        engine = self.shares.engine
-        entry = engine.group(res.resource_name)
-        overrides = entry.overrides if entry is not None else {}
-        values = _group_config_values(engine.group_config(res.resource_name))
-        defaults = _group_config_values(GroupConfig.defaults(engine.broker_config))
-        wanted = res.configuration_keys
         entry_cls = result_cls.DescribeConfigsResourceResult
         synonym_cls = entry_cls.DescribeConfigsSynonym
-        configs = []
-        for name, value in values.items():
-            if wanted and name not in wanted:
-                continue
-            is_override = name in overrides
-            # Kafka's synonyms, most specific first: the group's own value, then the broker
-            # default it overrides (named group.share.* where the broker has such a config).
-            synonyms = []
-            if include_synonyms:
-                if is_override:
-                    synonyms.append(synonym_cls(name=name, value=value, source=SOURCE_GROUP))
-                default_name = "group." + name
-                if default_name not in engine.broker_config.values:
-                    default_name = name
-                synonyms.append(
-                    synonym_cls(name=default_name, value=defaults[name], source=SOURCE_DEFAULT)
-                )
-            configs.append(
-                entry_cls(
-                    name=name,
-                    value=value,
-                    read_only=False,
-                    config_source=SOURCE_GROUP if is_override else SOURCE_DEFAULT,
-                    is_default=not is_override,
-                    is_sensitive=False,
-                    synonyms=synonyms,
-                    config_type=TYPE_INT if value.isdigit() else TYPE_STRING,
-                    documentation=None,
-                )
-            )
+        described = self.admin.describe_configs(
+            res.resource_name, res.configuration_keys, include_synonyms=include_synonyms
+        )
         return result_cls(
             error_code=0,
             error_message=None,
             resource_type=GROUP_RESOURCE,
             resource_name=res.resource_name,
-            configs=configs,
+            configs=[
+                entry_cls(
+                    name=c.name,
+                    value=c.value,
+                    read_only=c.read_only,
+                    config_source=c.source,
+                    is_default=c.is_default,
+                    is_sensitive=c.is_sensitive,
+                    synonyms=[
+                        synonym_cls(name=y.name, value=y.value, source=y.source) for y in c.synonyms
+                    ],
+                    config_type=c.config_type,
+                    documentation=c.documentation,
+                )
+                for c in described
+            ],
         )
 
     # ------------------------------------------------------------------ groups
     async def list_groups(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = wire.response_class(wire.LIST_GROUPS)
-        types = [t.lower() for t in (getattr(req, "types_filter", None) or [])]
-        states = [s.lower() for s in (getattr(req, "states_filter", None) or [])]
+        listing = self.admin.list_groups(
+            getattr(req, "types_filter", None) or [], getattr(req, "states_filter", None) or []
+        )
         groups: list[Any] = []
         error = 0
-        if not types or any(t != "share" for t in types):
+        if listing.ask_upstream:
             resp = await self._upstream(conn, req, head, None)
             groups.extend(resp.groups)
             error = resp.error_code
-        if not types or "share" in types:
-            for group_id, entry in sorted(self.shares.engine.groups.items()):
-                if not entry.exists:
-                    continue
-                state = entry.group.state
-                if states and state.lower() not in states:
-                    continue
-                groups.append(
-                    resp_cls.ListedGroup(
-                        group_id=group_id,
-                        protocol_type="share",
-                        group_state=state,
-                        group_type="share",
-                    )
-                )
+        groups += [
+            resp_cls.ListedGroup(
+                group_id=g.group_id, protocol_type=SHARE, group_state=g.state, group_type=SHARE
+            )
+            for g in listing.share_groups
+        ]
         return resp_cls(
             version=head.api_version, throttle_time_ms=0, error_code=error, groups=groups
         )
@@ -265,21 +228,20 @@ class AdminHandlers:
         resp_cls = wire.response_class(DESCRIBE_GROUPS)
         group_cls = resp_cls.DescribedGroup
         member_cls = group_cls.DescribedGroupMember
-        engine = self.shares.engine
         answers: dict[int, Any] = {}
         upstream: list[tuple[int, str]] = []
         for i, group_id in enumerate(req.groups):
-            entry = engine.group(group_id)
-            if entry is None or not entry.exists:
+            info = self.admin.describe_group(group_id)
+            if isinstance(info, NotShareGroup):
                 upstream.append((i, group_id))
                 continue
             answers[i] = group_cls(
                 error_code=0,
                 error_message=None,
-                group_id=group_id,
-                group_state=entry.group.state,
-                protocol_type="share",
-                protocol_data="simple",
+                group_id=info.group_id,
+                group_state=info.state,
+                protocol_type=SHARE,
+                protocol_data=SIMPLE_ASSIGNOR,
                 members=[
                     member_cls(
                         member_id=m.member_id,
@@ -289,7 +251,7 @@ class AdminHandlers:
                         member_metadata=b"",
                         member_assignment=b"",
                     )
-                    for m in entry.group.members.values()
+                    for m in info.members
                 ],
                 authorized_operations=None,  # a bitfield in kafka-python: None = not requested
             )
@@ -310,31 +272,34 @@ class AdminHandlers:
         )
 
     async def delete_groups(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
-        """Share groups are deleted here (state tombstoned first, configs kept, as in Kafka);
-        other groups upstream. A share group with members answers NON_EMPTY_GROUP."""
+        """Share groups are deleted here (``AdminCore.delete_group``), other groups upstream."""
         resp_cls = wire.response_class(DELETE_GROUPS)
         result_cls = resp_cls.DeletableGroupResult
-        engine = self.shares.engine
         codes: dict[int, int] = {}
         upstream: list[tuple[int, str]] = []
         for i, group_id in enumerate(req.groups_names):
-            entry = engine.group(group_id)
-            if entry is None or not entry.exists:
+            store = self.shares.store
+            decision = self.admin.delete_group(
+                group_id,
+                None if store is None else store.replay.partitions.keys(),
+                fenced=self.shares.fenced,
+            )
+            if isinstance(decision, NotShareGroup):
                 upstream.append((i, group_id))
-            elif entry.group.members:
-                codes[i] = int(ErrorCode.NON_EMPTY_GROUP)
-            elif self.shares.fenced:
-                codes[i] = int(ErrorCode.NOT_COORDINATOR)
+            elif isinstance(decision, Refused):
+                codes[i] = int(decision.code)
             else:
-                codes[i] = await self._delete_share_group(group_id)
+                codes[i] = int(await self._delete_share_group(decision))
         if upstream:
             sub = wire.request_class(DELETE_GROUPS)(
                 version=head.api_version, groups_names=[g for _, g in upstream]
             )
             resp = await self._upstream(conn, sub, head, None)
-            by_id = {r.group_id: r.error_code for r in resp.results}
+            answered = self.admin.upstream_codes(
+                [g for _, g in upstream], {r.group_id: r.error_code for r in resp.results}
+            )
             for i, group_id in upstream:
-                codes[i] = by_id.get(group_id, int(ErrorCode.GROUP_ID_NOT_FOUND))
+                codes[i] = answered[group_id]
         return resp_cls(
             version=head.api_version,
             throttle_time_ms=0,
@@ -343,20 +308,15 @@ class AdminHandlers:
             ],
         )
 
-    async def _delete_share_group(self, group_id: str) -> int:
-        engine = self.shares.engine
+    async def _delete_share_group(self, deletion: GroupDeletion) -> ErrorCode:
         store = self.shares.store
         if store is not None:
-            keys = {k for k in engine.partitions if k[0] == group_id}
-            keys |= {k for k in store.replay.partitions if k[0] == group_id}
             try:
-                await store.write([Tombstone(k) for k in sorted(keys, key=str)])
+                await store.write([Tombstone(k) for k in deletion.tombstones])
             except StateWriteError as e:
-                log.warning("share group %s not deleted: %s", group_id, e)
-                return int(ErrorCode.UNKNOWN_SERVER_ERROR)
-        try:
-            engine.delete_group(group_id)
-        except ShareApiError as e:  # a member joined while the tombstones were written
-            return int(e.code)
-        log.info("share group %s deleted", group_id)
-        return int(ErrorCode.NONE)
+                log.warning("share group %s not deleted: %s", deletion.group_id, e)
+                return ErrorCode.UNKNOWN_SERVER_ERROR
+        code = self.admin.apply_delete(deletion)
+        if code == ErrorCode.NONE:
+            log.info("share group %s deleted", deletion.group_id)
+        return code

@@ -29,14 +29,23 @@ from proxy.authz import ACL_KEYS, Authorizer, authz_config
 from proxy.dlq import MARKED_TOPICS_KEY, DlqWriter
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.internal_topic import InternalTopicGuard
+from proxy.lock_timer import LockTimer
+from proxy.log_reads import UpstreamLog
+from proxy.membership import Membership
 from proxy.metrics import attach_metrics
+from proxy.read_ahead import PartitionWatch
+from proxy.read_ahead_fetch import ReadAheadFetcher
 from proxy.security import SECURITY_KEYS, security_settings
 from proxy.server import Proxy, ProxyConfig
 from proxy.share_offsets import ShareOffsets
+from proxy.share_persist import SharePersistence
 from proxy.shares import ShareService
 from proxy.state_partitions import PartitionedStateStore
 from proxy.state_store import DEFAULT_TOPIC, StoreConfig
+from sharegroup.core import ShareCore
+from sharegroup.engine import PartitionKey, ShareEngine
 from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_PARTITIONS
+from sharegroup.persist.policy import PersistPolicy
 
 METRICS_LISTEN = "sharegroup.metrics.listen"
 STORE_KEYS = {
@@ -138,7 +147,7 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
         store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500
     )
     if snapshot_every is not None:
-        service.updates_per_snapshot = max(1, snapshot_every)
+        service.persistence.persist_policy = PersistPolicy(max(1, snapshot_every))
     if configs.get(METRICS_LISTEN):
         attach_metrics(proxy, service, configs[METRICS_LISTEN])
     return proxy, service
@@ -146,19 +155,38 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
 
 def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareService:
     """Give a proxy the share-group APIs (durable when given a state store): the share
-    service, the offsets APIs over it, and the admin APIs that read and change its groups."""
+    service and its parts, the offsets APIs over it, and the admin APIs that read and change
+    its groups."""
     share = proxy.config.share_configs
     broker_config = BrokerConfig.from_mapping(
         {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
-    service = ShareService(proxy, broker_config, store)
-    proxy.share_version = broker_config.share_version
-    service.dlq = DlqWriter(
+    proxy.share_version = broker_config.share_version  # reported in ApiVersions
+    engine = ShareEngine(broker_config)
+    engine.dead_letter_queues = True  # SharePersistence.dead_letter ends every ARCHIVING
+    upstream = UpstreamLog(proxy)
+    watches: dict[PartitionKey, PartitionWatch] = {}
+    persistence = SharePersistence(proxy, engine, store, upstream, watches)
+    persistence.dlq = DlqWriter(
         ",".join(f"{h}:{p}" for h, p in proxy.config.bootstrap),
         prefix=broker_config.dlq_topic_name_prefix,
         auto_create=broker_config.dlq_auto_create_topics_enable,
         marked_topics=[t for t in share.get(MARKED_TOPICS_KEY, "").split(",") if t.strip()],
         client_config=proxy.config.upstream.librdkafka,
+    )
+    timer = LockTimer(engine, lambda: proxy.cluster.partition_counts(), persistence.publish)
+    core = ShareCore(engine)
+    service = ShareService(
+        proxy,
+        core,
+        persistence,
+        timer,
+        Membership(proxy, core, persistence, timer),
+        ReadAheadFetcher(
+            upstream,
+            watches,
+            {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0},
+        ),
     )
     service.offsets = ShareOffsets(service)
     proxy.share_handler = service

@@ -140,8 +140,9 @@ class ClientConnection:
         # The principal (User:name): from the client's SASL exchange the upstream accepted.
         self.auth = ClientAuth(proxy.config.listener.sasl)
         # The share-session partitions of each (group, member) on this connection, for the
-        # authorizer (proxy.authz) to forget those that lose READ.
-        self.share_sessions: dict[tuple[Any, Any], set[tuple[Any, int]]] = {}
+        # authorizer (proxy.authz), which keeps those the client may not READ out of the
+        # share service's session and answers them with 29.
+        self.share_sessions: dict[tuple[Any, Any], Any] = {}
         self._last_words: Slot | None = None  # an answer to send before closing
         self._upstream: trio.abc.Stream | None = None
         self._upstream_sock: trio.socket.SocketType | None = None

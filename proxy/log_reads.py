@@ -55,7 +55,7 @@ class UpstreamLog:
         self, bc: BrokerConnection, read: LogRead, generation: int
     ) -> ReadResult[memoryview]:
         """One Fetch for a LogRead on ``bc``; ``generation`` marks the batches (see
-        ``ShareService.log_deleted``)."""
+        ``ReadAheadFetcher.log_deleted``)."""
         try:
             resp = await self.fetch(
                 bc, [(read.topic, read.key[2], read.offset, read.max_bytes)], 1, read.isolation

@@ -9,18 +9,18 @@ upstream high watermark: a Trio task refreshes it every :data:`LAG_REFRESH_S` se
 share partition with the same code that answers DescribeShareGroupOffsets v1 (KIP-1226), so the
 metric and ``kafka-share-groups --describe`` agree, also while no consumer is running.
 
-The instrumentation is attached from outside (``attach_metrics`` wraps the share service's
-entry points), so the request handlers carry no metrics code. Names, labels and their
-cardinality are documented in docs/operations.md.
+The instrumentation hangs on the observer hooks of the share service (``on_answered``,
+``on_change``, ``on_started``), of its persistence (``on_partition_loaded``), of the state store
+(``on_write``) and of the upstream cluster (``on_request``), so the request handlers carry no
+metrics code and no method is replaced. Names, labels and their cardinality are documented in
+docs/operations.md.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,6 @@ from proxy.upstream import parse_host_port
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from proxy.connection import ClientConnection
     from proxy.server import Proxy
     from proxy.shares import ShareService
     from sharegroup.engine import Change, PartitionKey
@@ -176,84 +175,42 @@ class ProxyMetrics:
 
     # ------------------------------------------------------------------ instrumentation
     def instrument(self) -> None:
-        """Wrap the share service's entry points (call once, before the proxy runs)."""
+        """Observe the share service and its parts through their hooks (call once, before
+        the proxy runs)."""
         service = self.service
-        # Instance attributes shadow the methods: the service's code is left as it is.
-        setattr(service, "handle", self._timed_handler(service.handle))  # noqa: B010
-        for key, handler in list(self.proxy.local_handlers.items()):
-            self.proxy.local_handlers[key] = self._timed_handler(handler)
+        service.on_answered.append(self._answered)
         service.on_change.append(self._on_change)
-        service.on_partition_loaded.append(self.load_time.observe)
-        store = service.store
-        if store is not None:
-            write = store.write
+        service.persistence.on_partition_loaded.append(self.load_time.observe)
+        if service.store is not None:
+            service.store.on_write.append(self._written)
+        service.on_started.append(self._started)
 
-            @functools.wraps(write)
-            async def timed_write(records: Any) -> None:
-                started = time.perf_counter()
-                try:
-                    await write(records)
-                except BaseException:
-                    self.write_failures.inc()
-                    raise
-                self.write_latency.observe(time.perf_counter() - started)
+    async def _started(self, nursery: trio.Nursery) -> None:
+        """The state is recovered: time the upstream requests and serve /metrics."""
+        self.proxy.cluster.on_request.append(self._upstream_request)
+        await nursery.start(self.serve)
 
-            setattr(store, "write", timed_write)  # noqa: B010
-        start = service.start
+    def _written(self, seconds: float | None) -> None:
+        if seconds is None:
+            self.write_failures.inc()
+        else:
+            self.write_latency.observe(seconds)
 
-        @functools.wraps(start)
-        async def start_then_serve(nursery: trio.Nursery) -> None:
-            await start(nursery)
-            self._time_upstream()
-            await nursery.start(self.serve)
+    def _upstream_request(self, msg: Any, seconds: float) -> None:
+        api = type(msg).__name__.removesuffix("Request")
+        self.upstream_latency.labels(api).observe(seconds)
 
-        setattr(service, "start", start_then_serve)  # noqa: B010
-
-    def _timed_handler(
-        self, handler: Callable[[ClientConnection, Any, wire.RequestHead], Awaitable[Any]]
-    ) -> Callable[[ClientConnection, Any, wire.RequestHead], Awaitable[Any]]:
-        @functools.wraps(handler)
-        async def timed(conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
-            started = time.perf_counter()
-            response = await handler(conn, request, head)
-            api = API_NAMES.get(head.api_key, str(head.api_key))
-            self.request_latency.labels(api).observe(time.perf_counter() - started)
-            if head.api_key == SHARE_FETCH:
-                self.fetch_requests.inc()
-                if _failed(response):
-                    self.fetch_failed.inc()
-            elif head.api_key == SHARE_ACKNOWLEDGE:
-                self.ack_requests.inc()
-                if _failed(response):
-                    self.ack_failed.inc()
-            return response
-
-        return timed
-
-    def _time_upstream(self) -> None:
-        cluster = self.proxy.cluster
-        connection = cluster.connection
-        latency = self.upstream_latency
-
-        @functools.wraps(connection)
-        async def timed_connection(node_id: int | None = None) -> Any:
-            conn = await connection(node_id)
-            if not getattr(conn, "_sharegroup_timed", False):
-                request = conn.request
-
-                async def timed_request(msg: Any, version: int, timeout_s: float = 30.0) -> Any:
-                    started = time.perf_counter()
-                    try:
-                        return await request(msg, version, timeout_s)
-                    finally:
-                        api = type(msg).__name__.removesuffix("Request")
-                        latency.labels(api).observe(time.perf_counter() - started)
-
-                setattr(conn, "request", timed_request)  # noqa: B010
-                setattr(conn, "_sharegroup_timed", True)  # noqa: B010
-            return conn
-
-        setattr(cluster, "connection", timed_connection)  # noqa: B010
+    def _answered(self, head: wire.RequestHead, response: Any, seconds: float) -> None:
+        api = API_NAMES.get(head.api_key, str(head.api_key))
+        self.request_latency.labels(api).observe(seconds)
+        if head.api_key == SHARE_FETCH:
+            self.fetch_requests.inc()
+            if _failed(response):
+                self.fetch_failed.inc()
+        elif head.api_key == SHARE_ACKNOWLEDGE:
+            self.ack_requests.inc()
+            if _failed(response):
+                self.ack_failed.inc()
 
     def _on_change(self, change: Change) -> None:
         group = change.key[0]

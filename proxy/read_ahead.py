@@ -2,7 +2,7 @@
 
 Kafka serves a share fetch from its local log; the proxy needs a round trip to the upstream
 broker for every read. So each share partition keeps the batches of its last upstream Fetch
-(``PartitionWatch.ra_*``), and ``ShareService`` extends them ahead of its consumers (see
+(``PartitionWatch.ra_*``), and ``ReadAheadFetcher`` extends them ahead of its consumers (see
 docs/architecture.md, "Reading the log"). No I/O here: the window only holds what the driver
 read.
 """
@@ -16,7 +16,7 @@ import trio
 
 from model import LogBatch
 
-# Read-ahead (``ShareService``): how much is fetched ahead of the consumers of a share
+# Read-ahead (``ReadAheadFetcher``): how much is fetched ahead of the consumers of a share
 # partition in one upstream request, and how much of the log a share partition keeps at most.
 READ_AHEAD_BYTES = 2 << 20
 READ_AHEAD_MAX_BYTES = 8 << 20

@@ -236,23 +236,18 @@ class Proxy:
         return table
 
     def _upstream_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
-        versions: dict[int, tuple[int, int]] = self._upstream_conn(node_id).api_versions
-        return versions
-
-    def _upstream_conn(self, node_id: int) -> Any:
-        conn = self.cluster._connections.get(node_id) or self.cluster._bootstrap_conn
-        if conn is None or not conn.api_versions:
-            for c in self.cluster._connections.values():
-                if c.api_versions:
-                    return c
+        versions = self.cluster.api_versions(node_id)
+        if versions is None:
             raise UpstreamError("no upstream API versions known yet")
-        return conn
+        return versions
 
     def advertised_features(self, node_id: int) -> Features:
         """The features an ApiVersions answer of ``node_id`` reports: the upstream broker's,
         with ``share.version`` replaced by the level the proxy's share groups emulate (when it
         serves them). An upstream without ``share.version`` (before Kafka 4.1) gets it too."""
-        conn = self._upstream_conn(node_id)
+        conn = self.cluster.versioned_connection(node_id)
+        if conn is None:
+            raise UpstreamError("no upstream API versions known yet")
         supported = dict(conn.supported_features)
         finalized = dict(conn.finalized_features)
         epoch = conn.finalized_features_epoch

@@ -2,12 +2,16 @@
 
 The core decides; ``ShareService`` decodes each request into the core's typed values, does
 the I/O it asks for and encodes its answers. ShareFetch: the core's log reads are served from
-the share partition's read-ahead window (``proxy.read_ahead``) or by one upstream Fetch
-(``proxy.log_reads``) under the partition's fetch lock; the upstream batches go back to the
-client untouched with the AcquiredRecords ranges. Acknowledgements (ShareAcknowledge, or
-piggy-backed on ShareFetch) are persisted before their answer goes (``_persist``), with no lock.
-Lock expiry and member session timeouts run on one timer task that sleeps until the engine's
-next deadline.
+the share partition's read-ahead window (``proxy.read_ahead``, extended ahead of the consumers
+by ``proxy.read_ahead_fetch``) or by one upstream Fetch (``proxy.log_reads``) under the
+partition's fetch lock; the upstream batches go back to the client untouched with the
+AcquiredRecords ranges. Acknowledgements (ShareAcknowledge, or piggy-backed on ShareFetch) are
+persisted before their answer goes (``SharePersistence.persist``), with no lock.
+
+The rest of the share service lives beside it, wired by ``proxy.app``: heartbeats and
+ShareGroupDescribe (``proxy.membership``), lock expiry and member session timeouts
+(``proxy.lock_timer``), recovery, writes and the DLQ flow (``proxy.share_persist``), and the
+offsets APIs 90-92 (``proxy.share_offsets``).
 
 Long polling: a ShareFetch that acquires nothing waits, up to MaxWaitMs, for new records in the
 log (an upstream Fetch that itself long-polls) or for records of its partitions becoming
@@ -18,44 +22,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
 import trio
 
-from model import (
-    AckBatch,
-    AcquireMode,
-    ArchivingRange,
-    BrokerConfig,
-    ConfigError,
-    ErrorCode,
-    RecordState,
-    SharePartition,
-)
+from model import AckBatch, AcquireMode, ErrorCode
 from proxy import messages, wire
 from proxy.connection import ClientConnection
 from proxy.dlq import DlqWriter
-from proxy.log_reads import UpstreamBatches, UpstreamLog, first_partition, log_batches
-from proxy.read_ahead import (
-    READ_AHEAD_BYTES,
-    READ_AHEAD_MAX_BYTES,
-    READ_AHEAD_TOTAL_BYTES,
-    PartitionWatch,
-    ReadAheadHeld,
-)
+from proxy.lock_timer import LockTimer, now_ms
+from proxy.log_reads import UpstreamBatches, UpstreamLog
+from proxy.membership import Membership, ensure_topics
+from proxy.read_ahead import PartitionWatch
+from proxy.read_ahead_fetch import ReadAheadFetcher
 from proxy.server import Proxy
+from proxy.share_persist import SharePersistence
 from proxy.state_partitions import PartitionedStateStore
-from proxy.state_store import StateWriteError
 from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.core import (
     AckOutcome,
     Acquired,
     Batches,
     FetchAction,
-    HeartbeatRequest,
-    InitNeed,
     LogStartNeeded,
     NoRecords,
     Outcome,
@@ -70,8 +60,6 @@ from sharegroup.core import (
     Turn,
 )
 from sharegroup.engine import Change, PartitionKey, ShareEngine
-from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
-from sharegroup.persist.records import Record, TopicIdAssigned
 
 log = logging.getLogger("sharegroup.shares")
 
@@ -93,389 +81,112 @@ SHARE_API_VERSIONS = {
 }
 
 
-def now_ms() -> int:
-    return int(trio.current_time() * 1000)
-
-
-def wall_clock_ms() -> int:
-    """Wall-clock time, for the timestamps of state records (Kafka's are wall-clock too)."""
-    return int(time.time() * 1000)
-
-
 class ShareService:
     api_keys = SHARE_API_VERSIONS
 
     def __init__(
         self,
         proxy: Proxy,
-        broker_config: BrokerConfig,
-        store: PartitionedStateStore | None = None,
+        core: ShareCore,
+        persistence: SharePersistence,
+        timer: LockTimer,
+        membership: Membership,
+        read_ahead: ReadAheadFetcher,
     ) -> None:
         self.proxy = proxy
-        self.engine = ShareEngine(broker_config)
-        self.engine.dead_letter_queues = True  # _dead_letter ends every ARCHIVING
-        self.core = ShareCore(self.engine)
-        self.store = store
-        self.watches: dict[PartitionKey, PartitionWatch] = {}
-        self._timer_wakeup = trio.Event()
+        self.core = core
+        self.engine: ShareEngine = core.engine
+        self.persistence = persistence
+        self.timer = timer
+        self.membership = membership
+        self.read_ahead = read_ahead
+        self.upstream: UpstreamLog = persistence.upstream
+        self.watches: dict[PartitionKey, PartitionWatch] = persistence.watches
         self._fetch_conns: dict[tuple[int, int], BrokerConnection] = {}
-        self._ra_conns: dict[tuple[int, int], BrokerConnection] = {}
-        self.log_generation = 0  # counts DeleteRecords seen: read-ahead from before is stale
         # Where acquisitions got their records: an upstream fetch on demand, or the read-ahead
         # (and how many read-ahead fetches were made).
-        self.fetch_counts = {"on_demand": 0, "from_read_ahead": 0, "read_ahead_fetches": 0}
-        self.on_change: list[Any] = []  # observers of every change (tests, reports)
-        # Observers of each share-partition initialization, given the seconds it took.
-        self.on_partition_loaded: list[Callable[[float], None]] = []
-        self.persist_policy = PersistPolicy()
-        self.upstream = UpstreamLog(proxy)
+        self.fetch_counts = read_ahead.fetch_counts
+        self.on_change: list[Callable[[Change], None]] = persistence.on_change
         self.offsets: ApiHandler | None = None  # APIs 90-92, set by proxy.app.attach
-        self._background: trio.Nursery | None = None  # the proxy's, for read-ahead tasks
-        self.dlq: DlqWriter | None = None  # set by proxy.app: writes DLQ records (KIP-1191)
+        # Observers of every request answered here or by the admin handlers (proxy.admin):
+        # given its header, the answer and the seconds the handler took.
+        self.on_answered: list[Callable[[wire.RequestHead, Any, float], None]] = []
+        # Awaited once the state is recovered, before the proxy listens: given the proxy's
+        # nursery, for tasks that run beside the service (the metrics endpoint).
+        self.on_started: list[Callable[[trio.Nursery], Awaitable[None]]] = []
 
     @property
-    def updates_per_snapshot(self) -> int:
-        return self.persist_policy.updates_per_snapshot
+    def store(self) -> PartitionedStateStore | None:
+        return self.persistence.store
 
-    @updates_per_snapshot.setter
-    def updates_per_snapshot(self, value: int) -> None:
-        self.persist_policy = PersistPolicy(value)
-
-    # ------------------------------------------------------------------ durability
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Recover from the state topic (fencing any older instance) before serving."""
-        self._background = nursery
-        if self.store is None:
-            return
-        replay = await self.store.start(nursery)
-        for group_id, configs in replay.group_configs.items():
-            try:
-                self.engine.set_group_configs(group_id, dict(configs))
-            except ConfigError as e:
-                log.warning("ignoring stored configs of group %s: %s", group_id, e)
-        self.proxy.cluster.restore_topic_ids(replay.topic_ids)
-        # Fresh snapshots of everything, then drop what they supersede (see state_store).
-        snapshots = recovery_snapshots(replay, wall_clock_ms())
-        try:
-            await self.store.prune(snapshots)
-        except StateWriteError as e:
-            log.warning("state topic pruning skipped: %s", e)
-        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
-
-    def _topic_id_assigned(self, name: str, topic_id: UUID) -> None:
-        if self.store is not None:
-            self.store.write_nowait([TopicIdAssigned(name, topic_id)])
-
-    def _records(self, changes: Sequence[Change]) -> list[Record]:
-        assert self.store is not None
-        return list(
-            self.persist_policy.records(
-                changes, self.store.replay.partitions, self.engine.partitions, wall_clock_ms()
-            )
-        )
-
-    async def _persist(self, changes: Sequence[Change]) -> dict[PartitionKey, ErrorCode]:
-        """Write changes and wait until they are durable. On failure the partitions go back
-        to their durable state (the client is told its acknowledgement failed).
-
-        No lock is held: acknowledgements of one partition are applied and written in the
-        same order, each without a checkpoint in between, and are confirmed in that order.
-        A write refused before it leaves fails at once, before any other acknowledgement can
-        be applied, so rebuilding the partition throws nothing else away; any later failure
-        stops this instance's share-group service as a whole (StateStore._fail)."""
-        if self.store is None or not changes:
-            return {}
-        try:
-            await self.store.write(self._records(changes))
-        except StateWriteError as e:
-            code = ErrorCode.NOT_LEADER_OR_FOLLOWER if e.fenced else ErrorCode.UNKNOWN_SERVER_ERROR
-            failed = {c.key: code for c in changes}
-            for key in failed:
-                self._reload(key)
-            return failed
-        self._dead_letter(changes)
-        return {}
-
-    def _persist_later(self, changes: Sequence[Change]) -> None:
-        if self.store is not None and changes:
-            self.store.write_nowait(self._records(changes))
-
-    def _reload(self, key: PartitionKey) -> None:
-        """Throw away the in-memory state of a share partition and rebuild it from the store."""
-        assert self.store is not None
-        durable = self.store.replay.partitions.get(key)
-        if durable is None or self.store.fenced:
-            self.engine.partitions.pop(key, None)
-        else:
-            self.engine.add_partition(
-                key, SharePartition.from_state(durable.start_offset, durable.batches())
-            )
-            self._dead_letter_partition(key)
-        watch = self.watches.get(key)
-        if watch is not None:
-            watch.notify()
+    @property
+    def dlq(self) -> DlqWriter | None:
+        return self.persistence.dlq
 
     @property
     def fenced(self) -> bool:
-        return self.store is not None and self.store.fenced
+        return self.persistence.fenced
 
     # ------------------------------------------------------------------ plumbing
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Recover from the state topic (fencing any older instance) before serving."""
+        self.read_ahead.start(nursery)
+        await self.persistence.start(nursery)
+        for started in self.on_started:
+            await started(nursery)
+
     async def run_timers(self) -> None:
         """Runs while the proxy runs; when it stops, the read-ahead windows and the DLQ
         writer's producer are let go."""
         try:
-            while True:
-                deadline = self.engine.next_deadline_ms()
-                now = now_ms()
-                wait_s = 1.0 if deadline is None else max(0.0, (deadline - now) / 1000)
-                with trio.move_on_after(min(wait_s, 1.0)):
-                    await self._timer_wakeup.wait()
-                self._timer_wakeup = trio.Event()
-                changes, fenced = self.engine.tick(now_ms(), self._partition_counts())
-                for member in fenced:
-                    log.info("share group member %s fenced: session timeout", member)
-                self._publish(changes)
+            await self.timer.run()
         finally:
-            for watch in self.watches.values():
-                watch.forget_read_ahead()
-            if self.dlq is not None:
-                self.dlq.close()
+            self.read_ahead.forget_all()
+            if self.persistence.dlq is not None:
+                self.persistence.dlq.close()
 
     def group_configs_changed(self, group_id: str) -> None:
         """Limits or lock durations changed: let waiting fetches look again."""
         for key, watch in self.watches.items():
             if key[0] == group_id:
                 watch.notify()
-        self._kick_timers()
+        self.timer.kick()
 
-    def _kick_timers(self) -> None:
-        self._timer_wakeup.set()
+    def log_deleted(self) -> None:
+        """Records were deleted (a DeleteRecords went through): see ``ReadAheadFetcher``."""
+        self.read_ahead.log_deleted()
 
-    def _publish(self, changes: Sequence[Change], *, persist: bool = True) -> None:
-        if persist:
-            self._persist_later(changes)
-            self._dead_letter(changes)
-        for change in changes:
-            watch = self.watches.get(change.key)
-            if watch is not None:
-                watch.notify()
-            for callback in self.on_change:
-                callback(change)
-
-    # ------------------------------------------------------------------ dead-letter queue
-    def _dead_letter(self, changes: Sequence[Change]) -> None:
-        """Phase 2 of Kafka's DLQ flow for changes that moved records to ARCHIVING: write
-        their DLQ records, then archive them (SharePartition.initiateDLQAndArchive)."""
-        for change in changes:
-            if any(b.state is RecordState.ARCHIVING for b in change.delta.batches):
-                self._dead_letter_partition(change.key)
-
-    def _dead_letter_partition(self, key: PartitionKey) -> None:
-        sp = self.engine.share_partition(key)
-        if sp is None or self._background is None:
-            return
-        for work in sp.take_archiving():
-            self._background.start_soon(self._write_dlq, key, sp, work)
-
-    async def _write_dlq(self, key: PartitionKey, sp: SharePartition, work: ArchivingRange) -> None:
-        if self.store is not None:
-            await self.store.durable()  # ARCHIVING is persisted before the DLQ write
-        group_id, topic_id, partition = key
-        config = self.engine.group_config(group_id)
-        if self.dlq is not None:
-            await self.dlq.write(
-                group=group_id,
-                dlq_topic=config.dlq_topic_name,
-                copy_records=config.dlq_copy_record_enable,
-                topic=self.proxy.cluster.topic_names.get(topic_id, str(topic_id)),
-                partition=partition,
-                work=work,
-            )
-        if self.engine.share_partition(key) is not sp:
-            return  # rebuilt from the store meanwhile: it hands the range out again
-        delta = sp.complete_archiving(work.first_offset, work.last_offset)
-        if not delta.empty:
-            self._publish([Change(key, delta, "dlq")])
-
-    def _partition_counts(self) -> dict[str, int]:
-        return {name: len(t.partitions) for name, t in self.proxy.cluster.topics.items()}
+    async def ensure_topics(self, names: Sequence[str]) -> None:
+        await ensure_topics(self.proxy, names)
 
     async def connection_closed(self, conn: ClientConnection) -> None:
-        self._publish(self.engine.connection_closed(conn.node_id, conn.id, now_ms=now_ms()))
+        self.persistence.publish(
+            self.engine.connection_closed(conn.node_id, conn.id, now_ms=now_ms())
+        )
         for key in [k for k in self._fetch_conns if k[0] == conn.id]:
             await self._fetch_conns.pop(key).aclose()
 
     async def handle(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
+        started = time.perf_counter()
+        response = await self._answer(conn, request, head)
+        self.answered(head, response, time.perf_counter() - started)
+        return response
+
+    def answered(self, head: wire.RequestHead, response: Any, seconds: float) -> None:
+        for observe in self.on_answered:
+            observe(head, response, seconds)
+
+    async def _answer(self, conn: ClientConnection, request: Any, head: wire.RequestHead) -> Any:
         if head.api_key == 76:
-            return await self.heartbeat(conn, request, head)
+            return await self.membership.heartbeat(conn, request, head)
         if head.api_key == 77:
-            return self.describe(request, head)
+            return self.membership.describe(request, head)
         if head.api_key == 78:
             return await self.share_fetch(conn, request, head)
         if head.api_key == 79:
             return await self.share_acknowledge(conn, request, head)
         assert self.offsets is not None, "proxy.app.attach sets the offsets handler"
         return await self.offsets.handle(conn, request, head)
-
-    # ------------------------------------------------------------------ membership
-    async def ensure_topics(self, names: Sequence[str]) -> None:
-        missing = [n for n in names if n not in self.proxy.cluster.topics]
-        if missing:
-            try:
-                await self.proxy.cluster.refresh(missing)
-            except UpstreamError as e:
-                log.warning("metadata refresh for %s failed: %s", missing, e)
-
-    async def heartbeat(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
-        resp_cls = messages.ShareGroupHeartbeatResponse
-        subscribed = req.subscribed_topic_names
-        if not self.fenced:
-            await self.ensure_topics(self.core.topics_to_know(req.group_id, subscribed))
-        answer = self.core.heartbeat(
-            HeartbeatRequest(
-                req.group_id,
-                req.member_id,
-                req.member_epoch,
-                None if subscribed is None else tuple(subscribed),
-                req.rack_id,
-                conn.client_id,
-                "/" + conn.peer.rsplit(":", 1)[0],  # as Kafka: InetAddress.toString()
-            ),
-            now_ms=now_ms(),
-            partition_counts=self._partition_counts(),
-            topic_ids=self._topic_ids(),
-            fenced=self.fenced,
-        )
-        result = answer.result
-        if result is None:
-            assert answer.error is not None
-            return resp_cls(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(answer.error.code),
-                error_message=answer.error.message,
-                member_id=None,
-                member_epoch=0,
-                heartbeat_interval_ms=0,
-                assignment=None,
-            )
-        self._kick_timers()
-        assignment = None
-        if answer.initialize:
-            async with trio.open_nursery() as nursery:
-                for need in answer.initialize:
-                    nursery.start_soon(self._init_partition, need)
-        if result.assignment is not None:
-            cluster = self.proxy.cluster
-            assignment = resp_cls.Assignment(
-                topic_partitions=[
-                    resp_cls.Assignment.TopicPartitions(
-                        topic_id=cluster.topics[name].topic_id, partitions=list(parts)
-                    )
-                    for name, parts in sorted(result.assignment.items())
-                    if name in cluster.topics
-                ]
-            )
-        return resp_cls(
-            version=head.api_version,
-            throttle_time_ms=0,
-            error_code=0,
-            error_message=None,
-            member_id=result.member_id,
-            member_epoch=result.member_epoch,
-            heartbeat_interval_ms=result.heartbeat_interval_ms,
-            assignment=assignment,
-        )
-
-    def _topic_ids(self) -> dict[str, UUID]:
-        return {name: info.topic_id for name, info in self.proxy.cluster.topics.items()}
-
-    async def _init_partition(self, need: InitNeed) -> None:
-        started = time.perf_counter()
-        try:
-            await self._load_partition(need)
-        finally:
-            elapsed = time.perf_counter() - started
-            for callback in self.on_partition_loaded:
-                callback(elapsed)
-
-    async def _load_partition(self, need: InitNeed) -> None:
-        key, topic, reset = need.key, need.topic, need.reset
-        watch = self.watches.setdefault(key, PartitionWatch())
-        async with watch.lock:
-            if self.engine.share_partition(key) is not None:
-                return
-            if self.fenced:
-                return
-            durable = self.store.replay.partitions.get(key) if self.store is not None else None
-            if durable is not None:
-                self.engine.add_partition(
-                    key, SharePartition.from_state(durable.start_offset, durable.batches())
-                )
-                self._dead_letter_partition(key)  # ARCHIVING found at recovery resumes
-                log.info(
-                    "share partition %s %s-%s recovered at %d",
-                    key[0],
-                    topic,
-                    key[2],
-                    durable.start_offset,
-                )
-                return
-            try:
-                start = await self.upstream.start_offset(topic, key[2], reset)
-            except UpstreamError as e:
-                log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
-                return
-            sp = SharePartition(start)
-            if self.store is not None:
-                try:
-                    await self.store.write([initial_snapshot(key, start, wall_clock_ms())])
-                except StateWriteError as e:
-                    log.warning("cannot initialize share partition %s-%s: %s", topic, key[2], e)
-                    return
-            self.engine.add_partition(key, sp)
-            log.info(
-                "share partition %s %s-%s starts at %d (%s)", key[0], topic, key[2], start, reset
-            )
-
-    def describe(self, req: Any, head: wire.RequestHead) -> Any:
-        resp_cls = messages.ShareGroupDescribeResponse
-        group_cls = resp_cls.DescribedGroup
-        member_cls = group_cls.Member
-        topics_cls = member_cls.Assignment.TopicPartitions
-        # A null GroupIds array (malformed) names no group.
-        described = self.core.describe(list(req.group_ids or ()), self._topic_ids())
-        groups = [
-            group_cls(
-                error_code=int(g.error),
-                error_message=g.message,
-                group_id=g.group_id,
-                group_state=g.state,
-                group_epoch=g.group_epoch,
-                assignment_epoch=g.assignment_epoch,
-                assignor_name=g.assignor,
-                members=[
-                    member_cls(
-                        member_id=m.member_id,
-                        rack_id=m.rack_id,
-                        member_epoch=m.member_epoch,
-                        client_id=m.client_id,
-                        client_host=m.client_host,
-                        subscribed_topic_names=list(m.subscribed_topic_names),
-                        assignment=member_cls.Assignment(
-                            topic_partitions=[
-                                topics_cls(topic_id=tid, topic_name=name, partitions=list(ps))
-                                for tid, name, ps in m.assignment
-                            ]
-                        ),
-                    )
-                    for m in g.members
-                ],
-                authorized_operations=-(2**31),
-            )
-            for g in described
-        ]
-        return resp_cls(version=head.api_version, throttle_time_ms=0, groups=groups)
 
     # ------------------------------------------------------------------ acknowledgements
     def _announce_acks(self, outcomes: Sequence[AckOutcome]) -> None:
@@ -492,8 +203,8 @@ class ShareService:
                 )
         changes = [o.change for o in outcomes if o.change is not None]
         if changes:
-            self._publish(changes, persist=False)
-            self._kick_timers()
+            self.persistence.publish(changes, persist=False)
+            self.timer.kick()
 
     async def share_acknowledge(
         self, conn: ClientConnection, req: Any, head: wire.RequestHead
@@ -532,8 +243,8 @@ class ShareService:
             )
         self._announce_acks(op.outcomes)
         # The answer goes out only once the acknowledgements are durable.
-        answer = op.answer(await self._persist(op.changes))
-        self._publish(op.close())
+        answer = op.answer(await self.persistence.persist(op.changes))
+        self.persistence.publish(op.close())
         return resp_cls(
             version=head.api_version,
             throttle_time_ms=0,
@@ -611,11 +322,11 @@ class ShareService:
         changes = op.ack_changes
 
         async def persist() -> None:
-            fetch_op.persisted(await self._persist(changes))
+            fetch_op.persisted(await self.persistence.persist(changes))
 
         if op.action is FetchAction.CLOSE:
             await persist()
-            self._publish(op.close())
+            self.persistence.publish(op.close())
         elif op.action is FetchAction.ACKS_ONLY:
             await persist()
         elif not changes:
@@ -679,7 +390,7 @@ class ShareService:
         if op.unknown_topic_ids(cluster.topic_names) and not self.fenced:
             await self.ensure_topics([])
         for need in op.prepare(cluster.topic_names, fenced=self.fenced):
-            await self._init_partition(need)
+            await self.persistence.init_partition(need)
         op.plan()
         if not op.parts:
             return
@@ -717,16 +428,16 @@ class ShareService:
             return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, "no leader")
         async with watch.lock:
             pr = op.read(turn, now_ms())
-            self._publish(pr.changes)
+            self.persistence.publish(pr.changes)
             pr.changes.clear()
             if pr.outcome is not None:
                 return pr.outcome
             outcome = await self._read_and_acquire(conn, pr, watch, leader)
             watch.trim(pr.sp.start_offset)
-            self._maybe_read_ahead(pr.sp, watch, (leader, name, partition, op.isolation))
-        self._publish(pr.changes)
+            self.read_ahead.maybe_start(pr.sp, watch, (leader, name, partition, op.isolation))
+        self.persistence.publish(pr.changes)
         if isinstance(outcome, Acquired):
-            self._kick_timers()
+            self.timer.kick()
         return outcome
 
     async def _read_and_acquire(
@@ -756,7 +467,7 @@ class ShareService:
             return _settled(pr.on_read(Batches(tuple(batches))))
         if pr.nothing_new(watch.high_watermark):
             return NoRecords(wait_for_log=True)  # nothing new since we looked a moment ago
-        generation = self.log_generation
+        generation = self.read_ahead.log_generation
         try:
             bc = await self._fetch_conn(conn, leader)
         except UpstreamError as e:
@@ -767,7 +478,7 @@ class ShareService:
             watch.high_watermark = result.high_watermark
             if result.batches:
                 self.fetch_counts["on_demand"] += 1
-                if result.generation == self.log_generation:
+                if result.generation == self.read_ahead.log_generation:
                     watch.keep(sp, isolation, read.offset, list(result.batches))
         outcome = pr.on_read(result)
         if isinstance(outcome, LogStartNeeded):
@@ -784,79 +495,6 @@ class ShareService:
             elif isinstance(result, OutOfRange):
                 watch.high_watermark = result.high_watermark
         return outcome
-
-    # ------------------------------------------------------------------ read-ahead
-    def _maybe_read_ahead(
-        self, sp: SharePartition, watch: PartitionWatch, source: tuple[int, str, int, int]
-    ) -> None:
-        """Start reading the next part of the log before the consumers ask for it, when the
-        read-ahead of this share partition holds less than READ_AHEAD_BYTES past what is
-        handed out and the log is known to have more. Kafka reads share fetches from its local
-        log; here every read is a round trip to the upstream broker, and without read-ahead
-        the members sharing a partition wait for those one after the other."""
-        if (
-            watch.ra_pending is not None
-            or watch.ra_owner is not sp
-            or watch.high_watermark < 0
-            or watch.ra_end >= watch.high_watermark
-            or watch.ra_bytes >= READ_AHEAD_MAX_BYTES - READ_AHEAD_BYTES
-            or ReadAheadHeld.bytes >= READ_AHEAD_TOTAL_BYTES
-        ):
-            return
-        offset, ahead = sp.next_fetch_offset(), 0
-        for batch, data in reversed(watch.ra_batches):
-            if batch.last_offset < offset or ahead >= READ_AHEAD_BYTES:
-                break
-            ahead += len(data)
-        if ahead >= READ_AHEAD_BYTES:
-            return
-        if self._background is None:
-            return  # not serving yet
-        watch.ra_pending = trio.Event()
-        self._background.start_soon(self._read_ahead, sp, watch, source)
-
-    async def _read_ahead(
-        self, sp: SharePartition, watch: PartitionWatch, source: tuple[int, str, int, int]
-    ) -> None:
-        """Extend the read-ahead window by one upstream Fetch; ``source`` is the leader,
-        topic name, partition and isolation level."""
-        leader, name, partition, isolation = source
-        start, generation = watch.ra_end, self.log_generation
-        try:
-            bc = await self.upstream.pooled(self._ra_conns, (leader, partition % 4), leader)
-            self.fetch_counts["read_ahead_fetches"] += 1
-            resp = await self.upstream.fetch(
-                bc, [(name, partition, start, READ_AHEAD_BYTES)], 1, isolation
-            )
-            p = first_partition(resp)
-            if p is None or p.error_code:
-                return  # the next fetch on demand sees the error and deals with it
-            watch.high_watermark = int(p.high_watermark)
-            if (
-                watch.ra_owner is sp
-                and watch.ra_isolation == isolation
-                and watch.ra_end == start
-                and generation == self.log_generation
-            ):
-                watch.extend(log_batches(p, isolation))
-        except UpstreamError as e:
-            log.info("read-ahead of %s-%s at %d failed: %s", name, partition, start, e)
-        except Exception:  # it runs in the proxy's own nursery: never fatal
-            # Read-ahead only saves round trips; the fetch on demand reads the same records
-            # and reports any error to its client. A bug here must not stop the proxy.
-            log.exception("read-ahead of %s-%s at %d failed", name, partition, start)
-            watch.forget_read_ahead()
-        finally:
-            done, watch.ra_pending = watch.ra_pending, None
-            if done is not None:
-                done.set()
-
-    def log_deleted(self) -> None:
-        """Records were deleted (a DeleteRecords went through): read-ahead may hold records
-        below the new log start, which must not be handed out."""
-        self.log_generation += 1
-        for watch in self.watches.values():
-            watch.forget_read_ahead()
 
     async def _wait_for_records(
         self,

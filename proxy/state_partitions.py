@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from uuid import UUID
 
 import trio
 from confluent_kafka import Producer
 
-from proxy.state_store import StateStore, StateWriteError, StoreConfig, _Waiter, new_producer
+from proxy.state_store import StateStore, StateWriteError, StoreConfig, Waiter, new_producer
 from sharegroup.persist.partitioning import state_partition_of
 from sharegroup.persist.records import PartitionKey, Record
 from sharegroup.persist.recovery import DurableState, Replay
@@ -73,6 +74,8 @@ class PartitionedStateStore:
         self.replay = ReplayView(self.stores)
         self._producer: Producer | None = None
         self._nursery: trio.Nursery | None = None
+        # Observers of every awaited write: the seconds until durable, or None when it failed.
+        self.on_write: list[Callable[[float | None], None]] = []
 
     @property
     def fenced(self) -> bool:
@@ -87,7 +90,7 @@ class PartitionedStateStore:
         """Create the topic unless it exists and learn its partition count; the stores'
         readers will run in ``nursery``. Claims nothing."""
         probe = StateStore(self.config)
-        self.partitions = await trio.to_thread.run_sync(probe._create_topic)
+        self.partitions = await trio.to_thread.run_sync(probe.create_topic)
         if self.partitions != self.config.partitions:
             log.warning(
                 "state topic %s has %d partition(s), not the %d of "
@@ -164,6 +167,18 @@ class PartitionedStateStore:
     async def write(self, records: Sequence[Record]) -> None:
         """Persist records, each in its state partition; returns once all are durable and
         this instance still owns their partitions, else raises (the first error met)."""
+        started = time.perf_counter()
+        try:
+            await self._write(records)
+        except BaseException:
+            for observe in self.on_write:
+                observe(None)
+            raise
+        elapsed = time.perf_counter() - started
+        for observe in self.on_write:
+            observe(elapsed)
+
+    async def _write(self, records: Sequence[Record]) -> None:
         groups = self._by_store(records)
         if len(groups) == 1:
             ((p, recs),) = groups.items()
@@ -177,7 +192,7 @@ class PartitionedStateStore:
             waiters.append((store, store.begin_write(recs)))
         errors: list[StateWriteError] = []
 
-        async def confirm(store: StateStore, waiter: _Waiter) -> None:
+        async def confirm(store: StateStore, waiter: Waiter) -> None:
             try:
                 await store.confirmed(waiter)
             except StateWriteError as e:
@@ -215,7 +230,7 @@ class PartitionedStateStore:
                 pruned.append(await store.prune(recs))
             elif store.claim_offset > 0:
                 # Nothing lives in this partition: everything below the claim is void.
-                await trio.to_thread.run_sync(store._delete_below, store.claim_offset)
+                await trio.to_thread.run_sync(store.delete_below, store.claim_offset)
                 pruned.append(store.claim_offset)
 
         async with trio.open_nursery() as nursery:

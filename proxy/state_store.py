@@ -130,7 +130,7 @@ class _Reclaimed:
 
 
 @dataclass
-class _Waiter:
+class Waiter:
     seq: int
     done: trio.Event = field(default_factory=trio.Event)
     error: StateWriteError | None = None
@@ -192,7 +192,7 @@ class StateStore:
         self._read_seq = 0  # the last of our sequence numbers it read
         self._seq = 0  # last sequence number produced
         self._confirmed = 0  # last sequence number read back before any other claim
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._stopped = False
         # A write of unknown outcome was met: the tail reader stops and _recover runs.
         self._recover_wanted = False
@@ -206,7 +206,7 @@ class StateStore:
     async def start(self, nursery: trio.Nursery) -> Replay:
         started = time.monotonic()
         if self.config.create_topic:
-            await trio.to_thread.run_sync(self._create_topic)
+            await trio.to_thread.run_sync(self.create_topic)
         created = time.monotonic()
         await trio.to_thread.run_sync(self._claim)
         claimed = time.monotonic()
@@ -240,7 +240,7 @@ class StateStore:
     def _admin(self) -> AdminClient:
         return AdminClient(self.config.client({}))
 
-    def _create_topic(self) -> int:
+    def create_topic(self) -> int:
         """Create the topic unless it exists; returns its partition count."""
         admin = self._admin()
         metadata = admin.list_topics(timeout=30)
@@ -773,13 +773,13 @@ class StateStore:
             return
         await self.confirmed(self.begin_write(records))
 
-    def begin_write(self, records: Sequence[Record]) -> _Waiter:
+    def begin_write(self, records: Sequence[Record]) -> Waiter:
         """Hand records to the producer now (raises if refused); ``confirmed`` waits for them."""
-        waiter = _Waiter(self._produce(records))
+        waiter = Waiter(self._produce(records))
         self._waiters.append(waiter)
         return waiter
 
-    async def confirmed(self, waiter: _Waiter) -> None:
+    async def confirmed(self, waiter: Waiter) -> None:
         """Wait until the write of ``waiter`` is durable and read back, else raise."""
         with trio.CancelScope(shield=True):  # the write happens anyway; wait for its outcome
             with trio.move_on_after(self.config.commit_retry_s + 30):
@@ -793,7 +793,7 @@ class StateStore:
         """Wait until everything written so far is durable (or failed)."""
         if self._seq <= self._confirmed or self.fenced:
             return
-        waiter = _Waiter(self._seq)
+        waiter = Waiter(self._seq)
         self._waiters.append(waiter)
         with trio.move_on_after(self.config.commit_retry_s + 30):
             await waiter.done.wait()
@@ -816,10 +816,10 @@ class StateStore:
         await self.write(snapshots)
         if self.claim_offset <= 0:
             return 0
-        await trio.to_thread.run_sync(self._delete_below, self.claim_offset)
+        await trio.to_thread.run_sync(self.delete_below, self.claim_offset)
         return self.claim_offset
 
-    def _delete_below(self, offset: int) -> None:
+    def delete_below(self, offset: int) -> None:
         admin = self._admin()
         try:
             futures = admin.delete_records(

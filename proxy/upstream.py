@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -114,6 +115,9 @@ class BrokerConnection:
         self.finalized_features_epoch = -1
         self._closed = False
         self._retire_at = float("inf")  # trio time after which no new request should use it
+        # Observers of every request, given the request and the seconds until its answer
+        # (or its failure); ``Cluster`` shares its own list with the connections it keeps.
+        self.on_request: list[Callable[[Any, float], None]] = []
 
     @property
     def closed(self) -> bool:
@@ -185,6 +189,17 @@ class BrokerConnection:
         return version
 
     async def request(self, msg: Any, version: int, timeout_s: float = 30.0) -> Any:
+        if not self.on_request:
+            return await self._request(msg, version, timeout_s)
+        started = time.perf_counter()
+        try:
+            return await self._request(msg, version, timeout_s)
+        finally:
+            elapsed = time.perf_counter() - started
+            for observe in self.on_request:
+                observe(msg, elapsed)
+
+    async def _request(self, msg: Any, version: int, timeout_s: float) -> Any:
         if self._closed or self._stream is None:
             raise UpstreamError(f"connection to {self.host}:{self.port} is closed")
         cid = next(self._cids)
@@ -273,6 +288,9 @@ class Cluster:
         self.assigned_ids = 0  # how many topic ids the proxy had to make up
         self._restored_ids: dict[str, uuid.UUID] = {}
         self.on_topic_id_assigned: Callable[[str, uuid.UUID], None] | None = None
+        # Observers of the requests on the shared connections (``connection``), as
+        # ``BrokerConnection.on_request``; connections of a caller's own are not observed.
+        self.on_request: list[Callable[[Any, float], None]] = []
 
     # ------------------------------------------------------------------ connections
     async def connection(self, node_id: int | None = None) -> BrokerConnection:
@@ -294,6 +312,7 @@ class Cluster:
                 if info is None:
                     raise UpstreamError(f"unknown upstream broker {node_id}")
             conn = BrokerConnection(info.host, info.port, self._max_frame_bytes, self.security)
+            conn.on_request = self.on_request
             try:
                 await conn.start(self._nursery)
             except (OSError, trio.TooSlowError) as e:
@@ -302,6 +321,23 @@ class Cluster:
                 ) from e
             self._connections[node_id] = conn
         return conn
+
+    def api_versions(self, node_id: int) -> dict[int, tuple[int, int]] | None:
+        """The API versions of broker ``node_id`` as its connection learned them, else those of
+        any connection that knows them (None before any does)."""
+        conn = self.versioned_connection(node_id)
+        return conn.api_versions if conn is not None else None
+
+    def versioned_connection(self, node_id: int) -> BrokerConnection | None:
+        """The connection to ``node_id`` once it knows the broker's ApiVersions answer (API
+        versions and features), else any connection that does (None before any does)."""
+        conn = self._connections.get(node_id) or self._bootstrap_conn
+        if conn is not None and conn.api_versions:
+            return conn
+        for c in self._connections.values():
+            if c.api_versions:
+                return c
+        return None
 
     async def open_connection(self, node_id: int) -> BrokerConnection:
         """A new connection to broker ``node_id`` of the caller's own (not shared), for
@@ -319,6 +355,7 @@ class Cluster:
         errors = []
         for host, port in self.bootstrap:
             conn = BrokerConnection(host, port, self._max_frame_bytes, self.security)
+            conn.on_request = self.on_request
             try:
                 await conn.start(self._nursery)
             except (OSError, trio.TooSlowError, UpstreamError) as e:
@@ -397,6 +434,13 @@ class Cluster:
                 self.topic_names.pop(info.topic_id, None)
                 info.topic_id = topic_id
                 self.topic_names[topic_id] = name
+
+    def partition_counts(self) -> dict[str, int]:
+        """Partitions per known topic (what the share-group assignor assigns)."""
+        return {name: len(t.partitions) for name, t in self.topics.items()}
+
+    def topic_ids(self) -> dict[str, uuid.UUID]:
+        return {name: info.topic_id for name, info in self.topics.items()}
 
     def leader_of(self, topic: str, partition: int) -> int | None:
         info = self.topics.get(topic)

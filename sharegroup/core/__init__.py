@@ -1,5 +1,7 @@
-"""The sans-I/O share-group core: every decision of ShareFetch and ShareAcknowledge, with no
-sockets, no clock and no tasks.
+"""The sans-I/O share-group core: every decision of ShareGroupHeartbeat, ShareGroupDescribe,
+ShareFetch and ShareAcknowledge (``service``), of the offsets APIs 90-92 (``offsets``), of
+GROUP config resources (``configs``) and of ListGroups, DescribeGroups and DeleteGroups for
+share groups (``admin``), with no sockets, no clock and no tasks.
 
 In the spirit of h11: a driver decodes a request into the typed values of ``messages``, hands
 it to ``ShareCore`` with ``now_ms``, and the core answers with what it needs next (a log read,

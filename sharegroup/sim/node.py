@@ -17,7 +17,7 @@ the durable store (``state_log``: the state topic in memory, holding the encoded
 ``sharegroup.persist.policy`` decides on, exactly as the proxy writes them; a ``restart`` claims
 it anew and rebuilds share partitions, group configs and topic ids with the real replay of
 ``sharegroup.persist.recovery``, then prunes it, as ``proxy/state_store.py`` and
-``ShareService.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
+``SharePersistence.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
 offset, refused while the group has members, as Kafka does).
 
 Everything it learns goes into the run's ``Trace``. Deterministic: no clock but the loop's,
@@ -39,6 +39,7 @@ from model import (
     AcquireMode,
     ArchivingRange,
     BrokerConfig,
+    ConfigError,
     DlqCause,
     ErrorCode,
     HeartbeatResult,
@@ -67,6 +68,7 @@ from sharegroup.core import (
     ShareFetchRequest,
     Turn,
 )
+from sharegroup.core.configs import DELETE, SET, ConfigsCore
 from sharegroup.core.offsets import OffsetsCore
 from sharegroup.dlq_format import dlq_partition, validate_dlq_topic
 from sharegroup.engine import Change, PartitionKey, ShareEngine
@@ -213,7 +215,7 @@ class SimProxy:
         return store
 
     def _recover(self) -> ShareEngine:
-        """A new engine with what the replay holds, as ``ShareService.start`` sets it up: group
+        """A new engine with what the replay holds, as ``SharePersistence.start`` sets it up: group
         configs and topic ids now; share partitions when first used (``_init_partition``)."""
         replay = self.store.replay
         engine = ShareEngine(self.broker_config)
@@ -235,10 +237,17 @@ class SimProxy:
             )
 
     def _set_group_configs(self, configs: dict[str, str | None]) -> None:
-        self.engine.set_group_configs(self.group_id, configs)
-        entry = self.engine.group(self.group_id)
-        assert entry is not None
-        self.store.write([GroupConfigs(self.group_id, dict(entry.overrides))])
+        """IncrementalAlterConfigs of the group, decided as the proxy decides it
+        (``ConfigsCore``) and persisted before it applies."""
+        core = ConfigsCore(self.engine)
+        change = core.plan(
+            self.group_id,
+            [(k, SET, v) if v is not None else (k, DELETE, None) for k, v in configs.items()],
+        )
+        if isinstance(change, Refused):
+            raise ConfigError(change.message)  # the scenario's configs were checked on load
+        self.store.write([GroupConfigs(self.group_id, dict(change.after))])
+        core.apply(change)
 
     # ------------------------------------------------------------------ connections
     def connect(self, client: Client) -> int | None:

@@ -14,14 +14,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin._acl import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+)
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from confluent_kafka.cimpl import NewTopic
 
-from proxy import wire
+from proxy import messages, wire
 from proxy.sasl import Scram
 from sharegroup.brokers import Broker
 from sharegroup.conformance.client import (
@@ -35,7 +45,7 @@ from sharegroup.conformance.client import (
 from sharegroup.pki import Pki
 from tests.conftest import SECURE_USERS
 from tests.harness import ProxyThread
-from tests.integration.test_sasl_passthrough import acls_read, proxy_configs
+from tests.integration.test_sasl_passthrough import acls_read, client, proxy_configs
 
 pytestmark = pytest.mark.integration
 
@@ -282,8 +292,33 @@ def test_deny_added_upstream_takes_effect_within_the_refresh_bound(
                 assert acquired(part) == 0 and not part.records
         assert refused_after is not None, "the DENY never took effect"
         assert refused_after < ACL_REFRESH_MS / 1000 + 2.0  # the documented bound, plus slack
+        # Every fetch answers the partition with 29 while the DENY stands, as Kafka does (the
+        # partition stays in the share session).
         for _ in range(3):
-            assert acquired(alice.fetch()[1]) == 0
+            code, part = alice.fetch()
+            assert code == 0
+            assert part is not None and part.error_code == 29
+            assert acquired(part) == 0 and not part.records
+        # The DENY goes: the same share session fetches the records produced meanwhile.
+        admin = admin_of(target.broker)
+        deny = AclBindingFilter(
+            ResourceType.TOPIC,
+            topic,
+            ResourcePatternType.LITERAL,
+            "User:alice",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.DENY,
+        )
+        for f in admin.delete_acls([deny]).values():
+            f.result(30)
+        target.settle()
+        got, deadline = 0, time.monotonic() + 30
+        while got < 3 and time.monotonic() < deadline:
+            code, part = alice.fetch()
+            assert code == 0 and (part is None or part.error_code in (0, 29))
+            got += acquired(part)
+        assert got == 3
 
 
 def test_list_groups_and_describe_configs_are_filtered_by_acls(target: Secured, pki: Pki) -> None:
@@ -336,3 +371,221 @@ def test_list_groups_and_describe_configs_are_filtered_by_acls(target: Secured, 
     codes = {r.resource_name: r.error_code for r in resp.results}
     assert codes == {hidden: 30, topic: 29, seen: 0}
     assert all(not r.configs for r in resp.results if r.error_code)
+
+
+ZERO_UUID = uuid.UUID(int=0)
+
+
+def _offsets_request(conn: Connection, key: int, build: Any) -> Any:
+    version = conn.version_for(key, 1 if key == 90 else 0)
+    return conn.request(build(version), version)
+
+
+def coordinator_ready(conn: Connection, group: str) -> None:
+    """Kafka creates its group coordinator's topic on the first FindCoordinator and answers
+    COORDINATOR_NOT_AVAILABLE (15) until it is loaded: ask until it answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            find_coordinator(conn, group)
+            return
+        except ClientError:
+            assert time.monotonic() < deadline, "no group coordinator"
+            time.sleep(0.2)
+
+
+def describe_offsets(conn: Connection, group: str, topics: list[str] | None) -> Any:
+    cls = messages.DescribeShareGroupOffsetsRequest
+    gcls = cls.DescribeShareGroupOffsetsRequestGroup
+    tcls = gcls.DescribeShareGroupOffsetsRequestTopic
+    named = None if topics is None else [tcls(topic_name=t, partitions=[0]) for t in topics]
+    resp = _offsets_request(
+        conn, 90, lambda v: cls(version=v, groups=[gcls(group_id=group, topics=named)])
+    )
+    (g,) = resp.groups
+    return g
+
+
+def alter_offsets(conn: Connection, group: str, topics: list[str]) -> Any:
+    cls = messages.AlterShareGroupOffsetsRequest
+    tcls = cls.AlterShareGroupOffsetsRequestTopic
+    pcls = tcls.AlterShareGroupOffsetsRequestPartition
+    body = [
+        tcls(topic_name=t, partitions=[pcls(partition_index=0, start_offset=0)]) for t in topics
+    ]
+    return _offsets_request(conn, 91, lambda v: cls(version=v, group_id=group, topics=body))
+
+
+def delete_offsets(conn: Connection, group: str, topics: list[str]) -> Any:
+    cls = messages.DeleteShareGroupOffsetsRequest
+    body = [cls.DeleteShareGroupOffsetsRequestTopic(topic_name=t) for t in topics]
+    return _offsets_request(conn, 92, lambda v: cls(version=v, group_id=group, topics=body))
+
+
+def test_share_offsets_apis_check_each_topic(target: Secured, pki: Pki) -> None:
+    """APIs 90-92 check the topics as well as the group: DESCRIBE to describe a topic's
+    offsets, READ to alter or delete them. Refused topics get TOPIC_AUTHORIZATION_FAILED
+    where they were named, and are left out where the client asked for all topics."""
+    readable, describable, hidden = (new_topic(target.broker) for _ in range(3))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    acl(target.broker, "User:bob", ResourceType.GROUP, group, AclOperation.READ)
+    acl(target.broker, "User:bob", ResourceType.GROUP, group, AclOperation.DELETE)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, readable, AclOperation.READ)
+    acl(target.broker, "User:bob", ResourceType.TOPIC, describable, AclOperation.DESCRIBE)
+    target.settle()
+    all_three = [readable, describable, hidden]
+    with share_conn(target.bootstrap, pki, "admin") as conn:
+        # The group's share partitions start at 0 on all three topics (this creates the group).
+        coordinator_ready(conn, group)
+        deadline = time.monotonic() + 30
+        resp = alter_offsets(conn, group, all_three)
+        while resp.error_code in (14, 15, 16) and time.monotonic() < deadline:  # still loading
+            time.sleep(0.2)
+            resp = alter_offsets(conn, group, all_three)
+        assert resp.error_code == 0, resp.error_message
+        assert {t.topic_name: [p.error_code for p in t.partitions] for t in resp.responses} == {
+            t: [0] for t in all_three
+        }
+    with share_conn(target.bootstrap, pki, "bob") as conn:
+        described = describe_offsets(conn, group, all_three)
+        assert described.error_code == 0, described.error_message
+        outcomes = [
+            (
+                t.topic_name,
+                t.topic_id in (None, ZERO_UUID),
+                [(p.partition_index, p.start_offset, p.error_code) for p in t.partitions],
+            )
+            for t in described.topics
+        ]
+        # The authorized topics in the coordinator's order, then the refused one, with no
+        # offset and no topic id.
+        assert sorted(outcomes[:2]) == sorted(
+            [(readable, False, [(0, 0, 0)]), (describable, False, [(0, 0, 0)])]
+        )
+        assert outcomes[2:] == [(hidden, True, [(0, -1, 29)])]
+        every = describe_offsets(conn, group, None)
+        assert every.error_code == 0, every.error_message
+        assert sorted(t.topic_name for t in every.topics) == sorted([readable, describable])
+
+        altered = alter_offsets(conn, group, all_three)
+        assert altered.error_code == 0, altered.error_message
+        assert [
+            (t.topic_name, [(p.partition_index, p.error_code) for p in t.partitions])
+            for t in altered.responses
+        ] == [(describable, [(0, 29)]), (hidden, [(0, 29)]), (readable, [(0, 0)])]
+
+        deleted = delete_offsets(conn, group, all_three)
+        assert deleted.error_code == 0, deleted.error_message
+        assert [(t.topic_name, t.error_code) for t in deleted.responses] == [
+            (describable, 29),
+            (hidden, 29),
+            (readable, 0),
+        ]
+    with share_conn(target.bootstrap, pki, "admin") as conn:
+        # Only the readable topic's offsets were deleted.
+        remaining = describe_offsets(conn, group, None)
+        assert sorted(t.topic_name for t in remaining.topics) == sorted([describable, hidden])
+
+
+def test_acls_that_cannot_be_read_pause_a_share_consumer_without_ending_it(
+    kafka39_sasl: Broker, pki: Pki
+) -> None:
+    """The proxy's principal loses DESCRIBE on the cluster, so the proxy cannot read the ACLs
+    (as when the upstream is away): alice's librdkafka share consumer gets no record while
+    they are unknown, sees no error, and goes on consuming once they can be read again. An
+    authorization error instead (30 on the heartbeat) would end it."""
+    broker = kafka39_sasl
+    user, password = f"proxy-{uuid.uuid4().hex[:8]}", "outage-secret"
+    admin = admin_of(broker)
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+    )
+    for f in admin.alter_user_scram_credentials([upsert]).values():
+        f.result(30)
+    state_topic = f"__sharegroup_state_{uuid.uuid4().hex[:8]}"
+    topic, group = new_topic(broker), f"g-{uuid.uuid4().hex[:8]}"
+    principal = f"User:{user}"
+    acl(
+        broker,
+        principal,
+        ResourceType.TOPIC,
+        state_topic,
+        AclOperation.CREATE,
+        AclOperation.DESCRIBE,
+        AclOperation.READ,
+        AclOperation.WRITE,
+        AclOperation.DESCRIBE_CONFIGS,
+    )
+    acl(broker, principal, ResourceType.TOPIC, topic, AclOperation.READ)
+    acl(
+        broker,
+        principal,
+        ResourceType.GROUP,
+        f"sharegroup-state-reader-{state_topic}",
+        AclOperation.READ,
+    )
+    read_acls_fields = (
+        ResourceType.BROKER,
+        "kafka-cluster",
+        ResourcePatternType.LITERAL,
+        principal,
+        "*",
+        AclOperation.DESCRIBE,
+        AclPermissionType.ALLOW,
+    )
+    read_acls = AclBinding(*read_acls_fields)
+    for f in admin.create_acls([read_acls]).values():
+        f.result(30)
+    acl(broker, "User:alice", ResourceType.TOPIC, topic, AclOperation.READ, AclOperation.WRITE)
+    acl(broker, "User:alice", ResourceType.GROUP, group, AclOperation.READ)
+    configs = {
+        **proxy_configs(pki),
+        "upstream.sasl.username": user,
+        "upstream.sasl.password": password,
+        "sharegroup.state.topic": state_topic,
+        "sharegroup.acl.refresh.ms": str(ACL_REFRESH_MS),
+    }
+    with ProxyThread(broker.bootstrap, configs, listen_protocol="SASL_SSL") as proxied:
+        proxy = proxied.proxy
+        assert proxy is not None and proxy.authz is not None
+        authz = proxy.authz
+        acls_read(proxied)
+        target = Secured("proxy", proxied.bootstrap, broker, proxied)
+        earliest(target, pki, group)
+        alice = client(proxied.bootstrap, pki, "alice")
+        produce(broker, topic, 3)
+        consumer = ShareConsumer({**alice, "group.id": group})
+        consumer.subscribe([topic])
+        got: list[bytes] = []
+
+        def consume(until: int, timeout_s: float) -> None:
+            deadline = time.monotonic() + timeout_s
+            while len(got) < until and time.monotonic() < deadline:
+                for m in consumer.poll(0.5):
+                    assert m.error() is None, m.error()
+                    value = m.value()
+                    assert value is not None
+                    got.append(value)
+
+        try:
+            consume(3, 60)
+            assert len(got) == 3
+            # The proxy's principal may no longer read the ACLs.
+            for f in admin.delete_acls([AclBindingFilter(*read_acls_fields)]).values():
+                f.result(30)
+            deadline = time.monotonic() + 30
+            while proxied.call(lambda: authz.current):
+                assert time.monotonic() < deadline, "the proxy still takes its ACLs as current"
+                time.sleep(0.05)
+            produce(broker, topic, 3)
+            # Several heartbeats (1 s apart) and fetches are refused meanwhile: no record, no
+            # error surfaces.
+            consume(4, 4)
+            assert len(got) == 3, "a record was served while the ACLs were unknown"
+            assert proxied.call(lambda: authz.current) is False
+            for f in admin.create_acls([read_acls]).values():
+                f.result(30)
+            consume(6, 60)
+            assert sorted(got) == sorted([b"0", b"1", b"2"] * 2)
+        finally:
+            consumer.close()
