@@ -16,10 +16,19 @@ Configs use Kafka's names where Kafka has one:
   unconfirmed before its outcome counts as unknown and the store recovers (docs/persistence.md).
 * ``sharegroup.metrics.listen`` (``HOST:PORT``, unset: no endpoint) — Prometheus metrics at
   ``/metrics`` (``proxy/metrics.py``, docs/operations.md).
+* ``sharegroup.fleet.*`` — fleet mode, several instances sharing the work (``proxy/fleet_service.py``,
+  docs/persistence.md, A fleet of instances): ``enabled`` (default false), ``instance.id``
+  (required with it: an integer unique in the fleet, as Kafka's ``node.id``), ``group.id``
+  (the fleet's consumer group, default ``sharegroup-fleet-<state topic>``),
+  ``session.timeout.ms`` (default 45000, Kafka's consumer default; the cluster's
+  ``group.min.session.timeout.ms``, 6000 by default, is the floor) and
+  ``heartbeat.interval.ms`` (default 3000): an instance that dies is noticed after the
+  session timeout.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from model import BrokerConfig, ConfigError
@@ -27,6 +36,8 @@ from model.config import BROKER_DLQ_KEYS
 from proxy.admin import AdminHandlers
 from proxy.authz import ACL_KEYS, Authorizer, authz_config
 from proxy.dlq import MARKED_TOPICS_KEY, DlqWriter
+from proxy.fleet import MAX_INSTANCE_ID
+from proxy.fleet_service import FleetService
 from proxy.framing import DEFAULT_MAX_FRAME_BYTES
 from proxy.internal_topic import InternalTopicGuard
 from proxy.lock_timer import LockTimer
@@ -48,6 +59,18 @@ from sharegroup.persist.partitioning import DEFAULT_STATE_PARTITIONS, MAX_STATE_
 from sharegroup.persist.policy import PersistPolicy
 
 METRICS_LISTEN = "sharegroup.metrics.listen"
+FLEET_ENABLED = "sharegroup.fleet.enabled"
+FLEET_INSTANCE_ID = "sharegroup.fleet.instance.id"
+FLEET_GROUP_ID = "sharegroup.fleet.group.id"
+FLEET_SESSION_TIMEOUT = "sharegroup.fleet.session.timeout.ms"
+FLEET_HEARTBEAT = "sharegroup.fleet.heartbeat.interval.ms"
+FLEET_KEYS = {
+    FLEET_ENABLED,
+    FLEET_INSTANCE_ID,
+    FLEET_GROUP_ID,
+    FLEET_SESSION_TIMEOUT,
+    FLEET_HEARTBEAT,
+}
 STORE_KEYS = {
     "sharegroup.state.topic",
     "sharegroup.state.enable",
@@ -83,7 +106,7 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
             store[key] = value
         elif key in SECURITY_KEYS or key in ACL_KEYS:
             continue  # checked by proxy.security when the proxy is built
-        elif key == METRICS_LISTEN:
+        elif key == METRICS_LISTEN or key in FLEET_KEYS:
             continue
         elif key == "socket.request.max.bytes":
             max_frame = _int(configs, key, 1024, 2**31 - 1) or DEFAULT_MAX_FRAME_BYTES
@@ -102,7 +125,32 @@ def split_configs(configs: dict[str, str]) -> tuple[dict[str, str], dict[str, st
         "sharegroup.state.topic.partitions",
     }:
         _int(store, key, 0 if "snapshot" in key else 1, 500 if "snapshot" in key else 1000)
+    fleet_settings(configs)
     return share, store, max_frame
+
+
+def fleet_settings(configs: dict[str, str]) -> dict[str, Any] | None:
+    """The fleet-mode settings (None: one instance); ConfigError names a bad key."""
+    enabled = configs.get(FLEET_ENABLED, "false").lower()
+    if enabled not in ("true", "false"):
+        raise ConfigError(f"{FLEET_ENABLED}: {enabled!r} is not true/false")
+    if enabled == "false":
+        return None
+    if configs.get("sharegroup.state.enable", "true").lower() == "false":
+        raise ConfigError(f"{FLEET_ENABLED}=true needs sharegroup.state.enable=true")
+    instance_id = _int(configs, FLEET_INSTANCE_ID, 0, MAX_INSTANCE_ID)
+    if instance_id is None:
+        raise ConfigError(f"{FLEET_ENABLED}=true needs {FLEET_INSTANCE_ID} (or --instance-id)")
+    session = _int(configs, FLEET_SESSION_TIMEOUT, 1000, 3600000) or 45000
+    heartbeat = _int(configs, FLEET_HEARTBEAT, 100, 3600000) or min(3000, session // 3)
+    if heartbeat >= session:
+        raise ConfigError(f"{FLEET_HEARTBEAT}={heartbeat} must be below {FLEET_SESSION_TIMEOUT}")
+    return {
+        "instance_id": instance_id,
+        "group_id": configs.get(FLEET_GROUP_ID) or None,
+        "session_timeout_ms": session,
+        "heartbeat_interval_ms": heartbeat,
+    }
 
 
 def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, ShareService]:
@@ -143,6 +191,9 @@ def build_proxy(config: ProxyConfig, configs: dict[str, str]) -> tuple[Proxy, Sh
 
         proxy.internal_topic = InternalTopicGuard(topic, state_topic_id)
     service = attach(proxy, store)
+    fleet = fleet_settings(configs)
+    if fleet is not None and store is not None:
+        FleetService(proxy, service, store, **fleet)
     snapshot_every = _int(
         store_configs, "share.coordinator.snapshot.update.records.per.snapshot", 0, 500
     )

@@ -147,6 +147,9 @@ class ClientConnection:
         self._upstream: trio.abc.Stream | None = None
         self._upstream_sock: trio.socket.SocketType | None = None
         self._pending: deque[tuple[Slot, wire.RequestHead]] = deque()
+        # The key of each FindCoordinator v0-3 in flight (its answer does not name it), for
+        # the fleet's router: correlation id -> key.
+        self._coordinator_keys: dict[int, str] = {}
         # The slot the writer has reached: everything before it has been sent, and nothing
         # more will be until its event is set.
         self._turn: Slot | None = None
@@ -322,6 +325,9 @@ class ClientConnection:
                 slot.set(wire.encode_response(refusal, head.correlation_id))
                 return slot
         relay_slot = Slot() if expects else None
+        if key == wire.FIND_COORDINATOR and version < 4 and self.proxy.router is not None:
+            request = self._decode(payload.body(), head)
+            self._coordinator_keys[head.correlation_id] = request.key or ""
         if key == wire.DELETE_RECORDS and share is not None:
             # Share partitions' read-ahead may hold records this deletes: drop it now, and
             # again once the broker answered (a read-ahead may have raced the deletion).
@@ -541,12 +547,20 @@ class ClientConnection:
     def _rewrite(self, payload: bytes, head: wire.RequestHead) -> bytes | bytearray:
         resp = wire.decode_response(payload, head.api_key, head.api_version)
         proxy = self.proxy
+        router = proxy.router
         if head.api_key == wire.METADATA:
             proxy.cluster.apply_metadata(resp)
             rewrite_metadata(resp, proxy.brokers, proxy.cluster.topic_id_for)
+            if router is not None:
+                router.metadata(resp)
         elif head.api_key == wire.FIND_COORDINATOR:
             proxy.find_coordinator_hook(resp, head)
             rewrite_find_coordinator(resp, proxy.brokers, head.api_version)
+            if router is not None:
+                key = self._coordinator_keys.pop(head.correlation_id, None)
+                router.find_coordinator(resp, head.api_version, key)
         else:
             rewrite_describe_cluster(resp, proxy.brokers)
+            if router is not None:
+                router.describe_cluster(resp)
         return wire.encode_response(resp, head.correlation_id)

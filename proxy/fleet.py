@@ -21,23 +21,148 @@ hands the change to the Trio side and waits for it there:
 No lease or clock of our own: a member whose session expires loses its partitions by the
 coordinator's decision, and the single-writer claim in the log keeps a slow former owner from
 having any write confirmed after the new owner's claim (``docs/persistence.md``).
+
+Discovery: each member's ``client.id`` carries the instance's identity and the addresses of
+its listeners (``FleetIdentity``), and every instance learns the fleet — instances, addresses
+and the state partitions each one is assigned — by describing this consumer group through the
+cluster's group coordinator (``FleetView``), after every rebalance and every few seconds. The
+cluster's own view of the group is the only one: nothing is exchanged between instances.
+
+``StateFollower`` reads every state partition, read-only, so that each instance knows the
+configs of every share group (the groups coordinated elsewhere included) and the durable start
+offset of every share partition.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import trio
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from proxy.state_partitions import PartitionedStateStore
+from proxy.state_store import header_writer
+from sharegroup.persist.records import PartitionKey, RecordError, decode
+from sharegroup.persist.recovery import Replay
 
 log = logging.getLogger("sharegroup.fleet")
 
 POLL_S = 0.1
+CLIENT_ID_PREFIX = "sharegroup-fleet"
+VIEW_REFRESH_S = 1.0
+# Fleet node ids: instance id * NODE_ID_STRIDE + upstream broker id.
+NODE_ID_STRIDE = 100_000
+MAX_INSTANCE_ID = (2**31 - 1) // NODE_ID_STRIDE - 1
+
+
+def node_id(instance_id: int, broker_id: int) -> int:
+    """The node id clients see for instance ``instance_id``'s listener of upstream broker
+    ``broker_id``."""
+    return instance_id * NODE_ID_STRIDE + broker_id
+
+
+@dataclass(frozen=True)
+class FleetIdentity:
+    """Who an instance is and where its listeners are: instance id, advertised host, and the
+    port of its listener for each upstream broker id."""
+
+    instance_id: int
+    host: str
+    ports: Mapping[int, int]
+
+    def client_id(self) -> str:
+        ports = ",".join(f"{b}={p}" for b, p in sorted(self.ports.items()))
+        return f"{CLIENT_ID_PREFIX}/{self.instance_id}/{self.host}/{ports}"
+
+    @classmethod
+    def parse(cls, client_id: str) -> FleetIdentity | None:
+        """The identity in a member's client id; None for anything else."""
+        parts = client_id.split("/")
+        if len(parts) != 4 or parts[0] != CLIENT_ID_PREFIX:
+            return None
+        try:
+            ports = {
+                int(b): int(p)
+                for b, p in (item.split("=", 1) for item in parts[3].split(",") if item)
+            }
+            return cls(int(parts[1]), parts[2], ports)
+        except ValueError:
+            return None
+
+
+@dataclass
+class FleetInstance:
+    identity: FleetIdentity
+    state_partitions: set[int] = field(default_factory=set)
+
+
+class FleetView:
+    """The fleet as the cluster's group coordinator describes the fleet's consumer group:
+    instances (by id), their listeners and the state partitions each is assigned. This
+    instance is always in it, with what it owns itself."""
+
+    def __init__(self, me: Callable[[], FleetIdentity], owned: Callable[[], set[int]]) -> None:
+        self._me = me
+        self._owned = owned
+        self.others: dict[int, FleetInstance] = {}
+        self.refreshed = 0  # how many describes have succeeded
+
+    @property
+    def instance_id(self) -> int:
+        return self._me().instance_id
+
+    def instances(self) -> dict[int, FleetInstance]:
+        me = self._me()
+        out = {i: f for i, f in self.others.items() if i != me.instance_id}
+        out[me.instance_id] = FleetInstance(me, set(self._owned()))
+        return out
+
+    def owner(self, state_partition: int) -> int:
+        """The instance that owns ``state_partition``: this one when it does, or when nobody
+        is known to (mid-rebalance; a share request then gets NOT_LEADER_OR_FOLLOWER here and
+        the client asks again)."""
+        if state_partition in self._owned():
+            return self.instance_id
+        for i, f in sorted(self.others.items()):
+            if state_partition in f.state_partitions and i != self.instance_id:
+                return i
+        return self.instance_id
+
+    def apply(self, members: Iterable[tuple[str, Iterable[int]]]) -> None:
+        """A describe's members: (client id, assigned state partitions)."""
+        others: dict[int, FleetInstance] = {}
+        for client_id, partitions in members:
+            identity = FleetIdentity.parse(client_id)
+            if identity is None:
+                continue
+            entry = others.setdefault(identity.instance_id, FleetInstance(identity))
+            entry.state_partitions |= set(partitions)
+        self.others = others
+        self.refreshed += 1
+
+
+def describe_fleet(admin: AdminClient, group_id: str, topic: str) -> list[tuple[str, list[int]]]:
+    """(client id, assigned partitions of ``topic``) of every member of the fleet's group."""
+    futures = admin.describe_consumer_groups([group_id], request_timeout=10)
+    description = futures[group_id].result(15)
+    out: list[tuple[str, list[int]]] = []
+    for m in description.members:
+        tps = m.assignment.topic_partitions if m.assignment is not None else []
+        out.append((m.client_id, [tp.partition for tp in tps or [] if tp.topic == topic]))
+    return out
+
+
+class Owner(Protocol):
+    """What a membership claims and releases state partitions through."""
+
+    async def claim(self, partitions: list[int]) -> Any: ...
+
+    async def release(self, partitions: list[int], *, wait_s: float) -> None: ...
 
 
 def default_group_id(topic: str) -> str:
@@ -57,8 +182,12 @@ class FleetMembership:
         heartbeat_interval_ms: int = 3000,
         release_wait_s: float = 10.0,
         on_change: Callable[[set[int]], Any] | None = None,
+        owner: Owner | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.store = store
+        self.owner: Owner = owner if owner is not None else _StoreOwner(store)
+        self.client_id = client_id
         self.group_id = group_id or default_group_id(store.config.topic)
         self.instance_id = instance_id
         self.session_timeout_ms = session_timeout_ms
@@ -69,12 +198,15 @@ class FleetMembership:
         self.changed = trio.Event()  # set (and replaced) whenever ``owned`` changes
         self._stop = threading.Event()
         self._done = trio.Event()
+        self._finished = threading.Event()  # the membership thread has left the group
+        self._started = False
         self._token: trio.lowlevel.TrioToken | None = None
 
     # ------------------------------------------------------------------ Trio side
     async def run(self) -> None:
         """Be a member until ``aclose``: run the consumer in a thread of its own."""
         self._token = trio.lowlevel.current_trio_token()
+        self._started = True
         try:
             # Abandoned if cancelled (the proxy stopping): the thread then leaves the group on
             # its own, its callbacks running as long as Trio does.
@@ -89,15 +221,19 @@ class FleetMembership:
         self._stop.set()
         with trio.CancelScope(shield=True):
             await self._done.wait()
+            if self._started:
+                # The thread may have been abandoned by a cancelled ``run``: wait for it to
+                # release and leave (its callbacks run in this Trio run meanwhile).
+                await trio.to_thread.run_sync(self._finished.wait, 60.0)
 
     async def _assigned(self, partitions: list[int]) -> None:
-        await self.store.claim(partitions)
+        await self.owner.claim(partitions)
         self._changed(self.owned | set(partitions))
         log.info("fleet %s: claimed state partitions %s", self.group_id, sorted(partitions))
 
     async def _revoked(self, partitions: list[int], wait_s: float) -> None:
         self._changed(self.owned - set(partitions))  # stop serving them first
-        await self.store.release(partitions, wait_s=wait_s)
+        await self.owner.release(partitions, wait_s=wait_s)
         log.info("fleet %s: released state partitions %s", self.group_id, sorted(partitions))
 
     def _changed(self, owned: set[int]) -> None:
@@ -117,7 +253,9 @@ class FleetMembership:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,
         }
-        if self.instance_id:
+        if self.client_id:
+            config["client.id"] = self.client_id
+        elif self.instance_id:
             config["client.id"] = self.instance_id
         consumer = Consumer(self.store.config.client(config))
 
@@ -159,6 +297,113 @@ class FleetMembership:
         finally:
             # Let go of what is owned before leaving, then leave (close() revokes what is
             # still assigned, which is then already released).
-            if self.owned:
-                to_trio(self._revoked, sorted(self.owned), self.release_wait_s)
+            try:
+                if self.owned:
+                    to_trio(self._revoked, sorted(self.owned), self.release_wait_s)
+                consumer.close()
+            finally:
+                self._finished.set()
+
+
+class _StoreOwner:
+    def __init__(self, store: PartitionedStateStore) -> None:
+        self.store = store
+
+    async def claim(self, partitions: list[int]) -> Any:
+        return await self.store.claim(partitions)
+
+    async def release(self, partitions: list[int], *, wait_s: float) -> None:
+        await self.store.release(partitions, wait_s=wait_s)
+
+
+class StateFollower:
+    """Every state partition, read from its start and followed, never written: a ``Replay``
+    per partition with the single-writer rule, so that records of a fenced writer count for
+    no one here either. Gives every instance the configs of every share group and the durable
+    start offsets of every share partition, whichever instance owns them."""
+
+    def __init__(self, store: PartitionedStateStore) -> None:
+        self.store = store
+        self.replays: dict[int, Replay] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.caught_up = threading.Event()
+
+    def group_configs(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            out: dict[str, dict[str, str]] = {}
+            for r in self.replays.values():
+                out.update({g: dict(c) for g, c in r.group_configs.items()})
+            return out
+
+    def start_offsets(self) -> dict[PartitionKey, int]:
+        with self._lock:
+            return {
+                k: d.start_offset for r in self.replays.values() for k, d in r.partitions.items()
+            }
+
+    async def run(self, on_configs: Callable[[dict[str, dict[str, str]]], None]) -> None:
+        """Follow the topic until cancelled; ``on_configs`` gets every group's configs (in
+        the Trio thread) whenever some of them changed."""
+        token = trio.lowlevel.current_trio_token()
+
+        def changed(configs: dict[str, dict[str, str]]) -> None:
+            try:
+                trio.from_thread.run_sync(on_configs, configs, trio_token=token)
+            except trio.RunFinishedError:
+                self._stop.set()
+
+        try:
+            await trio.to_thread.run_sync(self._follow, changed, abandon_on_cancel=True)
+        finally:
+            self._stop.set()
+
+    def _follow(self, changed: Callable[[dict[str, dict[str, str]]], None]) -> None:
+        config = self.store.config
+        consumer = Consumer(
+            config.client(
+                {
+                    "group.id": f"sharegroup-state-follower-{config.topic}",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                    "fetch.wait.max.ms": 200,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+        )
+        partitions = self.store.partitions
+        consumer.assign([TopicPartition(config.topic, p, -2) for p in range(partitions)])
+        at_eof: set[int] = set()
+        last: dict[str, dict[str, str]] = {}
+        try:
+            while not self._stop.is_set():
+                message = consumer.poll(0.2)
+                batch = [] if message is None else [message, *consumer.consume(10000, 0)]
+                with self._lock:
+                    for m in batch:
+                        err = m.error()
+                        if err is not None:
+                            part = m.partition()
+                            if err.code() == KafkaError._PARTITION_EOF and part is not None:
+                                at_eof.add(part)
+                            continue
+                        key = m.key()
+                        if key is None:
+                            continue
+                        replay = self.replays.setdefault(m.partition() or 0, Replay())
+                        writer = header_writer(m.headers() or ())
+                        try:
+                            replay.apply_logged(decode(key, m.value()), writer and writer[0])
+                        except RecordError as e:
+                            log.warning("state follower: skipping a record: %s", e)
+                if len(at_eof) >= partitions:
+                    self.caught_up.set()
+                if batch:
+                    configs = self.group_configs()
+                    if configs != last:
+                        last = configs
+                        changed(configs)
+        except KafkaException as e:
+            log.error("state follower stopped: %s", e)
+        finally:
             consumer.close()

@@ -11,13 +11,14 @@ from typing import Any
 
 import trio
 
+from model import ErrorCode
 from proxy import messages, wire
 from proxy.connection import ClientConnection
 from proxy.lock_timer import LockTimer, now_ms
 from proxy.server import Proxy
 from proxy.share_persist import SharePersistence
 from proxy.upstream import UpstreamError
-from sharegroup.core import HeartbeatRequest, ShareCore
+from sharegroup.core import DescribedGroup, HeartbeatRequest, ShareCore
 
 log = logging.getLogger("sharegroup.shares")
 
@@ -65,7 +66,7 @@ class Membership:
             now_ms=now_ms(),
             partition_counts=cluster.partition_counts(),
             topic_ids=cluster.topic_ids(),
-            fenced=self.persistence.fenced,
+            fenced=self.persistence.fenced or not self.persistence.coordinates(req.group_id),
         )
         result = answer.result
         if result is None:
@@ -114,7 +115,12 @@ class Membership:
         member_cls = group_cls.Member
         topics_cls = member_cls.Assignment.TopicPartitions
         # A null GroupIds array (malformed) names no group.
-        described = self.core.describe(list(req.group_ids or ()), self.proxy.cluster.topic_ids())
+        described = [
+            g
+            if self.persistence.coordinates(g.group_id)
+            else DescribedGroup(g.group_id, ErrorCode.NOT_COORDINATOR, "not the coordinator")
+            for g in self.core.describe(list(req.group_ids or ()), self.proxy.cluster.topic_ids())
+        ]
         groups = [
             group_cls(
                 error_code=int(g.error),

@@ -9,9 +9,12 @@ above v9 and Fetch above v15 add leader endpoints, so the proxy does not adverti
 
 from __future__ import annotations
 
+import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+NodeId = Callable[[int, int], int]  # (instance id, upstream broker id) -> node id
 
 
 class BrokerMap:
@@ -66,3 +69,88 @@ def rewrite_find_coordinator(resp: Any, brokers: BrokerMap, version: int) -> Non
 def rewrite_describe_cluster(resp: Any, brokers: BrokerMap) -> None:
     for b in resp.brokers:
         b.host, b.port = brokers.address(b.broker_id)
+
+
+# ---------------------------------------------------------------------------- a fleet
+# The answers above, presented as a fleet: every node is one instance's listener for one
+# upstream broker, with node id ``fleet_node(instance, broker)``. ``Instances`` maps an
+# instance id to its advertised host and its port per upstream broker id.
+
+Instances = Mapping[int, tuple[str, Mapping[int, int]]]
+
+
+def _fleet_brokers(
+    brokers: Sequence[Any], instances: Instances, node: NodeId, attr: str
+) -> list[Any]:
+    out: list[Any] = []
+    for instance_id, (host, ports) in sorted(instances.items()):
+        for b in brokers:
+            upstream = getattr(b, attr)
+            if upstream in ports:
+                entry = copy.copy(b)
+                setattr(entry, attr, node(instance_id, upstream))
+                entry.host, entry.port = host, ports[upstream]
+                out.append(entry)
+    return out
+
+
+def route_metadata(
+    resp: Any,
+    instances: Instances,
+    node: NodeId,
+    me: int,
+    owner_of: Callable[[uuid.UUID | None, str, int], int],
+) -> None:
+    """After ``rewrite_metadata``: the brokers are the fleet's nodes, and a partition's leader
+    (and its replicas) are nodes of the instance that owns its share state (``owner_of``
+    topic id, name, partition), each relaying to the partition's real upstream broker."""
+    resp.brokers = _fleet_brokers(resp.brokers, instances, node, "node_id")
+    if getattr(resp, "controller_id", -1) >= 0:
+        resp.controller_id = node(me, resp.controller_id)
+    for t in resp.topics:
+        topic_id = getattr(t, "topic_id", None)
+        for p in t.partitions or ():
+            owner = owner_of(topic_id, t.name, p.partition_index)
+            if owner not in instances:
+                owner = me
+            if p.leader_id >= 0:
+                p.leader_id = node(owner, p.leader_id)
+            p.replica_nodes = [node(owner, r) for r in p.replica_nodes or ()]
+            p.isr_nodes = [node(owner, r) for r in p.isr_nodes or ()]
+            if getattr(p, "offline_replicas", None):
+                p.offline_replicas = [node(owner, r) for r in p.offline_replicas]
+
+
+def route_find_coordinator(
+    resp: Any,
+    version: int,
+    key: str | None,
+    instances: Instances,
+    node: NodeId,
+    owner_of_key: Callable[[str], int],
+) -> None:
+    """After ``rewrite_find_coordinator``: a key's coordinator is a node of the instance that
+    owns the key's state partition (a share group's coordination; any other group or a
+    transactional id is only relayed, by whichever instance this picks). ``key`` is the
+    request's (v0-3 answers do not name it)."""
+    if version >= 4:
+        for c in resp.coordinators:
+            if c.node_id >= 0 and not c.error_code:
+                _route(c, owner_of_key(c.key), instances, node)
+    elif key is not None and resp.node_id >= 0 and not resp.error_code:
+        _route(resp, owner_of_key(key), instances, node)
+
+
+def _route(entry: Any, owner: int, instances: Instances, node: NodeId) -> None:
+    host_ports = instances.get(owner)
+    upstream = entry.node_id
+    if host_ports is None or upstream not in host_ports[1]:
+        return
+    entry.node_id = node(owner, upstream)
+    entry.host, entry.port = host_ports[0], host_ports[1][upstream]
+
+
+def route_describe_cluster(resp: Any, instances: Instances, node: NodeId, me: int) -> None:
+    resp.brokers = _fleet_brokers(resp.brokers, instances, node, "broker_id")
+    if getattr(resp, "controller_id", -1) >= 0:
+        resp.controller_id = node(me, resp.controller_id)

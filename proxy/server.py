@@ -68,6 +68,17 @@ class ShareHandler(Protocol):
     def log_deleted(self) -> None: ...
 
 
+class Router(Protocol):
+    """Presents several proxy instances as one cluster (``proxy.fleet_service``): applied to
+    Metadata, FindCoordinator and DescribeCluster answers after their addresses are ours."""
+
+    def metadata(self, resp: Any) -> None: ...
+
+    def find_coordinator(self, resp: Any, version: int, key: str | None) -> None: ...
+
+    def describe_cluster(self, resp: Any) -> None: ...
+
+
 @dataclass
 class ProxyConfig:
     bootstrap: list[tuple[str, int]]
@@ -98,6 +109,9 @@ class Proxy:
         self.share_version: int | None = None
         self.authz: Authorizer | None = None  # checks the share APIs against upstream ACLs
         self.internal_topic: InternalTopicGuard | None = None  # keeps clients off the state topic
+        self.router: Router | None = None  # set in fleet mode
+        # Tasks started once the listeners are open (their addresses known).
+        self.after_ready: list[Callable[[], Awaitable[None]]] = []
         self.local_handlers: dict[int, LocalHandler] = {}
         self.listeners: dict[int, list[trio.SocketListener]] = {}
         self._nursery: trio.Nursery | None = None
@@ -140,6 +154,8 @@ class Proxy:
             nursery.start_soon(self._refresh_loop)
             if self.share_handler is not None:
                 nursery.start_soon(self.share_handler.run_timers)
+            for task in self.after_ready:
+                nursery.start_soon(task)
 
     @property
     def bootstrap_address(self) -> tuple[str, int]:

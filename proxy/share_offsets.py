@@ -33,16 +33,67 @@ class ShareOffsets:
     async def handle(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         if head.api_key == 90:
             return await self.describe(req, head)
+        refusal = self._not_here(req, head)
+        if refusal is not None:
+            code, message = refusal
+            if head.api_key == 91:
+                cls: Any = messages.AlterShareGroupOffsetsResponse
+            else:
+                cls = messages.DeleteShareGroupOffsetsResponse
+            return cls(
+                version=head.api_version,
+                throttle_time_ms=0,
+                error_code=int(code),
+                error_message=message,
+                responses=[],
+            )
         if head.api_key == 91:
             return await self.alter(req, head)
         return await self.delete(req, head)
+
+    def _not_here(self, req: Any, head: wire.RequestHead) -> tuple[ErrorCode, str] | None:
+        """In a fleet: altering or deleting offsets needs the group's coordinator (else
+        NOT_COORDINATOR, and the client finds it) that also owns the state of every share
+        partition touched, since only the owner of a state partition writes it. Otherwise the
+        request is refused whole, before anything changes."""
+        service = self.service
+        if not service.coordinates(req.group_id):
+            return ErrorCode.NOT_COORDINATOR, "not the coordinator of this group"
+        if not service.fleet_mode:
+            return None
+        topics = service.proxy.cluster.topics
+        touched: list[tuple[str, int]] = []
+        for t in req.topics or ():
+            info = topics.get(t.topic_name)
+            if info is None:
+                continue
+            if head.api_key == 91:
+                touched += [(t.topic_name, p.partition_index) for p in t.partitions or ()]
+            else:
+                touched += [(t.topic_name, p) for p in info.partitions]
+        elsewhere = [
+            f"{name}-{p}"
+            for name, p in touched
+            if not service.leads((req.group_id, topics[name].topic_id, p))
+        ]
+        if elsewhere:
+            return ErrorCode.INVALID_REQUEST, (
+                "the share state of "
+                + ", ".join(sorted(elsewhere))
+                + " is owned by other instances of the proxy fleet, and only its owner writes"
+                " it: alter or delete these offsets while one instance runs"
+            )
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _durable(self) -> dict[PartitionKey, int] | None:
         store = self.service.store
         if store is None:
             return None
-        return {k: d.start_offset for k, d in store.replay.partitions.items()}
+        own = {k: d.start_offset for k, d in store.replay.partitions.items()}
+        everyone = self.service.durable_start_offsets
+        # In a fleet, the share partitions other instances own, as the state topic says.
+        return own if everyone is None else {**everyone(), **own}
 
     def _topics(self) -> dict[str, TopicInfo]:
         return {
@@ -84,6 +135,16 @@ class ShareOffsets:
         cluster = self.service.proxy.cluster
         groups = []
         for g in req.groups or ():
+            if not self.service.coordinates(g.group_id):
+                groups.append(
+                    group_cls(
+                        group_id=g.group_id,
+                        topics=[],
+                        error_code=int(ErrorCode.NOT_COORDINATOR),
+                        error_message="not the coordinator of this group",
+                    )
+                )
+                continue
             wanted = (
                 None
                 if g.topics is None

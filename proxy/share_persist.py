@@ -34,8 +34,10 @@ from proxy.state_store import StateWriteError
 from proxy.upstream import UpstreamError
 from sharegroup.core import InitNeed
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.persist.policy import PersistPolicy, initial_snapshot, recovery_snapshots
 from sharegroup.persist.records import Record, TopicIdAssigned
+from sharegroup.persist.recovery import Replay
 
 log = logging.getLogger("sharegroup.shares")
 
@@ -65,6 +67,9 @@ class SharePersistence:
         # Observers of each share-partition initialization, given the seconds it took.
         self.on_partition_loaded: list[Callable[[float], None]] = []
         self._background: trio.Nursery | None = None  # the proxy's, for DLQ writes
+        # Fleet mode (proxy.fleet_service): state partitions are claimed as the fleet's
+        # membership assigns them, not all at start.
+        self.fleet_mode = False
 
     @property
     def fenced(self) -> bool:
@@ -76,20 +81,74 @@ class SharePersistence:
         self._background = nursery
         if self.store is None:
             return
-        replay = await self.store.start(nursery)
+        if self.fleet_mode:
+            await self.store.open(nursery)  # the fleet's membership claims partitions
+        else:
+            await self.restore(await self.store.start(nursery), None)
+        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
+
+    async def restore(self, replay: Replay, partitions: Sequence[int] | None) -> None:
+        """Serve what was claimed: the groups' configs and topic ids replayed, then fresh
+        snapshots of everything, and what they supersede dropped (see state_store), in
+        ``partitions`` (None: every owned one)."""
+        assert self.store is not None
         for group_id, configs in replay.group_configs.items():
-            try:
-                self.engine.set_group_configs(group_id, dict(configs))
-            except ConfigError as e:
-                log.warning("ignoring stored configs of group %s: %s", group_id, e)
+            self.set_stored_configs(group_id, configs)
         self.proxy.cluster.restore_topic_ids(replay.topic_ids)
-        # Fresh snapshots of everything, then drop what they supersede (see state_store).
         snapshots = recovery_snapshots(replay, wall_clock_ms())
         try:
-            await self.store.prune(snapshots)
+            await self.store.prune(snapshots, partitions)
         except StateWriteError as e:
             log.warning("state topic pruning skipped: %s", e)
-        self.proxy.cluster.on_topic_id_assigned = self._topic_id_assigned
+
+    def set_stored_configs(self, group_id: str, configs: dict[str, str] | None) -> bool:
+        """A group's configs as the state topic holds them (None: none), replacing what the
+        engine has; whether anything changed."""
+        entry = self.engine.group(group_id)
+        old = entry.overrides if entry is not None else {}
+        new = dict(configs or {})
+        if new == old:
+            return False
+        change: dict[str, str | None] = {k: None for k in old if k not in new}
+        change.update(new)
+        try:
+            self.engine.set_group_configs(group_id, change)
+        except ConfigError as e:
+            log.warning("ignoring stored configs of group %s: %s", group_id, e)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ ownership
+    def leads(self, key: PartitionKey) -> bool:
+        """Does this instance own the share state of ``key`` (and so serve it)?"""
+        return self.store is None or self.store.owns_share(key[1], key[2])
+
+    def coordinates(self, group_id: str | None) -> bool:
+        """Does this instance coordinate share group ``group_id``?"""
+        return self.store is None or group_id is None or self.store.owns_group(group_id)
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        """State partitions this instance no longer owns: their share partitions and the
+        membership of the groups they coordinate leave memory (the new owner replays the
+        durable state; members rejoin there). Configs stay, as the state topic has them."""
+        assert self.store is not None
+        gone = set(partitions)
+        n = self.store.partitions
+        engine = self.engine
+        for key in [
+            k for k in engine.partitions if state_partition_for_share(k[1], k[2], n) in gone
+        ]:
+            del engine.partitions[key]
+            watch = self.watches.pop(key, None)
+            if watch is not None:
+                watch.forget_read_ahead()
+                watch.notify()
+        for group_id, entry in list(engine.groups.items()):
+            if state_partition_for_group(group_id, n) in gone:
+                entry.group = engine._new_group(group_id, entry.config)
+                entry.partitions = {
+                    tp for tp in entry.partitions if (group_id, *tp) in engine.partitions
+                }
 
     def _topic_id_assigned(self, name: str, topic_id: UUID) -> None:
         if self.store is not None:
@@ -134,7 +193,7 @@ class SharePersistence:
         """Throw away the in-memory state of a share partition and rebuild it from the store."""
         assert self.store is not None
         durable = self.store.replay.partitions.get(key)
-        if durable is None or self.store.fenced:
+        if durable is None or self.store.fenced or not self.leads(key):
             self.engine.partitions.pop(key, None)
         else:
             self.engine.add_partition(
@@ -172,7 +231,7 @@ class SharePersistence:
         async with watch.lock:
             if self.engine.share_partition(key) is not None:
                 return
-            if self.fenced:
+            if self.fenced or not self.leads(key):
                 return
             durable = self.store.replay.partitions.get(key) if self.store is not None else None
             if durable is not None:

@@ -114,6 +114,11 @@ class ShareService:
         # Awaited once the state is recovered, before the proxy listens: given the proxy's
         # nursery, for tasks that run beside the service (the metrics endpoint).
         self.on_started: list[Callable[[trio.Nursery], Awaitable[None]]] = []
+        # Every share partition's durable start offset, whichever instance owns it (fleet
+        # mode); None: this instance's own store says.
+        self.durable_start_offsets: Callable[[], dict[PartitionKey, int]] | None = None
+        if persistence.store is not None:
+            core.leads = persistence.leads  # a share partition not owned here: not led here
 
     @property
     def store(self) -> PartitionedStateStore | None:
@@ -126,6 +131,25 @@ class ShareService:
     @property
     def fenced(self) -> bool:
         return self.persistence.fenced
+
+    # ------------------------------------------------------------------ fleet hooks
+    @property
+    def fleet_mode(self) -> bool:
+        return self.persistence.fleet_mode
+
+    def leads(self, key: PartitionKey) -> bool:
+        return self.persistence.leads(key)
+
+    def coordinates(self, group_id: str | None) -> bool:
+        return self.persistence.coordinates(group_id)
+
+    def set_stored_configs(self, group_id: str, configs: dict[str, str] | None) -> None:
+        if self.persistence.set_stored_configs(group_id, configs):
+            self.group_configs_changed(group_id)
+
+    def forget_state_partitions(self, partitions: Sequence[int]) -> None:
+        self.persistence.forget(partitions)
+        self.timer.kick()
 
     # ------------------------------------------------------------------ plumbing
     async def start(self, nursery: trio.Nursery) -> None:

@@ -6,8 +6,10 @@ state partition this instance owns — its own claim, replay, tail reader, seque
 pruning — over one shared idempotent producer, and sends each record to the store of its
 state partition. A write that touches several state partitions waits for all of them.
 
-Today one instance owns every state partition, and a fence or a write of unknown outcome on any
-of them stops its share-group service as a whole, as with one partition.
+An instance owns every state partition (one instance) or those its fleet membership gives it
+(``proxy/fleet.py``). A fence on one state partition stops that partition only: ``owns`` says
+which partitions this instance still writes, and the share service serves only their share
+partitions and groups.
 
 The partition count is the topic's own: a new topic is created with
 ``sharegroup.state.topic.partitions``; an existing topic keeps the count it has (the mapping
@@ -27,7 +29,11 @@ import trio
 from confluent_kafka import Producer
 
 from proxy.state_store import StateStore, StateWriteError, StoreConfig, Waiter, new_producer
-from sharegroup.persist.partitioning import state_partition_of
+from sharegroup.persist.partitioning import (
+    state_partition_for_group,
+    state_partition_for_share,
+    state_partition_of,
+)
 from sharegroup.persist.records import PartitionKey, Record
 from sharegroup.persist.recovery import DurableState, Replay
 
@@ -79,7 +85,26 @@ class PartitionedStateStore:
 
     @property
     def fenced(self) -> bool:
-        return not self.stores or any(s.fenced for s in self.stores.values())
+        """True when this instance writes no state partition at all (none owned, or every
+        one it owns fenced)."""
+        return not any(self.owns(p) for p in self.stores)
+
+    def owns(self, partition: int) -> bool:
+        """Does this instance write state partition ``partition`` (claimed, not fenced)?"""
+        store = self.stores.get(partition)
+        return store is not None and not store.fenced
+
+    def owns_share(self, topic_id: UUID, partition: int) -> bool:
+        """Does this instance own the share partitions of this topic partition?"""
+        return self.partitions > 0 and self.owns(
+            state_partition_for_share(topic_id, partition, self.partitions)
+        )
+
+    def owns_group(self, group_id: str) -> bool:
+        """Does this instance coordinate this share group?"""
+        return self.partitions > 0 and self.owns(
+            state_partition_for_group(group_id, self.partitions)
+        )
 
     async def start(self, nursery: trio.Nursery) -> Replay:
         """Open the topic and claim every state partition (one instance owns all)."""
@@ -129,7 +154,40 @@ class PartitionedStateStore:
             for p in fresh:
                 starting.start_soon(start_one, p)
         self.stores.update(fresh)
-        return combined([replays[p] for p in sorted(replays)])
+        out = combined([replays[p] for p in sorted(replays)])
+        self._rehome(fresh)
+        return out
+
+    def _rehome(self, fresh: Mapping[int, StateStore]) -> None:
+        """Share partitions replayed from a state partition the mapping does not name (a
+        topic written under the earlier, group-qualified mapping) move to the replay of the
+        partition it names when this instance owns that one too: the start-up snapshots then
+        write them there, and pruning drops them here. Otherwise they stay, and so does the
+        log of their partition (``keep_log``), until one instance owning both moves them."""
+        for p, store in fresh.items():
+            misplaced = [
+                k
+                for k in store.replay.partitions
+                if state_partition_for_share(k[1], k[2], self.partitions) != p
+            ]
+            for key in misplaced:
+                home = state_partition_for_share(key[1], key[2], self.partitions)
+                target = self.stores.get(home)
+                if target is None:
+                    store.keep_log = True
+                    log.error(
+                        "state partition %d holds share partition %s, whose state partition "
+                        "is %d, not owned here: run one instance without fleet mode once to "
+                        "move it (nothing of partition %d is pruned meanwhile)",
+                        p,
+                        key,
+                        home,
+                        p,
+                    )
+                    continue
+                target.replay.partitions[key] = store.replay.partitions.pop(key)
+            if misplaced:
+                log.warning("state partition %d: %d share partitions moved", p, len(misplaced))
 
     async def release(self, partitions: Iterable[int], *, wait_s: float = 10.0) -> None:
         """Let state partitions go: no new write is taken for them at once, writes already
@@ -219,14 +277,21 @@ class PartitionedStateStore:
                 continue
             store.write_nowait(recs)
 
-    async def prune(self, snapshots: Sequence[Record]) -> int:
-        """Each store writes the fresh snapshots of its partition and deletes below its claim;
-        returns how many records were deleted below the claims, in all."""
+    async def prune(
+        self, snapshots: Sequence[Record], partitions: Iterable[int] | None = None
+    ) -> int:
+        """Each store (of ``partitions``, default all owned) writes the fresh snapshots of its
+        partition and deletes below its claim; returns how many records were deleted below
+        the claims, in all."""
         groups = self._by_store(snapshots)
+        chosen = set(self.stores if partitions is None else partitions) & set(self.stores)
         pruned: list[int] = []
 
         async def prune_one(store: StateStore, recs: list[Record]) -> None:
-            if recs:
+            if store.keep_log:
+                if recs:
+                    await store.write(recs)
+            elif recs:
                 pruned.append(await store.prune(recs))
             elif store.claim_offset > 0:
                 # Nothing lives in this partition: everything below the claim is void.
@@ -235,7 +300,8 @@ class PartitionedStateStore:
 
         async with trio.open_nursery() as nursery:
             for p, store in self.stores.items():
-                nursery.start_soon(prune_one, store, groups.get(p, []))
+                if p in chosen:
+                    nursery.start_soon(prune_one, store, groups.get(p, []))
         return sum(pruned)
 
     async def aclose(self) -> None:

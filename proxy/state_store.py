@@ -144,10 +144,10 @@ def _poll_batch(consumer: Consumer, timeout_s: float) -> list[Message]:
 
 
 def _writer_of(message: Message) -> tuple[UUID, int] | None:
-    return _header_writer(message.headers() or ())
+    return header_writer(message.headers() or ())
 
 
-def _header_writer(headers: Any) -> tuple[UUID, int] | None:
+def header_writer(headers: Any) -> tuple[UUID, int] | None:
     for name, value in headers:
         if name == WRITER_HEADER and isinstance(value, bytes):
             return read_writer_header(value)
@@ -183,6 +183,9 @@ class StateStore:
         self.replay = Replay()
         self.fenced = False
         self.claim_offset = -1
+        # Never delete below the claim: the partition holds state this instance could not
+        # take over (PartitionedStateStore._rehome).
+        self.keep_log = False
         self._producer: Producer | None = producer  # shared by the stores of one instance
         # A shared producer carries the writes of other state partitions: recovery leaves it
         # to them (its records of this store's old writer id count for no one anyway).
@@ -621,7 +624,7 @@ class StateStore:
             for r in batch:
                 if r.offset < self._tail_offset:
                     continue
-                writer = _header_writer(r.headers)
+                writer = header_writer(r.headers)
                 if type_of_key(r.key) == RECORD_WRITER_CLAIM:
                     if writer is None or writer[0] != self.writer_id:
                         fenced_by = r.offset

@@ -62,8 +62,14 @@ class ProxyProcess:
         profile: str | None = None,
         code: str | None = None,
         listen_protocol: str = "PLAINTEXT",
+        args: Sequence[str] = (),
+        log_level: str = "WARNING",
+        port: int | None = None,
     ) -> None:
         self.upstream = upstream
+        self.args = list(args)  # further command-line arguments, e.g. --instance-id 1
+        self.log_level = log_level
+        self.port = port  # the listen port (None: a free one)
         self.listen_protocol = listen_protocol
         self.configs = list(configs)
         self.profile = profile
@@ -72,11 +78,12 @@ class ProxyProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._tail: list[str] = []
+        self._drainer: threading.Thread | None = None
 
     def start(self) -> ProxyProcess:
         argv = [str(SHAREGROUP), "proxy", "--bootstrap-server", self.upstream]
-        listen = f"{self.listen_protocol}://127.0.0.1:{free_port()}"
-        argv += ["--listen", listen, "--log-level", "WARNING"]
+        listen = f"{self.listen_protocol}://127.0.0.1:{self.port or free_port()}"
+        argv += ["--listen", listen, "--log-level", self.log_level, *self.args]
         for config in self.configs:
             argv += ["--config", config]
         if self.profile:
@@ -92,7 +99,8 @@ class ProxyProcess:
             preexec_fn=die_with_parent,
             env=None if self.code is None else {**os.environ, "PYTHONPATH": self.code},
         )
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(self._proc,), daemon=True)
+        self._drainer.start()
         deadline = time.monotonic() + PROXY_READY_TIMEOUT_S
         while True:
             remaining = deadline - time.monotonic()
@@ -110,12 +118,17 @@ class ProxyProcess:
                 self.bootstrap = line.split("bootstrap.servers=", 1)[1].split()[0]
                 return self
 
-    def _drain(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self._tail = [*self._tail[-40:], line.rstrip()]
-            self._lines.put(line)
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                self._tail = [*self._tail[-40:], line.rstrip()]
+                self._lines.put(line)
         self._lines.put(None)
+
+    def _drained(self) -> None:
+        if self._drainer is not None:
+            self._drainer.join(5)
 
     def tail(self) -> str:
         return "".join(f"\n  proxy: {line}" for line in self._tail)
@@ -129,9 +142,23 @@ class ProxyProcess:
             code = None if self._proc is None else self._proc.returncode
             raise BenchError(f"proxy process exited with {code}" + self.tail())
 
+    def signal(self, signum: int) -> None:
+        """Send the proxy a signal (SIGSTOP and SIGCONT pause and resume it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL: the proxy gets no chance to clean up."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._drained()
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
+            self._drained()
             return
         proc.terminate()  # SIGTERM: the proxy stops cleanly (and cProfile writes its stats)
         try:
@@ -139,6 +166,7 @@ class ProxyProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self._drained()
 
 
 @contextlib.contextmanager

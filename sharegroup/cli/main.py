@@ -22,6 +22,7 @@ from sharegroup import __version__
 from sharegroup.brokers import start_tansu
 from sharegroup.cli.conformance import add_conformance_command
 from sharegroup.cli.dlq import add_dlq_command
+from sharegroup.cli.fleet import add_fleet_command
 from sharegroup.cli.offsets import add_offsets_command
 from sharegroup.cli.properties import read_properties
 from sharegroup.cli.scenario import add_scenario_commands
@@ -75,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="host name clients are told to connect to (default: the listen host)",
     )
     proxy.add_argument(
+        "--instance-id",
+        metavar="N",
+        type=int,
+        help="run as instance N of a fleet of proxies sharing the share groups' work "
+        "(an integer unique in the fleet, as Kafka's node.id; sets sharegroup.fleet.enabled=true "
+        "and sharegroup.fleet.instance.id=N). Start one per core, each with its own --listen "
+        "port; clients may bootstrap from any of them (docs/persistence.md, A fleet of instances)",
+    )
+    proxy.add_argument(
         "--config",
         metavar="KEY=VALUE",
         type=_parse_kv,
@@ -106,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_command(sub)
 
     add_dlq_command(sub)
+
+    add_fleet_command(sub)
 
     add_scenario_commands(sub)
 
@@ -161,6 +173,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
     configs.update(dict(args.config))
     if args.metrics_listen:
         configs["sharegroup.metrics.listen"] = args.metrics_listen
+    if args.instance_id is not None:
+        configs["sharegroup.fleet.instance.id"] = str(args.instance_id)
+        configs.setdefault("sharegroup.fleet.enabled", "true")
     listen_protocol, listen_address = parse_listen(args.listen)
     try:
         listen_host, listen_port = parse_host_port(listen_address, 9192)

@@ -116,8 +116,30 @@ def describe_offsets(
     bootstrap: str, group: str, topics: list[str] | None = None
 ) -> list[tuple[str, int, int, int]]:
     """(topic, partition, start offset, lag) rows of a share group."""
-    with WireClient(bootstrap) as client:
+    with coordinator_client(bootstrap, group) as client:
         return describe(client, group, topics)
+
+
+def coordinator_client(
+    bootstrap: str,
+    group: str,
+    security: UpstreamSecurity | None = None,
+    timeout_s: float = 30.0,
+) -> WireClient:
+    """A client connected to the group's coordinator, found with FindCoordinator as Kafka's
+    admin client does (in a fleet of proxies, the instance that coordinates the group);
+    the bootstrap server itself when it cannot say."""
+    client = WireClient(bootstrap, timeout_s, security)
+    try:
+        req = wire.request_class(wire.FIND_COORDINATOR)(key_type=0, coordinator_keys=[group])
+        resp = client.request(req, 4)
+        (c,) = resp.coordinators
+    except (OffsetsError, OSError, ValueError):
+        return client
+    if c.error_code or c.node_id < 0 or (c.host, c.port) == parse_servers(bootstrap)[0]:
+        return client
+    client.close()
+    return WireClient(f"{c.host}:{c.port}", timeout_s, security)
 
 
 def _error_name(code: int) -> str:
@@ -261,7 +283,8 @@ def _print_rows(
 def run(args: argparse.Namespace) -> int:
     try:
         args.security = client_security(args.command_config)
-        client = WireClient(args.bootstrap_server, security=args.security)
+        group = getattr(args, "group", None) or getattr(args, "to_share_group", "")
+        client = coordinator_client(args.bootstrap_server, str(group), args.security)
     except OffsetsError as e:
         print(f"sharegroup offsets: {e}", file=sys.stderr)
         return 1

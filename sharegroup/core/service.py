@@ -28,7 +28,7 @@ not: acquisitions are never persisted) and wakes the fetches waiting on its shar
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic
 from uuid import UUID
@@ -80,6 +80,7 @@ DEFAULT_MAX_RECORDS = 500
 RENEW = 4
 PERSIST_FAILED = "the acknowledgement could not be persisted"
 FENCED = "this proxy instance was fenced by a newer one"
+NOT_LED = "another proxy instance leads this partition's share state"
 
 
 class ShareCore:
@@ -87,6 +88,12 @@ class ShareCore:
 
     def __init__(self, engine: ShareEngine) -> None:
         self.engine = engine
+        # Does this instance lead the share partition (fleet ownership)? None: every one. A
+        # share partition it does not lead gets NOT_LEADER_OR_FOLLOWER, as when fenced.
+        self.leads: Callable[[PartitionKey], bool] | None = None
+
+    def not_led(self, key: PartitionKey) -> bool:
+        return self.leads is not None and not self.leads(key)
 
     # ------------------------------------------------------------------ acknowledgements
     def apply_acks(
@@ -117,6 +124,8 @@ class ShareCore:
             return AckOutcome(
                 tp, acks, ErrorCode.NOT_LEADER_OR_FOLLOWER, "this proxy instance was fenced", None
             )
+        if self.not_led((group_id, *tp)):
+            return AckOutcome(tp, acks, ErrorCode.NOT_LEADER_OR_FOLLOWER, NOT_LED, None)
         if tp[0] not in topic_names:
             return AckOutcome(
                 tp, acks, ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {tp[0]}", None
@@ -528,6 +537,9 @@ class ShareFetch(Generic[P]):
         for tp in self.session_partitions:
             if fenced:
                 self.errors[tp] = PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, FENCED)
+                continue
+            if self.core.not_led((self.group_id, *tp)):
+                self.errors[tp] = PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, NOT_LED)
                 continue
             name = topic_names.get(tp[0])
             if name is None:

@@ -1,17 +1,24 @@
 """Which partition of the state topic holds what (pure).
 
 A state partition is the unit of ownership: one proxy instance writes it at a time, and owns
-the share partitions and share-group coordination whose records it holds. The mapping follows
-Kafka's own coordinators, so a key lands on the state partition Kafka would pick for it in
-``__share_group_state`` / ``__consumer_offsets`` with the same partition count:
+the share partitions and share-group coordination whose records it holds. The hashing is
+Kafka's (Java's ``String.hashCode``, ``Utils.abs``, modulo the partition count):
 
-* a share partition (group, topic id, partition): ``ShareCoordinatorService.partitionFor`` —
-  ``Utils.abs(SharePartitionKey.asCoordinatorKey().hashCode()) % partitions``, where the
-  coordinator key is ``"<group>:<topic id>:<partition>"`` (the topic id as Kafka's
-  ``Uuid.toString``, URL-safe base64 without padding) and ``hashCode`` is Java's
-  ``String.hashCode``;
+* a share partition (group, topic id, partition): ``Utils.abs("<topic id>:<partition>"
+  .hashCode()) % partitions``, the topic id as Kafka's ``Uuid.toString`` (URL-safe base64
+  without padding). Every group's share partition of one topic partition lands in the same
+  state partition. This is where the proxy departs from Kafka's
+  ``ShareCoordinatorService.partitionFor``, which hashes ``SharePartitionKey.asCoordinatorKey``
+  = ``"<group>:<topic id>:<partition>"``: Kafka keeps the share-partition *leader* (the
+  partition leader, found through Metadata) apart from the share *coordinator* that stores its
+  state, and connects the two by RPC (ReadShareGroupState, WriteShareGroupState), so the
+  coordinator may be anywhere. A proxy instance both serves a share partition and stores its
+  state, and a client reaches the instance through Metadata, which names a leader per topic
+  partition and knows no group. So the owner of the state must follow from the topic
+  partition alone;
 * a share group's coordination (its membership, configs and offsets APIs):
-  ``GroupCoordinatorService.partitionFor`` — ``Utils.abs(groupId.hashCode()) % partitions``;
+  ``GroupCoordinatorService.partitionFor`` — ``Utils.abs(groupId.hashCode()) % partitions``,
+  as Kafka (FindCoordinator names the group, so routing can follow the group);
 * a topic id the proxy assigned (upstreams without topic ids): the same hash of the topic name;
 * a writer claim: every state partition the instance takes (it is written to each one).
 
@@ -65,16 +72,16 @@ def _partition(text: str, partitions: int) -> int:
     return kafka_abs(java_string_hash(text)) % partitions
 
 
-def share_coordinator_key(group_id: str, topic_id: UUID, partition: int) -> str:
-    """``SharePartitionKey.asCoordinatorKey``."""
-    return f"{group_id}:{kafka_uuid(topic_id)}:{partition}"
+def topic_partition_key(topic_id: UUID, partition: int) -> str:
+    """``"<topic id>:<partition>"``: Kafka's ``SharePartitionKey.asCoordinatorKey`` without
+    the group (see the module's docstring for why)."""
+    return f"{kafka_uuid(topic_id)}:{partition}"
 
 
-def state_partition_for_share(
-    group_id: str, topic_id: UUID, partition: int, partitions: int
-) -> int:
-    """The state partition of share partition (group, topic id, partition)."""
-    return _partition(share_coordinator_key(group_id, topic_id, partition), partitions)
+def state_partition_for_share(topic_id: UUID, partition: int, partitions: int) -> int:
+    """The state partition of the share partitions of topic partition (topic id, partition),
+    whatever their group."""
+    return _partition(topic_partition_key(topic_id, partition), partitions)
 
 
 def state_partition_for_group(group_id: str, partitions: int) -> int:
@@ -91,8 +98,8 @@ def state_partition_of(record: Record, partitions: int) -> int | None:
     """The state partition ``record`` is written to; None for a writer claim, which goes to
     every state partition the writer takes."""
     if isinstance(record, Snapshot | Update | Tombstone):
-        group_id, topic_id, partition = record.key
-        return state_partition_for_share(group_id, topic_id, partition, partitions)
+        _group_id, topic_id, partition = record.key
+        return state_partition_for_share(topic_id, partition, partitions)
     if isinstance(record, GroupConfigs):
         return state_partition_for_group(record.group_id, partitions)
     if isinstance(record, TopicIdAssigned):

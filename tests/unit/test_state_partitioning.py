@@ -1,5 +1,8 @@
-"""The state-partition mapping against values computed with Kafka 4.4's own classes
-(``SharePartitionKey.asCoordinatorKey``, ``String.hashCode``, ``Utils.abs``, ``Uuid.toString``)."""
+"""The state-partition mapping against values computed with Java and Kafka 4.4's own classes
+(``String.hashCode``, ``Utils.abs``, ``Uuid.toString``): a group's coordination as Kafka's
+``GroupCoordinatorService.partitionFor``; a share partition by its topic partition alone
+(``"<topic id>:<partition>"``), not by Kafka's group-qualified share-coordinator key, so that the
+instance that stores a share partition is the one Metadata names as its leader."""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from sharegroup.persist.partitioning import (
     java_string_hash,
     kafka_abs,
     kafka_uuid,
-    share_coordinator_key,
     state_partition_for_group,
     state_partition_for_share,
     state_partition_of,
+    topic_partition_key,
 )
 from sharegroup.persist.records import (
     GroupConfigs,
@@ -51,16 +54,9 @@ def test_kafka_abs_takes_int_min_to_zero() -> None:
     assert kafka_abs(-5) == 5 and kafka_abs(7) == 7
 
 
-# (group, partition) -> (state partition of 8, of 50), from Kafka's classes.
-SHARE_EXPECTED = {
-    ("g", 0): (0, 14),
-    ("g", 2): (2, 16),
-    ("orders", 0): (2, 6),
-    ("orders", 1): (3, 7),
-    ("my-share-group", 0): (7, 19),
-    ("my-share-group", 1): (0, 20),
-    ("polygenelubricants", 2): (1, 43),
-}
+# partition -> (state partition of 8, of 50), from Java's String.hashCode and Kafka's Utils.abs
+# of "ASNFZ4mrze_-3LqYdlQyEA:<partition>".
+SHARE_EXPECTED = {0: (3, 1), 1: (2, 0), 2: (1, 49), 7: (4, 44), 12: (4, 44)}
 GROUP_EXPECTED = {
     "g": (7, 3),
     "orders": (3, 31),
@@ -69,13 +65,22 @@ GROUP_EXPECTED = {
 }
 
 
-@pytest.mark.parametrize(("group", "partition"), sorted(SHARE_EXPECTED))
-def test_share_partition_maps_as_kafka_share_coordinator(group: str, partition: int) -> None:
-    assert share_coordinator_key(group, TOPIC_ID, partition) == (
-        f"{group}:ASNFZ4mrze_-3LqYdlQyEA:{partition}"
-    )
-    got = tuple(state_partition_for_share(group, TOPIC_ID, partition, n) for n in (8, 50))
-    assert got == SHARE_EXPECTED[(group, partition)]
+@pytest.mark.parametrize("partition", sorted(SHARE_EXPECTED))
+def test_share_partition_maps_by_its_topic_partition(partition: int) -> None:
+    assert topic_partition_key(TOPIC_ID, partition) == f"ASNFZ4mrze_-3LqYdlQyEA:{partition}"
+    got = tuple(state_partition_for_share(TOPIC_ID, partition, n) for n in (8, 50))
+    assert got == SHARE_EXPECTED[partition]
+
+
+def test_every_group_of_a_topic_partition_shares_its_state_partition() -> None:
+    """Routing follows Metadata, which knows no group: the group must not move the key."""
+    for group in ("g", "orders", "my-share-group", "polygenelubricants"):
+        for partition in SHARE_EXPECTED:
+            key = (group, TOPIC_ID, partition)
+            assert (
+                state_partition_of(Snapshot(key, 1, 0, 0, 0, 0, 0, ()), 8)
+                == (SHARE_EXPECTED[partition][0])
+            )
 
 
 @pytest.mark.parametrize("group", sorted(GROUP_EXPECTED))
@@ -87,10 +92,10 @@ def test_group_maps_as_kafka_group_coordinator(group: str) -> None:
 def test_one_partition_holds_everything_and_records_follow_their_keys() -> None:
     key = ("orders", TOPIC_ID, 1)
     for _ in range(50):
-        assert state_partition_for_share("x", uuid4(), 3, 1) == 0
-    assert state_partition_of(Snapshot(key, 1, 0, 0, 0, 0, 0, ()), 8) == 3
-    assert state_partition_of(Update(key, 1, 0, 0, ()), 8) == 3
-    assert state_partition_of(Tombstone(key), 8) == 3
+        assert state_partition_for_share(uuid4(), 3, 1) == 0
+    assert state_partition_of(Snapshot(key, 1, 0, 0, 0, 0, 0, ()), 8) == 2
+    assert state_partition_of(Update(key, 1, 0, 0, ()), 8) == 2
+    assert state_partition_of(Tombstone(key), 8) == 2
     assert state_partition_of(GroupConfigs("orders", None), 8) == 3
     assert state_partition_of(TopicIdAssigned("orders", TOPIC_ID), 50) == 31
     assert state_partition_of(WriterClaim(TOPIC_ID), 8) is None
