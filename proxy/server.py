@@ -136,7 +136,11 @@ class Proxy:
                 try:
                     await self.authz.refresh()
                 except UpstreamError as e:
-                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                    log.error(
+                        "cannot read the upstream ACLs, refusing share APIs (retriably) "
+                        "until they can be read: %s",
+                        e,
+                    )
                 nursery.start_soon(self.authz.run)
             if self.share_handler is not None:
                 await self.share_handler.start(nursery)  # recover state before serving
