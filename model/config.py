@@ -70,7 +70,13 @@ DLQ_COPY_KEY: Final = "errors.deadletterqueue.copy.record.enable"
 DLQ_TOPIC_ENABLE_KEY: Final = "errors.deadletterqueue.group.enable"
 BACKOFF_KEY: Final = "sharegroup.share.record.redelivery.backoff.ms"
 BACKOFF_MAX_KEY: Final = "sharegroup.share.record.redelivery.backoff.max.ms"
-BROKER_DLQ_KEYS: Final = (DLQ_AUTO_CREATE_KEY, DLQ_PREFIX_KEY)
+# The level of Kafka's ``share.version`` feature the proxy emulates (``ShareVersion.java``):
+# 1 = KIP-932's share groups, 2 = with KIP-1191's dead-letter queue. A proxy config, since the
+# proxy, not the upstream cluster, holds the share groups.
+SHARE_VERSION_KEY: Final = "sharegroup.share.version"
+SHARE_VERSION_DLQ: Final = 2  # the first level that dead-letters (``ShareVersion.SV_2``)
+SHARE_VERSION_LATEST: Final = 2
+BROKER_DLQ_KEYS: Final = (DLQ_AUTO_CREATE_KEY, DLQ_PREFIX_KEY, SHARE_VERSION_KEY)
 
 
 def parse_bool(key: str, raw: str) -> bool:
@@ -86,13 +92,23 @@ class BrokerConfig:
     values: dict[str, int]
     dlq_auto_create_topics_enable: bool = False
     dlq_topic_name_prefix: str = "dlq."
+    share_version: int = SHARE_VERSION_LATEST
+
+    @property
+    def dlq_supported(self) -> bool:
+        """Groups may dead-letter at all: ``share.version`` is at KIP-1191's level."""
+        return self.share_version >= SHARE_VERSION_DLQ
 
     @classmethod
     def from_mapping(cls, overrides: dict[str, str] | None = None) -> BrokerConfig:
         values = {key: default for key, (default, _) in BROKER_INT_CONFIGS.items()}
         auto_create = False
         prefix = "dlq."
+        share_version = SHARE_VERSION_LATEST
         for key, raw in (overrides or {}).items():
+            if key == SHARE_VERSION_KEY:
+                share_version = _parse_int(key, raw, IntRange(1, SHARE_VERSION_LATEST))
+                continue
             if key == DLQ_AUTO_CREATE_KEY:
                 auto_create = parse_bool(key, raw)
                 continue
@@ -117,7 +133,7 @@ class BrokerConfig:
             )
         if values["group.share.max.share.sessions"] < values["group.share.max.size"]:
             raise ConfigError("group.share.max.share.sessions must be >= group.share.max.size")
-        return cls(values, auto_create, prefix)
+        return cls(values, auto_create, prefix, share_version)
 
     def __getitem__(self, key: str) -> int:
         return self.values[key]

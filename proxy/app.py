@@ -212,6 +212,7 @@ def attach(proxy: Proxy, store: PartitionedStateStore | None = None) -> ShareSer
     broker_config = BrokerConfig.from_mapping(
         {k: v for k, v in share.items() if k.startswith("group.share.") or k in BROKER_DLQ_KEYS}
     )
+    proxy.share_version = broker_config.share_version  # reported in ApiVersions
     engine = ShareEngine(broker_config)
     engine.dead_letter_queues = True  # SharePersistence.dead_letter ends every ARCHIVING
     upstream = UpstreamLog(proxy)

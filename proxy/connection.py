@@ -422,11 +422,19 @@ class ClientConnection:
             return wire.encode_response(resp, head.correlation_id)
         request = self._decode(payload, head)
         del request
+        fields: dict[str, Any] = {}
+        if head.api_version >= 3:
+            # The cluster's features, with share.version as the proxy's share groups have it.
+            features = self.proxy.advertised_features(self.node_id)
+            fields = wire.api_versions_features(
+                features.supported, features.finalized, features.epoch
+            )
         resp = wire.api_versions_response(
             version=head.api_version,
             error_code=0,
             api_keys=wire.api_version_entries(table),
             throttle_time_ms=0,
+            **fields,
         )
         return wire.encode_response(resp, head.correlation_id)
 

@@ -17,7 +17,8 @@ must exist (or be created, with ``errors.deadletterqueue.auto.create.topics.enab
 marked as a DLQ topic. A topic is marked when its topic config
 ``errors.deadletterqueue.group.enable`` is ``true`` (Kafka 4.4, Tansu) or, on clusters that
 refuse unknown topic configs (Kafka before 4.4), when the proxy config
-``sharegroup.errors.deadletterqueue.topics`` lists it (docs/dlq.md).
+``sharegroup.errors.deadletterqueue.topics`` lists it, by name or by a name prefix ending in
+``*`` (docs/dlq.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,32 @@ BACKOFF_MS: Final = 1000
 BACKOFF_MAX_MS: Final = 30000
 ATTEMPTS: Final = 5
 SOURCE_READ_TIMEOUT_S: Final = 10.0
+
+
+def _partition_count(admin: Any, topic: str) -> int | None:
+    """The partition count of ``topic``, or None when it does not exist (waiting up to 10 s
+    for a topic just created to have its partitions)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            desc = admin.describe_topics(TopicCollection([topic]))[topic].result(10)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            return None
+        if desc.partitions or time.monotonic() > deadline:
+            return len(desc.partitions) or None
+        time.sleep(0.1)
+
+
+def is_listed(topic: str, listed: set[str]) -> bool:
+    """Whether ``sharegroup.errors.deadletterqueue.topics`` names ``topic``: an entry is a
+    topic name, or a name prefix when it ends with ``*`` (``dlq.conformance-*``)."""
+    return topic in listed or any(
+        e.endswith("*") and topic.startswith(e[:-1]) for e in listed if e != "*"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +144,7 @@ class DlqWriter:
         self.client_config = dict(client_config or {})
         self.prefix = prefix
         self.auto_create = auto_create
-        self.marked_topics = set(marked_topics)
+        self.marked_topics = {t.strip() for t in marked_topics if t.strip()}
         self.metrics = DlqMetrics()
         self._producer: Any = None
         self._lock = trio.Lock()  # one write at a time keeps each partition's order
@@ -220,10 +247,12 @@ class DlqWriter:
         from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config})
-        md = admin.list_topics(dlq_topic, timeout=10)
-        t = md.topics.get(dlq_topic)
-        exists = t is not None and t.error is None and bool(t.partitions)
-        marked = dlq_topic in self.marked_topics
+        # DescribeTopics, not a metadata request for the topic: librdkafka's asks the broker to
+        # auto-create a missing topic (auto.create.topics.enable), which would then exist
+        # unmarked; Kafka's own check creates nothing.
+        partitions = _partition_count(admin, dlq_topic)
+        exists = partitions is not None
+        marked = is_listed(dlq_topic, self.marked_topics)
         if exists and not marked:
             resource = ConfigResource(ResourceType.TOPIC, dlq_topic)
             try:
@@ -259,10 +288,15 @@ class DlqWriter:
                 )
                 admin.create_topics([plain])[dlq_topic].result(30)
             self.marked_topics.add(dlq_topic)
-            md = admin.list_topics(dlq_topic, timeout=10)
-            t = md.topics.get(dlq_topic)
-        assert t is not None
-        return len(t.partitions)
+            deadline = time.monotonic() + 10
+            while (partitions := _partition_count(admin, dlq_topic)) is None:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)  # the new topic's metadata is on its way to the brokers
+        if partitions is None:
+            log.error("no DLQ write: topic %s vanished after it was created", dlq_topic)
+            return None
+        return partitions
 
     def _read_source(
         self, topic: str, partition: int, work: ArchivingRange
@@ -307,5 +341,9 @@ class DlqWriter:
         return out
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(5)
+        """The proxy stops: the producer is let go, so that its connections end with the
+        proxy (a write under way in a worker thread keeps its own reference until it is done;
+        ARCHIVING not yet completed is written again after a restart)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(0)

@@ -4,17 +4,19 @@ SASL on the proxy's own connections to the upstream cluster.
 Listeners (Kafka's broker names): the security protocol comes with ``--listen``
 (``SSL://host:port``; PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), and for SSL and SASL_SSL
 
-* ``ssl.keystore.type`` — PEM only; ``ssl.keystore.location`` — one PEM file holding the private
-  key and the certificate chain (or ``ssl.keystore.certificate.chain.location`` and
-  ``ssl.keystore.key.location``, two files); ``ssl.key.password`` — for an encrypted key;
-* ``ssl.truststore.type`` — PEM; ``ssl.truststore.location`` — the CAs client certificates are
-  checked against;
+* ``ssl.keystore.type`` — PEM (the default) or PKCS12; ``ssl.keystore.location`` — one PEM file
+  holding the private key and the certificate chain (or ``ssl.keystore.certificate.chain.location``
+  and ``ssl.keystore.key.location``, two files), or a PKCS12 file; ``ssl.key.password`` — for an
+  encrypted PEM key; ``ssl.keystore.password`` — opens a PKCS12 keystore;
+* ``ssl.truststore.type`` — PEM or PKCS12; ``ssl.truststore.location`` — the CAs client
+  certificates are checked against; ``ssl.truststore.password`` — of a PKCS12 truststore, if any;
 * ``ssl.client.auth`` — ``none`` (default), ``requested``, ``required``;
 * ``ssl.enabled.protocols`` — default ``TLSv1.2,TLSv1.3``; ``ssl.cipher.suites`` — OpenSSL names.
 
 Upstream (Kafka's client names under the prefix ``upstream.``): ``upstream.security.protocol``,
 ``upstream.ssl.truststore.location``, ``upstream.ssl.keystore.location`` (the proxy's own client
-certificate; never presented for a client's relayed connection),
+certificate; never presented for a client's relayed connection), the same store types and
+passwords under the prefix,
 ``upstream.ssl.endpoint.identification.algorithm`` (``https``, the default, checks the host name;
 empty does not), ``upstream.ssl.enabled.protocols``, ``upstream.sasl.mechanism`` (PLAIN,
 SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER), ``upstream.sasl.username``,
@@ -25,18 +27,28 @@ Secrets are never taken from the command line: a secret config's value is either
 file or a reference in the syntax of Kafka's config providers (KIP-297, KIP-887):
 ``${env:NAME}``, ``${file:PATH}`` (the whole file) or ``${file:PATH:KEY}`` (a key of a properties
 file). Secret values never appear in logs or in ``repr``.
+
+PKCS12 stores are read with the ``cryptography`` library; Python's ``ssl`` loads a key only from
+a file, so a PKCS12 key is handed to it through a private temporary file, encrypted there with a
+random one-time password and removed at once. JKS stores are refused with the ``keytool``
+command that converts them (no well-kept Python library reads JKS).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import ssl
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from model import ConfigError
 from proxy.sasl import SaslSettings, TokenSource, token_expiry
@@ -51,8 +63,10 @@ LISTENER_KEYS = {
     "ssl.keystore.certificate.chain.location",
     "ssl.keystore.key.location",
     "ssl.key.password",
+    "ssl.keystore.password",
     "ssl.truststore.type",
     "ssl.truststore.location",
+    "ssl.truststore.password",
     "ssl.client.auth",
     "ssl.enabled.protocols",
     "ssl.cipher.suites",
@@ -64,8 +78,10 @@ UPSTREAM_KEYS = {
         "ssl.keystore.type",
         "ssl.keystore.location",
         "ssl.key.password",
+        "ssl.keystore.password",
         "ssl.truststore.type",
         "ssl.truststore.location",
+        "ssl.truststore.password",
         "ssl.endpoint.identification.algorithm",
         "ssl.enabled.protocols",
         "ssl.cipher.suites",
@@ -78,7 +94,12 @@ UPSTREAM_KEYS = {
 }
 SECURITY_KEYS = LISTENER_KEYS | UPSTREAM_KEYS
 # Never accepted as a literal on the command line, never logged.
-SECRET_KEYS = {"ssl.key.password", "upstream.ssl.key.password", "upstream.sasl.password"}
+SECRET_KEYS = {
+    prefix + key
+    for prefix in ("", UPSTREAM_PREFIX)
+    for key in ("ssl.key.password", "ssl.keystore.password", "ssl.truststore.password")
+} | {"upstream.sasl.password"}
+STORE_TYPES = ("PEM", "PKCS12")
 
 _REFERENCE = re.compile(r"^\$\{(env|file):(.+)\}$")
 _TLS_VERSIONS = {
@@ -142,12 +163,115 @@ def _file(key: str, value: str) -> str:
     return value
 
 
-def _pem_only(configs: Mapping[str, str], prefix: str) -> None:
-    for store in ("keystore", "truststore"):
-        key = f"{prefix}ssl.{store}.type"
-        kind = configs.get(key, "PEM").strip().upper()
-        if kind != "PEM":
-            raise ConfigError(f"{key}={kind}: only PEM stores are supported")
+def _store_type(configs: Mapping[str, str], prefix: str, store: str) -> str:
+    key = f"{prefix}ssl.{store}.type"
+    kind = configs.get(key, "PEM").strip().upper()
+    if kind == "JKS":
+        raise ConfigError(
+            f"{key}=JKS: JKS stores are not supported; convert the store to PKCS12 with "
+            "keytool -importkeystore -srckeystore STORE.jks -destkeystore STORE.p12 "
+            "-deststoretype PKCS12, and set "
+            f"{key}=PKCS12"
+        )
+    if kind not in STORE_TYPES:
+        raise ConfigError(f"{key}={kind}: the store types supported are {', '.join(STORE_TYPES)}")
+    password = f"{prefix}ssl.{store}.password"
+    if kind == "PEM" and password in configs:
+        hint = f" (a PEM key's password is {prefix}ssl.key.password)" if store == "keystore" else ""
+        raise ConfigError(f"{password} is for PKCS12 stores, and {key} is PEM{hint}")
+    return kind
+
+
+def _secret(configs: Mapping[str, str], key: str) -> str | None:
+    return resolve(key, configs[key]) if key in configs else None
+
+
+def _read_pkcs12(
+    configs: Mapping[str, str], prefix: str, store: str
+) -> pkcs12.PKCS12KeyAndCertificates:
+    """The PKCS12 store of ``prefix``ssl.``store``.location, opened with its password."""
+    location_key = f"{prefix}ssl.{store}.location"
+    location = _file(location_key, configs[location_key])
+    password = _secret(configs, f"{prefix}ssl.{store}.password")
+    try:
+        data = Path(location).read_bytes()
+        return pkcs12.load_pkcs12(data, None if password is None else password.encode())
+    except OSError as e:
+        raise ConfigError(f"{location_key}: cannot read {location}: {e.strerror}") from None
+    except ValueError:
+        raise ConfigError(
+            f"{location_key}: {location} is not a PKCS12 store, or "
+            f"{prefix}ssl.{store}.password is wrong or missing"
+        ) from None
+
+
+def _trusted_pem(configs: Mapping[str, str], prefix: str) -> str | None:
+    """The CAs of a PKCS12 truststore as PEM text; None for a PEM truststore (or none)."""
+    if f"{prefix}ssl.truststore.location" not in configs:
+        return None
+    if _store_type(configs, prefix, "truststore") != "PKCS12":
+        return None
+    store = _read_pkcs12(configs, prefix, "truststore")
+    certs = [c.certificate for c in store.additional_certs]
+    if store.cert is not None:
+        certs.insert(0, store.cert.certificate)
+    if not certs:
+        raise ConfigError(f"{prefix}ssl.truststore.location: the PKCS12 store holds no certificate")
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+
+
+def _load_truststore(context: ssl.SSLContext, configs: Mapping[str, str], prefix: str) -> bool:
+    """Trust the CAs of ``prefix``ssl.truststore.*; False when no truststore is set."""
+    key = f"{prefix}ssl.truststore.location"
+    if key not in configs:
+        return False
+    pem = _trusted_pem(configs, prefix)
+    try:
+        if pem is None:
+            context.load_verify_locations(_file(key, configs[key]))
+        else:
+            context.load_verify_locations(cadata=pem)
+    except ssl.SSLError as e:
+        raise ConfigError(f"{key}: cannot load the certificates: {e}") from None
+    return True
+
+
+def _load_pkcs12_chain(context: ssl.SSLContext, configs: Mapping[str, str], prefix: str) -> None:
+    for key in ("certificate.chain.location", "key.location"):
+        if f"{prefix}ssl.keystore.{key}" in configs:
+            raise ConfigError(
+                f"{prefix}ssl.keystore.{key} is for PEM keystores; a PKCS12 keystore is one file, "
+                f"{prefix}ssl.keystore.location"
+            )
+    store_password = _secret(configs, f"{prefix}ssl.keystore.password")
+    key_password = _secret(configs, f"{prefix}ssl.key.password")
+    if key_password is not None and key_password != store_password:
+        raise ConfigError(
+            f"{prefix}ssl.key.password differs from {prefix}ssl.keystore.password: a PKCS12 "
+            "keystore whose key has its own password is not supported"
+        )
+    store = _read_pkcs12(configs, prefix, "keystore")
+    if store.key is None or store.cert is None:
+        raise ConfigError(
+            f"{prefix}ssl.keystore.location: the PKCS12 store holds no private key and certificate"
+        )
+    one_time = secrets.token_urlsafe(32)
+    pem = store.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(one_time.encode()),
+    ) + b"".join(
+        c.certificate.public_bytes(serialization.Encoding.PEM)
+        for c in (store.cert, *store.additional_certs)
+    )
+    with tempfile.TemporaryDirectory(prefix="sharegroup-keystore-") as private:
+        path = Path(private) / "keystore.pem"
+        path.touch(mode=0o600)
+        path.write_bytes(pem)
+        try:
+            context.load_cert_chain(path, password=one_time)
+        except ssl.SSLError as e:
+            raise ConfigError(f"{prefix}ssl.keystore: cannot load the key and chain: {e}") from None
 
 
 def _protocol_range(context: ssl.SSLContext, key: str, value: str) -> None:
@@ -162,6 +286,13 @@ def _protocol_range(context: ssl.SSLContext, key: str, value: str) -> None:
 
 def _load_chain(context: ssl.SSLContext, configs: Mapping[str, str], prefix: str) -> bool:
     """Load the certificate chain and key of ``prefix``ssl.keystore.*; False when none set."""
+    if _store_type(configs, prefix, "keystore") == "PKCS12":
+        if prefix + "ssl.keystore.location" not in configs:
+            raise ConfigError(
+                f"{prefix}ssl.keystore.type=PKCS12 needs {prefix}ssl.keystore.location"
+            )
+        _load_pkcs12_chain(context, configs, prefix)
+        return True
     location = configs.get(prefix + "ssl.keystore.location")
     chain = configs.get(prefix + "ssl.keystore.certificate.chain.location")
     key_file = configs.get(prefix + "ssl.keystore.key.location")
@@ -209,7 +340,7 @@ def listener_security(protocol: str, configs: Mapping[str, str]) -> ListenerSecu
         if used:
             raise ConfigError(f"{', '.join(used)}: set, but the listener is {protocol}")
         return ListenerSecurity(protocol)
-    _pem_only(configs, "")
+    _store_type(configs, "", "truststore")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _protocol_range(
         context, "ssl.enabled.protocols", configs.get("ssl.enabled.protocols", "TLSv1.2,TLSv1.3")
@@ -222,16 +353,14 @@ def listener_security(protocol: str, configs: Mapping[str, str]) -> ListenerSecu
                 f"ssl.cipher.suites: no usable cipher in {configs['ssl.cipher.suites']!r}"
             ) from None
     if not _load_chain(context, configs, ""):
-        raise ConfigError(f"a {protocol} listener needs ssl.keystore.location (PEM key and chain)")
+        raise ConfigError(
+            f"a {protocol} listener needs ssl.keystore.location (PEM key and chain, or PKCS12)"
+        )
     auth = configs.get("ssl.client.auth", "none").strip().lower()
     modes = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
     if auth not in modes:
         raise ConfigError(f"ssl.client.auth: {auth!r} is not none, requested or required")
-    if "ssl.truststore.location" in configs:
-        context.load_verify_locations(
-            _file("ssl.truststore.location", configs["ssl.truststore.location"])
-        )
-    elif auth != "none":
+    if not _load_truststore(context, configs, "") and auth != "none":
         raise ConfigError(f"ssl.client.auth={auth} needs ssl.truststore.location")
     context.verify_mode = modes[auth]
     return ListenerSecurity(protocol, context)
@@ -268,7 +397,7 @@ def upstream_security(configs: Mapping[str, str]) -> UpstreamSecurity:
     rdkafka: dict[str, Any] = {"security.protocol": protocol.lower()}
     own = relay = None
     if protocol in ("SSL", "SASL_SSL"):
-        _pem_only(configs, p)
+        _store_type(configs, p, "truststore")
         own = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         relay = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         enabled = configs.get(p + "ssl.enabled.protocols", "TLSv1.2,TLSv1.3")
@@ -280,24 +409,29 @@ def upstream_security(configs: Mapping[str, str]) -> UpstreamSecurity:
         for context in (own, relay):
             _protocol_range(context, p + "ssl.enabled.protocols", enabled)
             context.check_hostname = bool(check_host)
-            if p + "ssl.truststore.location" in configs:
-                context.load_verify_locations(
-                    _file(p + "ssl.truststore.location", configs[p + "ssl.truststore.location"])
-                )
-            else:
+            if not _load_truststore(context, configs, p):
                 context.load_default_certs()
             if p + "ssl.cipher.suites" in configs:
                 context.set_ciphers(configs[p + "ssl.cipher.suites"].replace(" ", ""))
-        if p + "ssl.truststore.location" in configs:
+        trusted_pem = _trusted_pem(configs, p)
+        if trusted_pem is not None:
+            rdkafka["ssl.ca.pem"] = trusted_pem  # librdkafka reads no PKCS12 truststore
+        elif p + "ssl.truststore.location" in configs:
             rdkafka["ssl.ca.location"] = configs[p + "ssl.truststore.location"]
         rdkafka["ssl.endpoint.identification.algorithm"] = "https" if check_host else "none"
         if _load_chain(own, configs, p):
-            rdkafka["ssl.certificate.location"] = configs[p + "ssl.keystore.location"]
-            rdkafka["ssl.key.location"] = configs[p + "ssl.keystore.location"]
-            if p + "ssl.key.password" in configs:
-                rdkafka["ssl.key.password"] = resolve(
-                    p + "ssl.key.password", configs[p + "ssl.key.password"]
-                )
+            location = configs[p + "ssl.keystore.location"]
+            if _store_type(configs, p, "keystore") == "PKCS12":
+                rdkafka["ssl.keystore.location"] = location
+                password = _secret(configs, p + "ssl.keystore.password")
+                if password is not None:
+                    rdkafka["ssl.keystore.password"] = password
+            else:
+                rdkafka["ssl.certificate.location"] = location
+                rdkafka["ssl.key.location"] = location
+                password = _secret(configs, p + "ssl.key.password")
+                if password is not None:
+                    rdkafka["ssl.key.password"] = password
     else:
         used = sorted(k for k in configs if k.startswith(p + "ssl."))
         if used:

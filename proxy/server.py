@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
+from model.config import SHARE_VERSION_LATEST
 from proxy import wire
 from proxy.authz import Authorizer
 from proxy.connection import ClientConnection
@@ -35,6 +36,18 @@ VERSION_CAPS = {wire.PRODUCE: 9, wire.FETCH: 15}
 # that the proxy answers itself (or, without the engine, does not offer).
 NEVER_RELAYED = {55, 76, 77, 78, 79, 80, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92}
 DECODED = {wire.METADATA, wire.FIND_COORDINATOR, wire.DESCRIBE_CLUSTER, wire.API_VERSIONS}
+
+SHARE_VERSION_FEATURE = "share.version"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """ApiVersions v3's features: name -> (min, max), and the finalized features' epoch."""
+
+    supported: dict[str, tuple[int, int]]
+    finalized: dict[str, tuple[int, int]]
+    epoch: int
+
 
 LocalHandler = Callable[["ClientConnection", Any, wire.RequestHead], Awaitable[Any]]
 
@@ -92,6 +105,8 @@ class Proxy:
         self.brokers.on_new_node = self._new_node
         self.cluster: Cluster
         self.share_handler: ShareHandler | None = None
+        # The share.version level ApiVersions reports (set with the share handler).
+        self.share_version: int | None = None
         self.authz: Authorizer | None = None  # checks the share APIs against upstream ACLs
         self.internal_topic: InternalTopicGuard | None = None  # keeps clients off the state topic
         self.router: Router | None = None  # set in fleet mode
@@ -121,7 +136,11 @@ class Proxy:
                 try:
                     await self.authz.refresh()
                 except UpstreamError as e:
-                    log.error("cannot read the upstream ACLs, refusing share APIs: %s", e)
+                    log.error(
+                        "cannot read the upstream ACLs, refusing share APIs (retriably) "
+                        "until they can be read: %s",
+                        e,
+                    )
                 nursery.start_soon(self.authz.run)
             if self.share_handler is not None:
                 await self.share_handler.start(nursery)  # recover state before serving
@@ -241,6 +260,22 @@ class Proxy:
         if versions is None:
             raise UpstreamError("no upstream API versions known yet")
         return versions
+
+    def advertised_features(self, node_id: int) -> Features:
+        """The features an ApiVersions answer of ``node_id`` reports: the upstream broker's,
+        with ``share.version`` replaced by the level the proxy's share groups emulate (when it
+        serves them). An upstream without ``share.version`` (before Kafka 4.1) gets it too."""
+        conn = self.cluster.versioned_connection(node_id)
+        if conn is None:
+            raise UpstreamError("no upstream API versions known yet")
+        supported = dict(conn.supported_features)
+        finalized = dict(conn.finalized_features)
+        epoch = conn.finalized_features_epoch
+        if self.share_version is not None:
+            supported[SHARE_VERSION_FEATURE] = (0, SHARE_VERSION_LATEST)
+            finalized[SHARE_VERSION_FEATURE] = (self.share_version, self.share_version)
+            epoch = max(epoch, 0)
+        return Features(supported, finalized, epoch)
 
     async def prepare_node(self, node_id: int) -> None:
         """Make sure the upstream versions of ``node_id`` are known (connects if needed)."""

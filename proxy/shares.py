@@ -160,11 +160,14 @@ class ShareService:
             await started(nursery)
 
     async def run_timers(self) -> None:
-        """Runs while the proxy runs; when it stops, the read-ahead windows are let go."""
+        """Runs while the proxy runs; when it stops, the read-ahead windows and the DLQ
+        writer's producer are let go."""
         try:
             await self.timer.run()
         finally:
             self.read_ahead.forget_all()
+            if self.persistence.dlq is not None:
+                self.persistence.dlq.close()
 
     def group_configs_changed(self, group_id: str) -> None:
         """Limits or lock durations changed: let waiting fetches look again."""
@@ -181,7 +184,9 @@ class ShareService:
         await ensure_topics(self.proxy, names)
 
     async def connection_closed(self, conn: ClientConnection) -> None:
-        self.persistence.publish(self.engine.connection_closed(conn.node_id, conn.id))
+        self.persistence.publish(
+            self.engine.connection_closed(conn.node_id, conn.id, now_ms=now_ms())
+        )
         for key in [k for k in self._fetch_conns if k[0] == conn.id]:
             await self._fetch_conns.pop(key).aclose()
 

@@ -108,6 +108,11 @@ class BrokerConnection:
         self._send_lock = trio.Lock()
         self._max_frame_bytes = max_frame_bytes
         self.api_versions: dict[int, tuple[int, int]] = {}
+        # The cluster's features from ApiVersions v3+: name -> (min, max) supported and
+        # finalized, and the finalized features' epoch (-1 when the broker reported none).
+        self.supported_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features_epoch = -1
         self._closed = False
         self._retire_at = float("inf")  # trio time after which no new request should use it
         # Observers of every request, given the request and the seconds until its answer
@@ -127,6 +132,15 @@ class BrokerConnection:
         if resp.error_code:
             resp = await self.request(wire.api_versions_request(0), 0)
         self.api_versions = {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys}
+        if resp.API_VERSION >= 3:
+            self.supported_features = {
+                f.name: (f.min_version, f.max_version) for f in resp.supported_features or ()
+            }
+            self.finalized_features = {
+                f.name: (f.min_version_level, f.max_version_level)
+                for f in resp.finalized_features or ()
+            }
+            self.finalized_features_epoch = resp.finalized_features_epoch
         if self.security.sasl is not None:
             try:
                 await self._login(self.security.sasl)
@@ -311,12 +325,18 @@ class Cluster:
     def api_versions(self, node_id: int) -> dict[int, tuple[int, int]] | None:
         """The API versions of broker ``node_id`` as its connection learned them, else those of
         any connection that knows them (None before any does)."""
+        conn = self.versioned_connection(node_id)
+        return conn.api_versions if conn is not None else None
+
+    def versioned_connection(self, node_id: int) -> BrokerConnection | None:
+        """The connection to ``node_id`` once it knows the broker's ApiVersions answer (API
+        versions and features), else any connection that does (None before any does)."""
         conn = self._connections.get(node_id) or self._bootstrap_conn
         if conn is not None and conn.api_versions:
-            return conn.api_versions
+            return conn
         for c in self._connections.values():
             if c.api_versions:
-                return c.api_versions
+                return c
         return None
 
     async def open_connection(self, node_id: int) -> BrokerConnection:

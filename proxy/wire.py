@@ -320,6 +320,24 @@ def api_versions_response(**fields: Any) -> Any:
     return ApiVersionsResponse(**fields)
 
 
+def api_versions_features(
+    supported: dict[str, tuple[int, int]], finalized: dict[str, tuple[int, int]], epoch: int
+) -> dict[str, Any]:
+    """ApiVersions v3's tagged feature fields: name -> (min, max) each."""
+    sup = ApiVersionsResponse.SupportedFeatureKey
+    fin = ApiVersionsResponse.FinalizedFeatureKey
+    return {
+        "supported_features": [
+            sup(name=n, min_version=lo, max_version=hi) for n, (lo, hi) in sorted(supported.items())
+        ],
+        "finalized_features_epoch": epoch,
+        "finalized_features": [
+            fin(name=n, min_version_level=lo, max_version_level=hi)
+            for n, (lo, hi) in sorted(finalized.items())
+        ],
+    }
+
+
 def api_version_entries(table: dict[int, tuple[int, int]]) -> list[Any]:
     entry = ApiVersionsResponse.ApiVersion
     return [entry(api_key=k, min_version=v[0], max_version=v[1]) for k, v in sorted(table.items())]

@@ -64,6 +64,14 @@ class ShareEngine:
         self.partitions: dict[PartitionKey, SharePartition] = {}
         self.sessions: dict[int, ShareSessionCache] = {}
 
+    @property
+    def dead_letters(self) -> bool:
+        """Groups with a DLQ topic dead-letter: a driver writes the records, and the emulated
+        ``share.version`` is at KIP-1191's level (``SharePartition.isDLQEnabledForGroup``).
+        Otherwise their DLQ configs are kept but records are archived, as Kafka 4.4 does with
+        ``share.version=1``."""
+        return self.dead_letter_queues and self.broker_config.dlq_supported
+
     # ------------------------------------------------------------------ groups and configs
     def group(self, group_id: str, *, create: bool = False) -> GroupEntry | None:
         entry = self.groups.get(group_id)
@@ -109,7 +117,7 @@ class ShareEngine:
                     renew_enabled=config.renew_acknowledge_enable,
                     redelivery_backoff_ms=config.redelivery_backoff_ms,
                     redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-                    dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
+                    dlq_enabled=config.dlq_enabled and self.dead_letters,
                 )
         return config
 
@@ -179,7 +187,7 @@ class ShareEngine:
             renew_enabled=config.renew_acknowledge_enable,
             redelivery_backoff_ms=config.redelivery_backoff_ms,
             redelivery_backoff_max_ms=config.redelivery_backoff_max_ms,
-            dlq_enabled=config.dlq_enabled and self.dead_letter_queues,
+            dlq_enabled=config.dlq_enabled and self.dead_letters,
         )
         self.partitions[key] = sp
         entry = self.group(key[0], create=True)
@@ -205,14 +213,22 @@ class ShareEngine:
         return Change(key, sp.acknowledge(member_id, batches, now_ms=now_ms), "ack")
 
     def release(
-        self, group_id: str, member_id: str, partitions: Iterable[tuple[UUID, int]], cause: str
+        self,
+        group_id: str,
+        member_id: str,
+        partitions: Iterable[tuple[UUID, int]],
+        cause: str,
+        *,
+        now_ms: int | None = None,
     ) -> list[Change]:
+        """Release a member's records: they are available again after the group's redelivery
+        back-off (counted from ``now_ms``; none without it), or archived at the limit."""
         out = []
         for topic_id, partition in partitions:
             key = (group_id, topic_id, partition)
             sp = self.partitions.get(key)
             if sp is not None:
-                delta = sp.release_member(member_id)
+                delta = sp.release_member(member_id, now_ms=now_ms)
                 if not delta.empty:
                     out.append(Change(key, delta, cause))
         return out
@@ -225,19 +241,29 @@ class ShareEngine:
             self.sessions[node_id] = cache
         return cache
 
-    def close_session(self, node_id: int, group_id: str, member_id: str) -> list[Change]:
+    def close_session(
+        self, node_id: int, group_id: str, member_id: str, *, now_ms: int | None = None
+    ) -> list[Change]:
         closed = self.session_cache(node_id).close(group_id, member_id)
-        return self._release_closed([closed] if closed else [], "session-close")
+        return self._release_closed([closed] if closed else [], "session-close", now_ms)
 
-    def connection_closed(self, node_id: int, connection_id: int) -> list[Change]:
+    def connection_closed(
+        self, node_id: int, connection_id: int, *, now_ms: int | None = None
+    ) -> list[Change]:
+        """The connection's share sessions go; their members' records are released, after
+        the redelivery back-off counted from ``now_ms`` (the caller's clock)."""
         closed = self.session_cache(node_id).connection_closed(connection_id)
-        return self._release_closed(closed, "connection-close")
+        return self._release_closed(closed, "connection-close", now_ms)
 
-    def _release_closed(self, closed: list[ClosedSession], cause: str) -> list[Change]:
+    def _release_closed(
+        self, closed: list[ClosedSession], cause: str, now_ms: int | None
+    ) -> list[Change]:
         out: list[Change] = []
         for session in closed:
             parts = [(t if isinstance(t, UUID) else UUID(str(t)), p) for t, p in session.partitions]
-            out.extend(self.release(session.group_id, session.member_id, parts, cause))
+            out.extend(
+                self.release(session.group_id, session.member_id, parts, cause, now_ms=now_ms)
+            )
         return out
 
     # ------------------------------------------------------------------ time

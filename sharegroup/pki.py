@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+P12_PASSWORD = "store-secret"
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,9 @@ class Pki:
     other_ca: Path
     stranger: Path  # key+chain of a client signed by other_ca
     kafka_keystore: Path  # the server's PKCS#8 key and chain, as Kafka's PEM keystore wants
+    server_p12: Path  # the server's key and chain as a PKCS12 keystore (password P12_PASSWORD)
+    client_p12: Path  # the client's, likewise
+    ca_p12: Path  # the CA as a PKCS12 truststore (password P12_PASSWORD)
 
 
 def make_pki(directory: Path) -> Pki:
@@ -60,6 +68,32 @@ def make_pki(directory: Path) -> Pki:
             _pkcs8(server.private_key_pem.bytes())
             + b"".join(blob.bytes() for blob in server.cert_chain_pems),
         ),
+        server_p12=write("server.p12", p12_keystore(server)),
+        client_p12=write("client.p12", p12_keystore(client)),
+        ca_p12=write(
+            "ca.p12",
+            pkcs12.serialize_key_and_certificates(
+                None,
+                None,
+                None,
+                [x509.load_pem_x509_certificate(ca.cert_pem.bytes())],
+                serialization.BestAvailableEncryption(P12_PASSWORD.encode()),
+            ),
+        ),
+    )
+
+
+def p12_keystore(issued: trustme.LeafCert) -> bytes:
+    """A key and its chain as a PKCS12 keystore, as keytool or openssl pkcs12 -export make."""
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    leaf, *chain = (x509.load_pem_x509_certificate(blob.bytes()) for blob in issued.cert_chain_pems)
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)  # trustme's kinds
+    return pkcs12.serialize_key_and_certificates(
+        b"sharegroup",
+        key,
+        leaf,
+        chain or None,
+        serialization.BestAvailableEncryption(P12_PASSWORD.encode()),
     )
 
 

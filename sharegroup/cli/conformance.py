@@ -25,8 +25,10 @@ def add_conformance_command(sub: Any) -> None:
             "Property-based differential test: random sequences of ShareFetch, "
             "ShareAcknowledge, ShareGroupHeartbeat, connection drops, lock expiry and group "
             "config changes are sent to the cluster and every answer is checked against the "
-            "model's prediction. Prints one row per check: result and the first (shrunk) "
-            "counter-example. Creates topics and share groups named conformance-*."
+            "model's prediction. Some examples give the group a dead-letter queue "
+            "(KIP-1191) and compare the DLQ topic record by record. Prints one row per check: "
+            "result and the first (shrunk) counter-example. Creates topics and share groups "
+            "named conformance-* and DLQ topics named dlq.conformance-*."
         ),
     )
     p.add_argument("--bootstrap-server", required=True, metavar="HOST:PORT")
@@ -50,6 +52,15 @@ def add_conformance_command(sub: Any) -> None:
         "--strict",
         action="store_true",
         help="fail on the known, documented differences too (docs/conformance.md)",
+    )
+    p.add_argument(
+        "--dlq",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="whether the cluster dead-letters: auto (default) = as its finalized share.version "
+        "says (2 or more); off checks that a group's DLQ topic stays empty. A proxy in front of "
+        "Kafka before 4.4 must mark the DLQ topics: --config "
+        "sharegroup.errors.deadletterqueue.topics=dlq.conformance-*",
     )
     p.add_argument(
         "--derandomize", action="store_true", help="the same examples on every run (as in CI)"
@@ -82,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         lock_ms=lock_ms,
         partitions=args.partitions,
         strict=args.strict,
+        dlq={"auto": None, "on": True, "off": False}[args.dlq],
     )
     print(
         f"running {args.examples} examples of up to {args.steps} operations against "

@@ -128,14 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
 SECURITY_HELP = """\
 security configs (--config KEY=VALUE or --config-file; Kafka's names, see docs/security.md):
   TLS listener (--listen SSL://... or SASL_SSL://...):
-    ssl.keystore.type=PEM            ssl.keystore.location=FILE (PEM key + certificate chain)
+    ssl.keystore.type=PEM|PKCS12     ssl.keystore.location=FILE (PEM key + chain, or PKCS12)
     ssl.keystore.certificate.chain.location=FILE  ssl.keystore.key.location=FILE
-    ssl.key.password=SECRET          ssl.truststore.type=PEM  ssl.truststore.location=FILE
+    ssl.key.password=SECRET (PEM)    ssl.keystore.password=SECRET (PKCS12)
+    ssl.truststore.type=PEM|PKCS12   ssl.truststore.location=FILE  ssl.truststore.password=SECRET
     ssl.client.auth=none|requested|required       ssl.enabled.protocols=TLSv1.2,TLSv1.3
     ssl.cipher.suites=NAMES
   the upstream cluster, for the proxy's own connections and the clients' relayed ones:
     upstream.security.protocol=PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL
     upstream.ssl.truststore.location=FILE  upstream.ssl.keystore.location=FILE
+    upstream.ssl.{keystore,truststore}.type=PEM|PKCS12, .password=SECRET, upstream.ssl.key.password
     upstream.ssl.endpoint.identification.algorithm=https|""  upstream.ssl.enabled.protocols=...
     upstream.sasl.mechanism=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512|OAUTHBEARER
     upstream.sasl.username=NAME      upstream.sasl.password=SECRET

@@ -44,15 +44,25 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from confluent_kafka import AcknowledgeType, KafkaException, Producer, ShareConsumer
+from confluent_kafka import (
+    AcknowledgeType,
+    Consumer,
+    KafkaException,
+    Producer,
+    ShareConsumer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
-from model import RecordState
+from model import DlqCause, RecordState
+from model.config import DLQ_TOPIC_ENABLE_KEY, DLQ_TOPIC_KEY
+from proxy.dlq import MARKED_TOPICS_KEY
 from proxy.thread import ProxyThread
 from sharegroup.brokers import start_tansu
+from sharegroup.dlq_format import parse_headers
 from sharegroup.engine import Change
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.expect import RunResult, evaluate
@@ -77,6 +87,10 @@ LIVE_PROXY_DEFAULTS = {
     "group.share.min.record.lock.duration.ms": "1000",
 }
 SAMPLES = 200
+_DLQ_CAUSES = {
+    DlqCause.CLIENT_REJECT: "rejected",
+    DlqCause.DELIVERY_COUNT_EXCEEDED: "delivery-limit",
+}
 # librdkafka's own log lines (reconnects when the proxy restarts, ...) stay out of the output;
 # what matters reaches the trace through callbacks and errors.
 CLIENT_LOG = logging.getLogger("sharegroup.scenario.live.librdkafka")
@@ -94,6 +108,33 @@ _ACK_KIND = {1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 0: tr.GAP}
 def _admin(bootstrap: str) -> AdminClient:
     config: Any = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
     return AdminClient(config)
+
+
+def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, Any]]:
+    """(partition, message) of every record of ``topic`` up to its end now (30 s at most)."""
+    config: Any = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"sharegroup-scenario-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "logger": CLIENT_LOG,
+    }
+    consumer = Consumer(config)
+    out: list[tuple[int, Any]] = []
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in range(partitions)
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions) if ends[p]])
+        deadline = time.monotonic() + 30
+        while len(out) < sum(ends.values()) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                partition = m.partition()
+                if m.error() is None and partition is not None:
+                    out.append((partition, m))
+    finally:
+        consumer.close()
+    return out
 
 
 @dataclass(slots=True)
@@ -353,6 +394,15 @@ class _LiveRun:
             for p in range(topic.partitions):
                 self.trace.add_partition(name, p)
         configs = {**LIVE_PROXY_DEFAULTS, **dict(scenario.broker_configs)}
+        # The group's dead-letter queue topics (scenario names) that the scenario declares:
+        # created marked as DLQ topics, also for a proxy in front of Kafka before 4.4.
+        self.dlq_topics = sorted(
+            v
+            for k, v in scenario.group_configs.items()
+            if k == DLQ_TOPIC_KEY and v in scenario.topics
+        )
+        if self.dlq_topics:
+            configs[MARKED_TOPICS_KEY] = ",".join(self.live_topic[t] for t in self.dlq_topics)
         self.proxy_configs = configs
         self.proxy: ProxyThread | None = None
         self.proxy_bootstrap = ""
@@ -418,6 +468,7 @@ class _LiveRun:
             self._drain()
             self.trace.end_ms = s.duration_ms
             self._finish_stats()
+            self._read_dlq_topics()
             result.virtual_ms = s.duration_ms
             result.verdicts = evaluate(s, self.trace, "live")
         except Exception as e:  # noqa: BLE001 - a broken run is reported, not raised
@@ -448,17 +499,32 @@ class _LiveRun:
                 self.live_topic[name],
                 spec.partitions,
                 1,
-                config={"cleanup.policy": "compact"} if spec.compacted else {},
+                config={
+                    **({"cleanup.policy": "compact"} if spec.compacted else {}),
+                    **({DLQ_TOPIC_ENABLE_KEY: "true"} if name in self.dlq_topics else {}),
+                },
             )
             for name, spec in self.scenario.topics.items()
         ]
-        for f in admin.create_topics(topics).values():
-            f.result(30)
+        for name, f in admin.create_topics(topics).items():
+            try:
+                f.result(30)
+            except KafkaException:
+                if self.scenario_topic[name] not in self.dlq_topics:
+                    raise
+                # Kafka before 4.4 refuses the DLQ topic config; the proxy marks it instead.
+                spec = self.scenario.topics[self.scenario_topic[name]]
+                plain = NewTopic(name, spec.partitions, 1)
+                admin.create_topics([plain])[name].result(30)
         if self.scenario.group_configs:
             self._alter_group(dict(self.scenario.group_configs))
 
     def _alter_group(self, configs: dict[str, str | None]) -> None:
         admin = _admin(self.proxy_bootstrap)
+        configs = {
+            k: self.live_topic.get(v, v) if k == DLQ_TOPIC_KEY and v is not None else v
+            for k, v in configs.items()
+        }
         entries = [
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
             if v is not None
@@ -675,17 +741,21 @@ class _LiveRun:
             return
         p = key[2]
         trace = self.trace
+        if change.cause == "dlq":
+            return  # ARCHIVING -> ARCHIVED after the DLQ write: traced as ARCHIVED already
         for b in change.delta.batches:
+            # ARCHIVING (the DLQ write is under way) ends ARCHIVED: the trace records that.
+            state = RecordState.ARCHIVED if b.state is RecordState.ARCHIVING else b.state
             if change.cause in ("expiry", "session-close", "connection-close"):
                 trace.unlock(
-                    time_ms, change.cause, topic, p, b.first_offset, b.last_offset, b.state.name
+                    time_ms, change.cause, topic, p, b.first_offset, b.last_offset, state.name
                 )
                 continue
             if change.cause == "log-start":
                 trace.archive(time_ms, topic, p, b.first_offset, b.last_offset, "log-start")
                 continue
             if change.cause != "ack":
-                if b.state is RecordState.ARCHIVED:
+                if state is RecordState.ARCHIVED:
                     trace.archive(time_ms, topic, p, b.first_offset, b.last_offset, "compacted")
                 continue
             # An acknowledgement: split the range by who held it and by what was sent.
@@ -694,9 +764,9 @@ class _LiveRun:
                 if view is None:
                     continue
                 sent = self.sent.get((topic, p, offset), 1)
-                if b.state is RecordState.ACKNOWLEDGED:
+                if state is RecordState.ACKNOWLEDGED:
                     kind = tr.ACCEPT
-                elif b.state is RecordState.AVAILABLE:
+                elif state is RecordState.AVAILABLE:
                     kind = tr.RELEASE
                 else:
                     kind = _ACK_KIND.get(sent, tr.REJECT)
@@ -708,8 +778,36 @@ class _LiveRun:
                     offset,
                     offset,
                     kind,
-                    b.state.name,
+                    state.name,
                     confirmed=False,
+                )
+
+    def _read_dlq_topics(self) -> None:
+        """The records of the group's DLQ topics, as their headers describe them, for the
+        scenario's ``dlq`` expectations (the proxy wrote them during the run)."""
+        for name in self.dlq_topics:
+            live = self.live_topic[name]
+            partitions = self.scenario.topics[name].partitions
+            for partition, msg in _read_topic(self.proxy_bootstrap, live, partitions):
+                raw = msg.headers() or []
+                headers = [(k, v if isinstance(v, bytes) else None) for k, v in raw]
+                origin = parse_headers(headers)
+                if origin is None:
+                    continue
+                cause = origin.cause
+                self.trace.dead_letter(
+                    tr.DlqEntry(
+                        dlq_topic=name,
+                        dlq_partition=partition,
+                        source_topic=self.scenario_topic.get(origin.topic, origin.topic),
+                        source_partition=origin.partition,
+                        source_offset=origin.offset,
+                        group=origin.group,
+                        delivery_count=origin.delivery_count,
+                        cause=_DLQ_CAUSES[cause] if cause is not None else "",
+                        key=msg.key(),
+                        value=msg.value(),
+                    )
                 )
 
     def _finish_stats(self) -> None:
@@ -729,6 +827,11 @@ class _LiveRun:
                         "start-offset": sp.start_offset,
                         "in-flight-max": sp.in_flight_count,
                     }
+            if service.dlq is not None:
+                # Live, the proxy counts failed DLQ writes (Kafka's
+                # DeadLetterQueueFailedProduceRequests), not records.
+                failed = service.dlq.metrics.failed_produce_requests[self.group_id]
+                self.trace.counts["dlq-write-failures"] = failed
             entry = service.engine.group(self.group_id)
             group: dict[str, object] = {
                 "members": len(entry.group.members) if entry else 0,

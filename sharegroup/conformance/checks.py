@@ -210,6 +210,38 @@ CHECKS: dict[str, Check] = {
             "unknown member: UNKNOWN_MEMBER_ID; wrong epoch: FENCED_MEMBER_EPOCH",
             "GroupMetadataManager.shareGroupHeartbeat, testFencedMemberCanRejoinWithEpochZero",
         ),
+        # --- dead-letter queue (KIP-1191; targets with share.version >= 2)
+        Check(
+            "dlq.reject",
+            "a REJECTed record is written to the group's DLQ topic once, with the cause "
+            "'Offset rejected by client.' and its delivery count",
+            "KIP-1191, InFlightState.tryUpdateState, ShareGroupDLQManager.CLIENT_REJECT",
+        ),
+        Check(
+            "dlq.delivery-limit",
+            "a record released, expired or left by its member at the delivery limit is written "
+            "to the DLQ topic once, with the cause 'Offset delivery count exceeded the threshold.'",
+            "KIP-1191, SharePartition, ShareGroupDLQManager.DELIVERY_COUNT_EXCEEDED",
+        ),
+        Check(
+            "dlq.record",
+            "a DLQ record: Kafka's six __dlq.errors.* headers in order, partition = source "
+            "partition mod DLQ partitions, key and value only with "
+            "errors.deadletterqueue.copy.record.enable, the source headers never",
+            "ShareGroupDLQStateManager.headers, topicProduceData",
+        ),
+        Check(
+            "dlq.gap",
+            "records acknowledged with GAP, and records archived without a DLQ cause, are "
+            "never dead-lettered",
+            "KIP-1191, InFlightState.tryUpdateState",
+        ),
+        Check(
+            "dlq.share-version",
+            "below share.version=2 a group's DLQ topic is kept as a config and nothing is "
+            "dead-lettered",
+            "KIP-1191, SharePartition.isDLQEnabledForGroup, ShareVersion.SV_2",
+        ),
         # --- the protocol itself
         Check(
             "protocol.answer",

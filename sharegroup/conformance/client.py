@@ -214,26 +214,64 @@ def wait_for_topic(
         time.sleep(0.1)
 
 
-def create_topic(conn: Connection, name: str, partitions: int) -> None:
+def create_topic(
+    conn: Connection, name: str, partitions: int, configs: Mapping[str, str] | None = None
+) -> None:
+    code, message = try_create_topic(conn, name, partitions, configs)
+    if code not in (0, 36):  # 36 TOPIC_ALREADY_EXISTS
+        raise ClientError(f"CreateTopics {name}: error {code} {message}")
+
+
+def try_create_topic(
+    conn: Connection, name: str, partitions: int, configs: Mapping[str, str] | None = None
+) -> tuple[int, str | None]:
+    """CreateTopics of one topic with topic ``configs``: (error code, error message)."""
     version = conn.version_for(CREATE_TOPICS, 5)
     cls = wire.request_class(CREATE_TOPICS)
     topic = cls.CreatableTopic(
-        name=name, num_partitions=partitions, replication_factor=-1, assignments=[], configs=[]
+        name=name,
+        num_partitions=partitions,
+        replication_factor=-1,
+        assignments=[],
+        configs=[
+            cls.CreatableTopic.CreatableTopicConfig(name=k, value=v)
+            for k, v in (configs or {}).items()
+        ],
     )
     resp = conn.request(
         cls(version=version, topics=[topic], timeout_ms=30000, validate_only=False), version
     )
-    for t in resp.topics:
-        if t.error_code not in (0, 36):  # 36 TOPIC_ALREADY_EXISTS
-            raise ClientError(f"CreateTopics {name}: error {t.error_code} {t.error_message}")
+    t = resp.topics[0]
+    return int(t.error_code), t.error_message
+
+
+def finalized_features(conn: Connection) -> dict[str, int]:
+    """The target's finalized feature levels (ApiVersions v3): name -> max version level."""
+    resp = conn.request(wire.api_versions_request(3), 3)
+    if resp.error_code:
+        raise ClientError(f"ApiVersions: error {resp.error_code}")
+    return {f.name: int(f.max_version_level) for f in resp.finalized_features or ()}
+
+
+# The header every record the kit produces carries (a DLQ record must not copy it).
+SOURCE_HEADER = ("conformance-source", b"1")
+
+
+def record_key(index: int, tag: str = "r") -> bytes:
+    return f"{tag}-key-{index}".encode()
+
+
+def record_value(index: int, tag: str = "r") -> bytes:
+    return f"{tag}-{index}".encode()
 
 
 def record_batch(count: int, *, tag: str = "r") -> bytes:
-    """One v2 record batch of ``count`` small records (values ``tag-0`` ...)."""
+    """One v2 record batch of ``count`` small records: the ``index``-th has key
+    ``record_key(index)``, value ``record_value(index)`` and the header ``SOURCE_HEADER``."""
     builder: Any = _RecordsBuilder(magic=2, compression_type=0, batch_size=1 << 20)
     now = int(time.time() * 1000)
     for i in range(count):
-        if builder.append(now, None, f"{tag}-{i}".encode(), []) is None:
+        if builder.append(now, record_key(i, tag), record_value(i, tag), [SOURCE_HEADER]) is None:
             raise ClientError("record batch builder is full")
     builder.close()
     return bytes(builder.buffer())
@@ -284,6 +322,40 @@ def read_log(
     if p.error_code not in (0, 1):
         raise ClientError(f"Fetch {topic}-{partition}: error {p.error_code}")
     return decode_batches(p.records), max(int(p.log_start_offset), 0), int(p.high_watermark)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One record read back from a partition."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+def read_records(
+    conn: Connection, topic: str, partition: int, offset: int, max_bytes: int = 1 << 20
+) -> tuple[list[LogRecord], int]:
+    """The data records of a partition from ``offset`` (one Fetch), and its high watermark."""
+    version = conn.version_for(wire.FETCH, 12)
+    req = wire.fetch_request(
+        version, [(topic, partition, offset, max_bytes)], max_wait_ms=1, min_bytes=0
+    )
+    p = conn.request(req, version).responses[0].partitions[0]
+    if p.error_code:
+        raise ClientError(f"Fetch {topic}-{partition}: error {p.error_code}")
+    out: list[LogRecord] = []
+    if p.records:
+        mr: Any = _Records(bytes(p.records))
+        while (batch := mr.next_batch()) is not None:
+            if batch.is_control_batch:
+                continue
+            for r in batch:
+                if int(r.offset) >= offset:
+                    headers = tuple((str(k), v) for k, v in r.headers)
+                    out.append(LogRecord(int(r.offset), r.key, r.value, headers))
+    return out, int(p.high_watermark)
 
 
 def decode_batches(records: bytes | bytearray | memoryview | None) -> list[LogBatchInfo]:

@@ -36,6 +36,13 @@ KNOWN: dict[str, KnownDifference] = {
             "where MaxRecords is reached",
         ),
         KnownDifference(
+            "throttle-cached-batch",
+            "poison-record throttling near the delivery limit: Kafka halves the size of the "
+            "cached in-flight batch the records belong to, the model the AVAILABLE run that is "
+            "left of it; after part of a halved batch was delivered, Kafka hands out more of "
+            "that batch than the model",
+        ),
+        KnownDifference(
             "ack-after-log-start-move",
             "acknowledging at or past a share partition's start after DeleteRecords moved it past "
             "every cached record: Kafka answers INVALID_REQUEST (its cache still ends at the old "

@@ -39,9 +39,10 @@ from typing import Any, ClassVar
 
 from hypothesis import assume
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from model import AcquiredRecords, AcquireMode, ErrorCode, ShareApiError, ShareGroup
+from model import AcquiredRecords, AcquireMode, DlqCause, ErrorCode, ShareApiError, ShareGroup
+from model.config import DLQ_COPY_KEY, DLQ_TOPIC_ENABLE_KEY, DLQ_TOPIC_KEY, SHARE_VERSION_DLQ
 from sharegroup.conformance import client as kc
 from sharegroup.conformance.checks import ConformanceFailure, Stats, failure_class
 from sharegroup.conformance.oracle import (
@@ -50,6 +51,16 @@ from sharegroup.conformance.oracle import (
     FetchParams,
     Oracle,
     Outcome,
+)
+from sharegroup.dlq_format import (
+    HEADER_DELIVERY_COUNT,
+    HEADER_GROUP,
+    HEADER_MESSAGE,
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_TOPIC,
+    dlq_partition,
+    parse_headers,
 )
 
 MEMBERS = ("conformance-member-0", "conformance-member-1", "conformance-member-2")
@@ -79,6 +90,11 @@ class TargetSpec:
     # The broker's group.share.delivery.count.limit and group.share.partition.max.record.locks,
     # when known: then the run also deletes group configs (falling back to these).
     broker_defaults: tuple[int, int] | None = None
+    # Dead-letter queue (KIP-1191): None = as the target's finalized share.version says (2 or
+    # more dead-letters); True / False = the target does / does not dead-letter.
+    dlq: bool | None = None
+    dlq_wait_ms: int = 20000  # how long a DLQ record may take to appear
+    after_dlq_ms: int = 300  # time for the target to archive records after their DLQ write
 
 
 def expand(ranges: Sequence[tuple[int, int, int]]) -> dict[int, int]:
@@ -154,6 +170,11 @@ PRIORITY = [
     "lock.timeout-field",
     "member.errors",
     "member.join",
+    "dlq.share-version",
+    "dlq.gap",
+    "dlq.record",
+    "dlq.reject",
+    "dlq.delivery-limit",
     "protocol.answer",
 ]
 AREA_TAGS = {
@@ -241,6 +262,22 @@ def _fetch_rule(fn: Callable[..., None]) -> Callable[..., None]:
     return precondition(lambda self: self.ready)(decorated)
 
 
+# The headers of a DLQ record, in Kafka's order (ShareGroupDLQStateManager.headers).
+DLQ_HEADERS = (
+    HEADER_TOPIC,
+    HEADER_PARTITION,
+    HEADER_OFFSET,
+    HEADER_GROUP,
+    HEADER_DELIVERY_COUNT,
+    HEADER_MESSAGE,
+)
+CAUSE_CHECK = {
+    DlqCause.CLIENT_REJECT: "dlq.reject",
+    DlqCause.DELIVERY_COUNT_EXCEEDED: "dlq.delivery-limit",
+}
+INVALID_CONFIG = 40
+
+
 class ConformanceMachine(RuleBasedStateMachine):
     """Subclassed per target by ``machine_for``; see the module docstring."""
 
@@ -271,6 +308,19 @@ class ConformanceMachine(RuleBasedStateMachine):
         self.kafka_batches: dict[TP, list[tuple[int, int]]] = {}  # see track_kafka_batches
         self.before: list[list[int]] = []  # record batches produced before the group started
         self.fresh: set[TP] = set()  # partitions nothing was acquired from yet
+        # Dead-letter queue: "off", or the group has a DLQ topic ("headers" only, or "copy").
+        self.dlq_mode = "off"
+        self.dlq_active = False  # the target dead-letters (share.version >= 2)
+        self.dlq_topic = ""
+        self.dlq_partitions = 0
+        self.dlq_conns: dict[int, kc.Connection] = {}  # DLQ partition -> its leader
+        self.dlq_pos: dict[int, int] = {}  # DLQ partition -> next offset to read
+        # (source partition, offset) -> (delivery count, cause) the model dead-lettered
+        self.dlq_expected: dict[tuple[int, int], tuple[int, DlqCause]] = {}
+        self.dlq_seen: set[tuple[int, int]] = set()
+        self.dlq_unmatched: dict[tuple[int, int], tuple[int, kc.LogRecord]] = {}
+        self.gapped: set[tuple[int, int]] = set()  # offsets a GAP acknowledgement named
+        self.gap_checked = 0
         type(self).stats.examples += 1
 
     # ------------------------------------------------------------------ plumbing
@@ -333,6 +383,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             self.pending.add("lock.expiry")
             self.log(f"   (locks ended by t={now} ms)")
         self.windows = {d: w for d, w in self.windows.items() if d in self.o.lock_deadlines()}
+        self.check_dlq()
         return now
 
     def ambiguous(self, start: int, end: int, duration_ms: int) -> bool:
@@ -380,11 +431,28 @@ class ConformanceMachine(RuleBasedStateMachine):
     ) -> None:
         spec = type(self).spec
         host, port = kc.parse_host_port(spec.bootstrap)
+        # The dead-letter queue (off, headers only, or with key and value copied) and its
+        # partition count follow from the example's other draws instead of being drawn: the
+        # same example always gets the same DLQ (also when Hypothesis replays or shrinks it),
+        # and the derandomized examples of CI are the ones they were before the DLQ checks.
+        seed = limit + max_locks + sum(map(sum, before)) + sum(batches) + len(batches)
+        self.dlq_mode = ("off", "headers", "copy")[seed % 3]
+        self.dlq_partitions = 1 + (seed // 3) % 2
         try:
             self._setup(host, port, limit, max_locks, reset, before)
         except (kc.ClientError, OSError) as e:
             raise SetupError(f"setting up an example on {spec.bootstrap}: {e}") from e
         self.ready = True
+        if self.dlq_mode != "off":
+            self.log(
+                f"setup: DLQ topic {self.dlq_topic} ({self.dlq_partitions} partition(s)), "
+                f"{DLQ_COPY_KEY}={str(self.dlq_mode == 'copy').lower()}; the target "
+                + (
+                    "dead-letters"
+                    if self.dlq_active
+                    else "does not dead-letter (share.version < 2)"
+                )
+            )
         self.log(
             f"setup: topic with partitions {[p for _, p in self.tps]}, "
             f"share.delivery.count.limit={limit}, share.partition.max.record.locks={max_locks}, "
@@ -416,6 +484,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         b = brokers[leader]
         self.data_addr = (b.host, b.port)
         self.admin = boot if (b.host, b.port) == (host, port) else kc.Connection(b.host, b.port)
+        dlq_configs = self._setup_dlq(boot) if self.dlq_mode != "off" else {}
         code = kc.alter_group_configs(
             boot,
             self.group,
@@ -424,6 +493,7 @@ class ConformanceMachine(RuleBasedStateMachine):
                 "share.record.lock.duration.ms": str(spec.lock_ms),
                 "share.delivery.count.limit": str(limit),
                 "share.partition.max.record.locks": str(max_locks),
+                **dlq_configs,
             },
         )
         if code:
@@ -470,6 +540,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             delivery_count_limit=limit,
             max_in_flight=max_locks,
             start_offsets={} if earliest else ends,
+            dlq=self.dlq_mode != "off",
         )
         for tp, spans in pre.items():
             for first, last in spans:
@@ -551,6 +622,192 @@ class ConformanceMachine(RuleBasedStateMachine):
             )
             epoch = self.o.session_epoch(keeper) or epoch
 
+    def _setup_dlq(self, boot: kc.Connection) -> dict[str, str]:
+        """Create the example's DLQ topic, marked as one, and return the group configs that
+        name it. A target that refuses the topic config (Kafka before 4.4 behind the proxy)
+        gets the topic unmarked: it must mark ``dlq.conformance-*`` topics itself (the proxy:
+        ``sharegroup.errors.deadletterqueue.topics``)."""
+        spec = type(self).spec
+        active = spec.dlq
+        if active is None:
+            level = kc.finalized_features(boot).get("share.version", 0)
+            active = level >= SHARE_VERSION_DLQ
+        self.dlq_active = active
+        self.dlq_topic = f"dlq.{self.topic}"
+        n = self.dlq_partitions
+        code, message = kc.try_create_topic(boot, self.dlq_topic, n, {DLQ_TOPIC_ENABLE_KEY: "true"})
+        if code == INVALID_CONFIG:
+            self.log(f"   (the target refused {DLQ_TOPIC_ENABLE_KEY}: {message})")
+            kc.create_topic(boot, self.dlq_topic, n)
+        elif code:
+            raise SetupError(f"creating the DLQ topic {self.dlq_topic}: {err_name(code)} {message}")
+        brokers, meta = kc.wait_for_topic(boot, self.dlq_topic, n)
+        by_leader: dict[int, kc.Connection] = {}
+        for partition, leader in meta.leaders.items():
+            if leader not in by_leader:
+                b = brokers[leader]
+                by_leader[leader] = kc.Connection(b.host, b.port)
+            self.dlq_conns[partition] = by_leader[leader]
+            self.dlq_pos[partition] = 0
+        return {DLQ_TOPIC_KEY: self.dlq_topic, DLQ_COPY_KEY: str(self.dlq_mode == "copy").lower()}
+
+    # ------------------------------------------------------------------ dead-letter queue
+
+    @invariant()
+    def dlq_written(self) -> None:
+        """After every operation: the DLQ topic holds exactly the records the model
+        dead-lettered so far, each as Kafka writes it."""
+        if self.ready:
+            self.check_dlq()
+
+    def check_dlq(self) -> None:
+        if self.dlq_mode == "off" or self.oracle is None:
+            return
+        spec = type(self).spec
+        stats = type(self).stats
+        new = 0
+        for tp, work in self.o.dead_letters():
+            for offset in range(work.first_offset, work.last_offset + 1):
+                self.dlq_expected[(tp[1], offset)] = (work.delivery_count, work.cause)
+                new += 1
+            self.log(
+                f"   (model: p{tp[1]} {work.first_offset}-{work.last_offset} "
+                f"dc{work.delivery_count} to the DLQ: {work.cause.name})"
+            )
+        want = len(self.dlq_expected) if self.dlq_active else 0
+        deadline = time.monotonic() + spec.dlq_wait_ms / 1000
+        seen_before = len(self.dlq_seen)
+        while True:
+            self._read_dlq()
+            if len(self.dlq_seen) >= want or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        missing = sorted(k for k in self.dlq_expected if k not in self.dlq_seen)
+        if self.dlq_active and missing:
+            p, offset = missing[0]
+            count, cause = self.dlq_expected[(p, offset)]
+            self.fail(
+                CAUSE_CHECK[cause],
+                f"no DLQ record for p{p} offset {offset} (dc{count}, {cause.name}) after "
+                f"{spec.dlq_wait_ms} ms; {len(missing)} of {len(self.dlq_expected)} missing",
+            )
+        now = self.clock()
+        for key, (dlq_p, rec) in sorted(self.dlq_unmatched.items()):
+            if not self._maybe_early(key, now):
+                self._unexpected(key, dlq_p, rec)
+        if len(self.dlq_seen) > seen_before:
+            # The target archives the records after writing them.
+            time.sleep(spec.after_dlq_ms / 1000)
+        if not self.dlq_active and new:
+            stats.passed["dlq.share-version"] += 1
+        if self.dlq_active and len(self.gapped) > self.gap_checked:
+            stats.passed["dlq.gap"] += 1
+        self.gap_checked = len(self.gapped)
+
+    def _read_dlq(self) -> None:
+        stats = type(self).stats
+        for dlq_p, conn in self.dlq_conns.items():
+            records, _hw = kc.read_records(conn, self.dlq_topic, dlq_p, self.dlq_pos[dlq_p])
+            for rec in records:
+                self.dlq_pos[dlq_p] = rec.offset + 1
+                origin = parse_headers(rec.headers)
+                if origin is None or origin.topic != self.topic or origin.group != self.group:
+                    self.fail(
+                        "dlq.record",
+                        f"DLQ record {self.dlq_topic}-{dlq_p}@{rec.offset} does not name "
+                        f"this example's topic and group: headers {list(rec.headers)}",
+                    )
+                    return
+                key = (origin.partition, origin.offset)
+                if key in self.dlq_seen:
+                    _count, cause = self.dlq_expected[key]
+                    self.fail(
+                        CAUSE_CHECK[cause],
+                        f"p{key[0]} offset {key[1]} was dead-lettered twice",
+                    )
+                if key not in self.dlq_expected or not self.dlq_active:
+                    self.dlq_unmatched[key] = (dlq_p, rec)
+                    continue
+                self._match(key, dlq_p, rec)
+                stats.passed["dlq.record"] += 1
+                stats.passed[CAUSE_CHECK[self.dlq_expected[key][1]]] += 1
+        for key, (dlq_p, rec) in list(self.dlq_unmatched.items()):
+            if key in self.dlq_expected and self.dlq_active:
+                del self.dlq_unmatched[key]
+                self._match(key, dlq_p, rec)
+                stats.passed["dlq.record"] += 1
+                stats.passed[CAUSE_CHECK[self.dlq_expected[key][1]]] += 1
+
+    def _match(self, key: tuple[int, int], dlq_p: int, rec: kc.LogRecord) -> None:
+        """One DLQ record against what Kafka writes for the source record ``key``."""
+        p, offset = key
+        count, cause = self.dlq_expected[key]
+        self.dlq_seen.add(key)
+        where = f"DLQ record of p{p} offset {offset} ({self.dlq_topic}-{dlq_p}@{rec.offset})"
+        names = tuple(name for name, _ in rec.headers)
+        want_headers = [
+            (HEADER_TOPIC, self.topic.encode()),
+            (HEADER_PARTITION, str(p).encode()),
+            (HEADER_OFFSET, str(offset).encode()),
+            (HEADER_GROUP, self.group.encode()),
+            (HEADER_DELIVERY_COUNT, str(count).encode()),
+            (HEADER_MESSAGE, cause.message.encode()),
+        ]
+        if list(rec.headers) != want_headers:
+            check = "dlq.record" if names != DLQ_HEADERS else CAUSE_CHECK[cause]
+            self.fail(check, f"{where}: headers {list(rec.headers)}, expected {want_headers}")
+        if dlq_p != dlq_partition(p, self.dlq_partitions):
+            self.fail(
+                "dlq.record",
+                f"{where}: in DLQ partition {dlq_p}, expected {dlq_partition(p, self.dlq_partitions)}",
+            )
+        want: tuple[bytes | None, bytes | None] = (None, None)
+        if self.dlq_mode == "copy":
+            tp = next(tp for tp in self.tps if tp[1] == p)
+            index = next(
+                offset - b.first_offset
+                for b in self.o.log[tp]
+                if b.first_offset <= offset <= b.last_offset
+            )
+            want = (kc.record_key(index), kc.record_value(index))
+        if (rec.key, rec.value) != want:
+            self.fail(
+                "dlq.record",
+                f"{where}: key/value {(rec.key, rec.value)}, expected {want} "
+                f"({DLQ_COPY_KEY}={str(self.dlq_mode == 'copy').lower()})",
+            )
+
+    def _maybe_early(self, key: tuple[int, int], now: int) -> bool:
+        """A record the target may have dead-lettered before the model: its lock (at the
+        delivery limit) is in its ambiguity window."""
+        tp = next((tp for tp in self.tps if tp[1] == key[0]), None)
+        sp = self.o.parts.get(tp) if tp is not None else None
+        if sp is None:
+            return False
+        state = sp.state_of(key[1])
+        if state is None or state[0].name != "ACQUIRED" or state[1] < sp.delivery_count_limit:
+            return False
+        window = self.windows.get(state[3])
+        return window is not None and window[0] <= now
+
+    def note_gaps(self, acks: Mapping[TP, AckRanges]) -> None:
+        for tp, ranges in acks.items():
+            for first, last, types in ranges:
+                if len(types) not in (1, last - first + 1):
+                    continue  # malformed: refused
+                for offset in range(first, last + 1):
+                    if (types[0] if len(types) == 1 else types[offset - first]) == 0:
+                        self.gapped.add((tp[1], offset))
+
+    def _unexpected(self, key: tuple[int, int], dlq_p: int, rec: kc.LogRecord) -> None:
+        p, offset = key
+        where = f"p{p} offset {offset} was dead-lettered ({self.dlq_topic}-{dlq_p}@{rec.offset})"
+        if not self.dlq_active:
+            self.fail("dlq.share-version", f"{where}, but the target reports share.version < 2")
+        if key in self.gapped:
+            self.fail("dlq.gap", f"{where}, but it was acknowledged with GAP")
+        self.fail("dlq.gap", f"{where}, but the model archived it without a DLQ cause")
+
     def _release_keeper_records(
         self, keeper: str, kconn: kc.Connection, resp: Any, epoch: int
     ) -> set[TP]:
@@ -597,7 +854,7 @@ class ConformanceMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for c in self.conns.values():
             c.close()
-        for other in (self.admin, self.coord):
+        for other in (self.admin, self.coord, *self.dlq_conns.values()):
             if other is not None:
                 other.close()
 
@@ -625,6 +882,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         lambda self: (
             self.ready
             and not type(self).no_delete_records
+            and self.dlq_mode == "off"  # the DLQ checks assume the log keeps every record
             and any(self.o.high_watermark(tp) > self.o.log_start[tp] for tp in self.tps)
         )
     )
@@ -891,6 +1149,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             )
             if not diffs:
                 self.note_known(known)
+                self.note_gaps(acks)
                 before = self.o
                 self.oracle = oracle
                 self.track_kafka_batches(resp, before, params)
@@ -1171,6 +1430,26 @@ class ConformanceMachine(RuleBasedStateMachine):
                 member, tp, runs(extras), now_ms=now, batch_size=params.batch_size
             ):
                 return "reacquire-cached-batch"
+        if want.items() <= got.items():
+            # Kafka throttles by the size of its cached batch, not of what is left of it.
+            sp = self.o.parts[tp]
+            throttle = max(2, -(-sp.delivery_count_limit // 2))
+            spans = self.kafka_batches.get(tp, [])
+            touched = [(f, la) for f, la in spans if any(f <= o <= la for o in want)]
+            extras = {o: c for o, c in got.items() if o not in want}
+            if (
+                all(c > throttle for c in got.values())
+                and all(any(f <= o <= la for f, la in touched) for o in extras)
+                and cand.replay_acquire(
+                    member,
+                    tp,
+                    runs(extras),
+                    now_ms=now,
+                    batch_size=params.batch_size,
+                    unthrottled=True,
+                )
+            ):
+                return "throttle-cached-batch"
         return None
 
     def track_kafka_batches(self, resp: Any, before: Oracle, params: FetchParams) -> None:
@@ -1285,6 +1564,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         )
         if not diffs:
             self.note_known(known)
+            self.note_gaps(acks)
             self.oracle = candidates[0][1]
             self.note_locks(now, t_recv)
             if epoch == -1 and not outcome.error:

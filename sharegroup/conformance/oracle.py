@@ -32,6 +32,7 @@ from model import (
     AckBatch,
     AcquiredRecords,
     AcquireMode,
+    ArchivingRange,
     ErrorCode,
     LogBatch,
     ShareApiError,
@@ -92,6 +93,7 @@ class Oracle:
         delivery_count_limit: int,
         max_in_flight: int,
         start_offsets: Mapping[TP, int] | None = None,
+        dlq: bool = False,
     ) -> None:
         self.group = group
         self.lock_ms = lock_ms
@@ -104,6 +106,7 @@ class Oracle:
                 delivery_count_limit=delivery_count_limit,
                 max_in_flight=max_in_flight,
                 lock_duration_ms=lock_ms,
+                dlq_enabled=dlq,
             )
             for tp in partitions
         }
@@ -113,6 +116,16 @@ class Oracle:
 
     def clone(self) -> Oracle:
         return copy.deepcopy(self)
+
+    def dead_letters(self) -> list[tuple[TP, ArchivingRange]]:
+        """The records the model moved to ARCHIVING since the last call, each range once; the
+        model then archives them (the target writes its DLQ records and archives them)."""
+        out: list[tuple[TP, ArchivingRange]] = []
+        for tp, sp in self.parts.items():
+            for work in sp.take_archiving():
+                sp.complete_archiving(work.first_offset, work.last_offset)
+                out.append((tp, work))
+        return out
 
     # ------------------------------------------------------------------ the log and configs
 
@@ -381,10 +394,20 @@ class Oracle:
         *,
         now_ms: int,
         batch_size: int,
+        unthrottled: bool = False,
     ) -> bool:
         """Make the model acquire exactly ``ranges`` (first, last, count) for ``member``, one
-        record_limit acquisition each; False if the model would not give exactly those."""
+        record_limit acquisition each; False if the model would not give exactly those.
+        ``unthrottled`` replays without the model's poison-record throttling (Kafka throttled
+        by its cached batches)."""
         sp = self.parts[tp]
+        if unthrottled:
+            limit = sp.delivery_count_limit
+            sp.delivery_count_limit = 1 << 15
+            try:
+                return self.replay_acquire(member, tp, ranges, now_ms=now_ms, batch_size=batch_size)
+            finally:
+                sp.delivery_count_limit = limit
         for first, last, count in ranges:
             batches = [b for b in self.log[tp] if b.last_offset >= first]
             if not batches:

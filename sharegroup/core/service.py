@@ -168,7 +168,9 @@ class ShareCore:
             )
             for tp, batches in req.partitions
         ]
-        return ShareAcknowledge(self, req.group_id, req.member_id, node_id, ctx, outcomes, lock_ms)
+        return ShareAcknowledge(
+            self, req.group_id, req.member_id, node_id, ctx, outcomes, lock_ms, now_ms
+        )
 
     # ------------------------------------------------------------------ fetch
     def share_fetch(
@@ -340,9 +342,12 @@ class ShareCore:
                     needs.append(InitNeed(key, name, reset))
         return needs
 
-    def close_session(self, node_id: int, group_id: str, member_id: str) -> list[Change]:
-        """Close a member's share session (epoch -1): its acquired records are released."""
-        return self.engine.close_session(node_id, group_id, member_id)
+    def close_session(
+        self, node_id: int, group_id: str, member_id: str, *, now_ms: int
+    ) -> list[Change]:
+        """Close a member's share session (epoch -1): its acquired records are released,
+        after the redelivery back-off when the group has one."""
+        return self.engine.close_session(node_id, group_id, member_id, now_ms=now_ms)
 
 
 def _isolation(config: GroupConfig) -> int:
@@ -366,8 +371,10 @@ class ShareAcknowledge:
         ctx: SessionContext,
         outcomes: list[AckOutcome],
         lock_timeout_ms: int,
+        now_ms: int,
     ) -> None:
         self.core = core
+        self.now_ms = now_ms
         self.group_id = group_id
         self.member_id = member_id
         self.node_id = node_id
@@ -383,7 +390,9 @@ class ShareAcknowledge:
         """Epoch -1: once the acknowledgements are durable, the session closes."""
         if not self.final:
             return []
-        return self.core.close_session(self.node_id, self.group_id, self.member_id)
+        return self.core.close_session(
+            self.node_id, self.group_id, self.member_id, now_ms=self.now_ms
+        )
 
     def answer(self, failed: Mapping[PartitionKey, ErrorCode] | None = None) -> AckAnswer:
         """The answer, once the changes were persisted; ``failed`` are the share partitions
@@ -476,6 +485,7 @@ class ShareFetch(Generic[P]):
         self.acks = acks
         self.config = core.engine.group_config(group_id)
         self.isolation = _isolation(self.config)
+        self.now_ms = now_ms
         self.deadline_ms = now_ms + max(req.max_wait_ms, 0)
         self.max_records = req.max_records if req.max_records > 0 else DEFAULT_MAX_RECORDS
         self.batch_size = req.batch_size if req.batch_size > 0 else self.max_records
@@ -504,7 +514,9 @@ class ShareFetch(Generic[P]):
 
     def close(self) -> list[Change]:
         """Epoch -1: the session closes once the acknowledgements are durable."""
-        return self.core.close_session(self.node_id, self.group_id, self.member_id)
+        return self.core.close_session(
+            self.node_id, self.group_id, self.member_id, now_ms=self.now_ms
+        )
 
     # ------------------------------------------------------------------ partitions
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import cast
 
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.spec import Bound, Expectation, Scenario
@@ -103,9 +104,55 @@ def _judge(scenario: Scenario, trace: Trace, e: Expectation) -> tuple[bool, str]
         if "ack-error" in e.checks and e.checks["ack-error"] != ack_error:
             bad.append(f"acknowledge error {ack_error}, expected {e.checks['ack-error']}")
         return not bad, "; ".join(bad) or f"error {error}, acknowledge error {ack_error}"
+    if kind == "dlq":
+        return _dlq(trace, e)
     # group
     measured: dict[str, object] = dict(trace.group)
     return _bounds(measured, e)
+
+
+def _dlq(trace: Trace, e: Expectation) -> tuple[bool, str]:
+    """The records of a DLQ topic (narrowed by source topic, partition and offsets): how many,
+    and for each its cause, delivery count, DLQ partition and whether it carries the source
+    record's key and value."""
+    subj = e.subject
+    offsets = cast(tuple[tuple[int, int], ...], subj.get("source-offsets", ()))
+    chosen = [
+        d
+        for d in trace.dlq
+        if d.dlq_topic == subj["topic"]
+        and subj.get("source-topic", d.source_topic) == d.source_topic
+        and int(str(subj.get("source-partition", d.source_partition))) == d.source_partition
+        and (not offsets or any(a <= d.source_offset <= b for a, b in offsets))
+    ]
+    bad: list[str] = []
+    count = e.checks.get("count")
+    if isinstance(count, Bound) and not count.holds(len(chosen)):
+        bad.append(f"{len(chosen)} DLQ records, expected {count}")
+    for d in chosen:
+        got: dict[str, object] = {
+            "cause": d.cause,
+            "delivery-count": d.delivery_count,
+            "dlq-partition": d.dlq_partition,
+            "copied": str(d.value is not None).lower(),
+        }
+        for name, want in e.checks.items():
+            if name == "count":
+                continue
+            value = got[name]
+            ok = (
+                isinstance(value, int) and want.holds(value)
+                if isinstance(want, Bound)
+                else value == want
+            )
+            if not ok:
+                bad.append(
+                    f"{d.source_topic}-{d.source_partition}@{d.source_offset}: {name} {value}, "
+                    f"expected {want}"
+                )
+    if bad:
+        return False, "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
+    return True, f"{len(chosen)} DLQ records"
 
 
 def _bounds(measured: dict[str, object], e: Expectation) -> tuple[bool, str]:

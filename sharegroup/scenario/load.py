@@ -92,6 +92,7 @@ EXPECT_KINDS: Final[tuple[ExpectKind, ...]] = (
     "partition",
     "response",
     "group",
+    "dlq",
 )
 SIM_ONLY_KINDS: Final = ("throughput", "latency", "no-pause")
 
@@ -807,6 +808,18 @@ class _Builder:
                 )
             subject = {"step": value["step"]}
             allowed = ("error", "ack-error")
+        elif kind == "dlq":
+            subject = dict(value)
+            if "source-topic" in value:
+                self.topic(
+                    value["source-topic"], (*sub, "source-topic"), value.get("source-partition")
+                )
+            if "source-offsets" in value:
+                try:
+                    subject["source-offsets"] = parse_offsets(value["source-offsets"])
+                except ValueError as e:
+                    self.fail((*sub, "source-offsets"), str(e))
+            allowed = ("count", "cause", "delivery-count", "copied", "dlq-partition")
         else:  # group
             for k, v in value.items():
                 checks[k] = v if k == "state" else self.bound(v, (*sub, k))
@@ -822,8 +835,10 @@ class _Builder:
                 )
                 continue
             v = raw[key]
-            if key in ("final", "archived"):
+            if key in ("final", "archived", "cause"):
                 checks[key] = str(v)
+            elif key == "copied":
+                checks[key] = str(bool(v)).lower()
             elif key in ("error", "ack-error"):
                 if v not in ErrorCode.__members__:
                     close = difflib.get_close_matches(v, list(ErrorCode.__members__), n=1)
@@ -832,7 +847,7 @@ class _Builder:
                 checks[key] = str(v)
             else:
                 checks[key] = self.bound(v, (*path, key))
-        if kind in ("record", "records", "consumer", "partition", "response") and not checks:
+        if kind in ("record", "records", "consumer", "partition", "response", "dlq") and not checks:
             self.fail(path, f"a {kind} expectation needs something to check ({', '.join(allowed)})")
         if "archived" in checks and checks.get("final", "ARCHIVED") != "ARCHIVED":
             self.fail((*path, "archived"), "archived applies only with final: ARCHIVED")

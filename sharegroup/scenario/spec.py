@@ -238,6 +238,7 @@ ExpectKind = Literal[
     "partition",
     "response",
     "group",
+    "dlq",
 ]
 
 

@@ -163,6 +163,22 @@ class _Ledger:
         return iter(self._d.items())
 
 
+@dataclass(frozen=True, slots=True)
+class DlqEntry:
+    """One record of a dead-letter queue topic (KIP-1191), as its headers describe it."""
+
+    dlq_topic: str
+    dlq_partition: int
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    group: str
+    delivery_count: int | None
+    cause: str  # "rejected" or "delivery-limit" (from __dlq.errors.message), or ""
+    key: bytes | None
+    value: bytes | None
+
+
 @dataclass(slots=True)
 class Violation:
     time_ms: int
@@ -187,6 +203,7 @@ class Trace:
     partition_stats: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     group: dict[str, object] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    dlq: list[DlqEntry] = field(default_factory=list)  # the DLQ topics' records, in write order
     end_ms: int = 0
     in_flight: int = 0
     _ledgers: dict[tuple[str, int], _Ledger] = field(default_factory=dict)
@@ -405,6 +422,22 @@ class Trace:
                 if new_state == ARCHIVED:
                     self._event(time_ms, ARCHIVE, owner, topic, partition, a, b, "delivery-limit")
 
+    def written(self, topic: str, partition: int, first: int, last: int, time_ms: int) -> None:
+        """Records the proxy itself wrote (DLQ records) to a partition of the scenario: a
+        consumer may read them, but they are not counted as produced."""
+        ledger = self._ledgers.get((topic, partition))
+        if ledger is not None:
+            ledger.add(first, last, time_ms)
+
+    def dead_letter(self, entry: DlqEntry) -> None:
+        """A record written to a dead-letter queue topic."""
+        self.dlq.append(entry)
+        self.counts["dead-lettered"] += 1
+
+    def dlq_write_failed(self, records: int) -> None:
+        """A DLQ write that failed (the records were archived all the same, as in Kafka)."""
+        self.counts["dlq-write-failures"] += records
+
     def archive(
         self, time_ms: int, topic: str, partition: int, first: int, last: int, reason: str
     ) -> None:
@@ -499,6 +532,8 @@ class Trace:
                 "released-on-close",
                 "ack-errors",
                 "in-flight-max",
+                "dead-lettered",
+                "dlq-write-failures",
             )
         }
         out["redelivered"] = out["delivered"] - out["distinct-delivered"]

@@ -37,8 +37,10 @@ from model import (
     AckBatch,
     AcquiredRecords,
     AcquireMode,
+    ArchivingRange,
     BrokerConfig,
     ConfigError,
+    DlqCause,
     ErrorCode,
     HeartbeatResult,
     LogBatch,
@@ -68,6 +70,7 @@ from sharegroup.core import (
 )
 from sharegroup.core.configs import DELETE, SET, ConfigsCore
 from sharegroup.core.offsets import OffsetsCore
+from sharegroup.dlq_format import dlq_partition, validate_dlq_topic
 from sharegroup.engine import Change, PartitionKey, ShareEngine
 from sharegroup.persist.policy import (
     DEFAULT_UPDATES_PER_SNAPSHOT,
@@ -216,6 +219,7 @@ class SimProxy:
         configs and topic ids now; share partitions when first used (``_init_partition``)."""
         replay = self.store.replay
         engine = ShareEngine(self.broker_config)
+        engine.dead_letter_queues = True  # _dead_letter writes the simulated DLQ topics
         for group_id, configs in replay.group_configs.items():
             engine.set_group_configs(group_id, dict(configs))
         if replay.topic_ids:
@@ -258,7 +262,7 @@ class SimProxy:
         client = self.connections.pop(conn, None)
         if client is None:
             return
-        self._publish(self.engine.connection_closed(NODE_ID, conn))
+        self._publish(self.engine.connection_closed(NODE_ID, conn, now_ms=self.loop.now_ms))
 
     def topic_partitions(self, topic: str) -> list[TopicPartition]:
         tid = self.topic_ids[topic]
@@ -300,9 +304,11 @@ class SimProxy:
             # Recovery (docs/persistence.md, Recovery): persisted ranges keep their state and
             # delivery count; acquired-but-unpersisted offsets form the gap window and are
             # fetched again.
-            return self.engine.add_partition(
+            sp = self.engine.add_partition(
                 key, SharePartition.from_state(durable.start_offset, durable.batches())
             )
+            self._dead_letter(key)  # ARCHIVING found at recovery is written again
+            return sp
         start = self._start_offset(self.log.partition(need.topic, key[2]), need.reset)
         self.store.write([initial_snapshot(key, start, self.loop.now_ms)])
         return self.engine.new_partition(key, start)
@@ -336,6 +342,7 @@ class SimProxy:
                 continue
             key = o.change.key
             self._persist([o.change])
+            self._dead_letter(key)
             runs = _type_runs(o.batches)
             for sb in o.change.delta.batches:
                 kind = _KIND_OF_ACK[_type_at(runs, sb.first_offset)]
@@ -347,7 +354,7 @@ class SimProxy:
                     sb.first_offset,
                     sb.last_offset,
                     kind,
-                    sb.state.name,
+                    _traced(sb.state),
                 )
             if any(t == 4 for _, _, t in runs):
                 for first, last, t in runs:
@@ -556,6 +563,7 @@ class SimProxy:
             key = change.key
             topic = self.topic_names[key[1]]
             partition = key[2]
+            self._dead_letter(key)
             for b in change.delta.batches:
                 if change.cause in ("expiry", "session-close", "connection-close"):
                     self.trace.unlock(
@@ -565,7 +573,7 @@ class SimProxy:
                         partition,
                         b.first_offset,
                         b.last_offset,
-                        b.state.name,
+                        _traced(b.state),
                     )
                 elif b.state is RecordState.ARCHIVED:
                     if change.cause == "log-start":
@@ -577,6 +585,69 @@ class SimProxy:
                         for a, z, reason in _archive_reasons(plog, b.first_offset, b.last_offset):
                             self.trace.archive(now, topic, partition, a, z, reason)
             self._wake(key)
+
+    # ------------------------------------------------------------------ dead-letter queue
+    def _dead_letter(self, key: PartitionKey) -> None:
+        """Phase 2 of Kafka's DLQ flow, at once: the records the model moved to ARCHIVING (that
+        state is in the state topic by now) are written to the group's simulated DLQ topic,
+        then archived, also when the write failed (``ShareGroupDLQStateManager``)."""
+        sp = self.engine.share_partition(key)
+        if sp is None:
+            return
+        for work in sp.take_archiving():
+            self._write_dlq(key, work)
+            delta = sp.complete_archiving(work.first_offset, work.last_offset)
+            if not delta.empty:
+                self._persist([Change(key, delta, "dlq")])
+
+    def _write_dlq(self, key: PartitionKey, work: ArchivingRange) -> None:
+        group_id, topic_id, partition = key
+        config = self.engine.group_config(group_id)
+        dlq_topic = config.dlq_topic_name
+        topic = self.topic_names.get(topic_id, str(topic_id))
+        exists = dlq_topic in self.log.topics
+        # Every topic of the scenario counts as marked (errors.deadletterqueue.group.enable).
+        problem = validate_dlq_topic(
+            group_id,
+            dlq_topic,
+            prefix=self.broker_config.dlq_topic_name_prefix,
+            exists=exists,
+            marked=exists,
+            auto_create=self.broker_config.dlq_auto_create_topics_enable,
+        )
+        count = work.last_offset - work.first_offset + 1
+        if problem is not None:
+            self.trace.dlq_write_failed(count)
+            self.trace.lifecycle(self.loop.now_ms, "dlq-write-failed", "proxy", problem)
+            return
+        if not exists:
+            self.log.create_topic(dlq_topic, 1)  # broker-default partitions: one here
+        partitions = len(self.log.topics[dlq_topic])
+        target = dlq_partition(partition, partitions)
+        source = self.log.partition(topic, partition)
+        dlq_log = self.log.partition(dlq_topic, target)
+        now = self.loop.now_ms
+        for offset in range(work.first_offset, work.last_offset + 1):
+            key_text = source.key_of(offset) if config.dlq_copy_record_enable else None
+            first, last = dlq_log.append(1, now, keys=(key_text,) if key_text is not None else None)
+            self.trace.written(dlq_topic, target, first, last, now)
+            self.trace.dead_letter(
+                tr.DlqEntry(
+                    dlq_topic=dlq_topic,
+                    dlq_partition=target,
+                    source_topic=topic,
+                    source_partition=partition,
+                    source_offset=offset,
+                    group=group_id,
+                    delivery_count=work.delivery_count,
+                    cause=_DLQ_CAUSES[work.cause],
+                    key=key_text.encode() if key_text is not None else None,
+                    # The simulator's records have no payload: a copied value names its source.
+                    value=f"{topic}-{partition}@{offset}".encode()
+                    if config.dlq_copy_record_enable
+                    else None,
+                )
+            )
 
     def _schedule_tick(self, deadline_ms: int | None) -> None:
         if deadline_ms is None:
@@ -671,6 +742,7 @@ class SimProxy:
             if hw:
                 self.trace.unlock(now, "proxy-restart", topic, partition, 0, hw - 1, tr.AVAILABLE)
         self.engine = ShareEngine(self.broker_config)  # nothing is served while down
+        self.engine.dead_letter_queues = True
         self._tick_at = None
         for conn, client in clients:
             client.on_disconnect(conn)
@@ -729,6 +801,17 @@ def _type_at(runs: list[tuple[int, int, int]], offset: int) -> int:
         if first <= offset <= last:
             return t
     return 1
+
+
+_DLQ_CAUSES: Final = {
+    DlqCause.CLIENT_REJECT: "rejected",
+    DlqCause.DELIVERY_COUNT_EXCEEDED: "delivery-limit",
+}
+
+
+def _traced(state: RecordState) -> str:
+    """The state the trace records: ARCHIVING ends as ARCHIVED within the same step here."""
+    return RecordState.ARCHIVED.name if state is RecordState.ARCHIVING else state.name
 
 
 def _archive_reasons(plog: PartitionLog, first: int, last: int) -> list[tuple[int, int, str]]:

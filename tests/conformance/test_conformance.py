@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 
+from proxy.dlq import MARKED_TOPICS_KEY
 from sharegroup.brokers import Broker
 from sharegroup.conformance import runner
 from sharegroup.conformance.machine import TargetSpec
@@ -39,15 +40,21 @@ settings.register_profile(
     print_blob=False,
 )
 
-PROXY_CONFIGS = {"group.share.min.record.lock.duration.ms": "1000"}
+PROXY_CONFIGS = {
+    "group.share.min.record.lock.duration.ms": "1000",
+    # Kafka 3.9 refuses the DLQ topic config: the proxy marks the kit's DLQ topics itself.
+    MARKED_TOPICS_KEY: "dlq.conformance-*",
+}
 LOCK_MS = 3000
 
 
-@pytest.fixture(params=["proxy-tansu", "proxy-kafka39", "kafka4"])
+@pytest.fixture(params=["proxy-tansu", "proxy-kafka39", "kafka4", "kafka4-dlq"])
 def target(request: pytest.FixtureRequest) -> Iterator[TargetSpec]:
-    if request.param == "kafka4":
-        broker: Broker = request.getfixturevalue("kafka4")
-        yield TargetSpec(broker.bootstrap, name="kafka4", lock_ms=LOCK_MS)
+    """Kafka 4.4 twice: with share.version=1 (its DLQ examples check that nothing is
+    dead-lettered) and with share.version=2 (Kafka's own DLQ, the reference for the proxy's)."""
+    if request.param.startswith("kafka4"):
+        broker: Broker = request.getfixturevalue(request.param.replace("-", "_"))
+        yield TargetSpec(broker.bootstrap, name=request.param, lock_ms=LOCK_MS)
         return
     broker = request.getfixturevalue(request.param.removeprefix("proxy-"))
     with ProxyThread(broker.bootstrap, PROXY_CONFIGS) as p:
@@ -55,7 +62,12 @@ def target(request: pytest.FixtureRequest) -> Iterator[TargetSpec]:
 
 
 def test_conformance(target: TargetSpec) -> None:
-    result = runner.run(target, hypothesis_settings=settings.get_profile(PROFILE))
+    profile = settings.get_profile(PROFILE)
+    if target.name == "kafka4-dlq":
+        # The reference for the DLQ checks: twice the examples, so that its derandomized
+        # examples reach rejected records and the delivery limit with a DLQ topic.
+        profile = settings(profile, max_examples=2 * (profile.max_examples or 1))
+    result = runner.run(target, hypothesis_settings=profile)
     print(runner.table(result))
     print(runner.summary(result))
     report = runner.details(result)

@@ -119,6 +119,10 @@ class _NoUpstream:
 
     def __init__(self, versions: dict[int, tuple[int, int]]) -> None:
         self.api_versions = versions
+        # Kafka 3.9 (the recorded upstream) reports no share.version feature.
+        self.supported_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features: dict[str, tuple[int, int]] = {}
+        self.finalized_features_epoch = -1
 
     def version_for(self, api_key: int, ours: int) -> int:
         low, high = self.api_versions.get(api_key, (0, ours))

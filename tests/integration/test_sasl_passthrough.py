@@ -22,7 +22,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from proxy import wire
 from sharegroup.brokers import Broker
-from sharegroup.pki import Pki
+from sharegroup.pki import P12_PASSWORD, Pki
 from tests.conftest import SECURE_USERS
 from tests.harness import ProxyThread
 
@@ -114,6 +114,29 @@ def test_share_consumer_over_sasl_ssl_scram_512(
     proxied: ProxyThread, kafka39_sasl: Broker, pki: Pki
 ) -> None:
     """alice produces (authorized upstream as alice) and share-consumes through the proxy."""
+    share_consume_as_alice(proxied, kafka39_sasl, pki)
+
+
+def test_pkcs12_stores_on_both_sides(kafka39_sasl: Broker, pki: Pki) -> None:
+    """The listener's key and chain, and the CAs the proxy trusts upstream (its own
+    connections, the relayed ones, and the state topic's librdkafka clients), from PKCS12
+    stores made at test time."""
+    configs = {
+        **proxy_configs(pki),
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(pki.server_p12),
+        "ssl.keystore.password": P12_PASSWORD,
+        "upstream.ssl.truststore.type": "PKCS12",
+        "upstream.ssl.truststore.location": str(pki.ca_p12),
+        "upstream.ssl.truststore.password": P12_PASSWORD,
+        # Its own state topic: a second proxy on the module's would fence the module's proxy.
+        "sharegroup.state.topic": f"__sharegroup_state_{uuid.uuid4().hex[:8]}",
+    }
+    with ProxyThread(kafka39_sasl.bootstrap, configs, listen_protocol="SASL_SSL") as p:
+        share_consume_as_alice(p, kafka39_sasl, pki)
+
+
+def share_consume_as_alice(proxied: ProxyThread, kafka39_sasl: Broker, pki: Pki) -> None:
     topic = new_topic(kafka39_sasl)
     group = f"g-{uuid.uuid4().hex[:8]}"
     allow(

@@ -18,7 +18,7 @@ from sharegroup.persist.records import (
     writer_header,
 )
 from sharegroup.scenario import trace as tr
-from sharegroup.scenario.load import load
+from sharegroup.scenario.load import load, loads
 from sharegroup.scenario.run_sim import SimRun
 from sharegroup.scenario.trace import Trace
 from sharegroup.sim.actors import _ack_batches, partition_for_key
@@ -257,3 +257,60 @@ def persisted(batches: tuple[StateBatch, ...]) -> dict[int, tuple[RecordState, i
         for b in batches
         for o in range(b.first_offset, b.last_offset + 1)
     }
+
+
+# ---------------------------------------------------------------- the dead-letter queue
+
+
+def _dlq_run(**changes: str) -> SimRun:
+    text = (ROOT / "scenarios" / "dead-letter-queue.yaml").read_text(encoding="utf-8")
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    return SimRun(loads(text, "dead-letter-queue (changed)"))
+
+
+def test_the_sim_writes_dlq_records_with_kafkas_headers_and_the_state_ends_archived() -> None:
+    run = _dlq_run()
+    run.run()
+    entries = run.trace.dlq
+    assert len(entries) == 16
+    first = entries[0]
+    assert (first.source_topic, first.group, first.cause, first.delivery_count) == (
+        "orders",
+        "orders-dlq",
+        "rejected",
+        1,
+    )
+    assert first.value == b"orders-0@0"  # copied: the sim names the source record
+    # The state topic went through ARCHIVING (persisted before the DLQ write) to ARCHIVED.
+    decoded = [decode(r.key, r.value) for r in run.proxy.state_log.records]
+    states = {b.state for r in decoded if isinstance(r, (Snapshot, Update)) for b in r.batches}
+    assert RecordState.ARCHIVING in states and ARCHIVED in states
+    assert all(
+        sp.range_count() == 0 or sp.start_offset > 7 for sp in run.proxy.engine.partitions.values()
+    )
+
+
+def test_a_missing_dlq_topic_is_created_only_with_auto_create() -> None:
+    missing = {"    dlq.orders: {partitions: 1}\n": ""}
+    run = _dlq_run(**missing)
+    run.run()
+    assert run.trace.dlq == []
+    assert run.trace.totals()["dlq-write-failures"] == 16
+    assert run.trace.totals()["archived-rejected"] == 8  # archived all the same, as in Kafka
+    run = _dlq_run(
+        **missing,
+        **{
+            "given:\n": "given:\n  broker: {errors.deadletterqueue.auto.create.topics.enable: true}\n"
+        },
+    )
+    run.run()
+    assert len(run.trace.dlq) == 16 and "dlq.orders" in run.proxy.log.topics
+
+
+def test_below_share_version_2_the_sim_archives_without_dlq_records() -> None:
+    run = _dlq_run(**{"given:\n": "given:\n  broker: {sharegroup.share.version: 1}\n"})
+    run.run()
+    assert run.trace.dlq == [] and run.trace.totals()["dlq-write-failures"] == 0
+    assert run.trace.totals()["archived-rejected"] == 8

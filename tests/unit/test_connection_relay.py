@@ -24,7 +24,7 @@ import trio
 from proxy import wire
 from proxy.connection import ClientConnection
 from proxy.framing import FrameBuffer, frame
-from proxy.server import Proxy, ProxyConfig
+from proxy.server import Features, Proxy, ProxyConfig
 from proxy.streams import FrameReader
 
 ANSWER_BYTES = 2_000_000
@@ -68,6 +68,9 @@ class StubProxy:
 
     def advertised_versions(self, node_id: int) -> dict[int, tuple[int, int]]:
         return {wire.FETCH: (0, 12), wire.LIST_GROUPS: (0, 3), wire.API_VERSIONS: (0, 3)}
+
+    def advertised_features(self, node_id: int) -> Features:
+        return Features({}, {"share.version": (2, 2)}, 0)
 
     def upstream_address(self, node_id: int) -> tuple[str, int]:
         return "127.0.0.1", self.broker_port
@@ -196,3 +199,18 @@ async def test_client_gone_mid_answer_ends_its_connection_only() -> None:
         await client.receive_some(65536)
         client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert len(stub.closed) == 1
+
+
+async def test_api_versions_reports_the_share_version_feature() -> None:
+    """ApiVersions v3 carries the features: share.version as the proxy's share groups have
+    it (Kafka clients and tools read the DLQ gate there); v0-2 have no feature fields."""
+    async with proxied(answer_in_pieces) as (client, _):
+        msg = wire.api_versions_request(2)
+        await client.send_all(api_versions(1) + wire.encode_request(msg, 2, "relay-unit"))
+        answers = await read_answers(client, 2)
+    v3 = wire.decode_response(answers[0], wire.API_VERSIONS, 3)
+    assert [(f.name, f.min_version_level, f.max_version_level) for f in v3.finalized_features] == [
+        ("share.version", 2, 2)
+    ]
+    assert v3.finalized_features_epoch == 0
+    assert wire.decode_response(answers[1], wire.API_VERSIONS, 2).error_code == 0

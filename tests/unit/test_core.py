@@ -387,6 +387,22 @@ def test_final_epoch_closes_the_session_and_releases() -> None:
     assert listed(op.answer()) == [(T1, 0)]
 
 
+def test_a_closed_session_releases_after_the_redelivery_back_off() -> None:
+    """Records released by a session close wait the group's back-off, counted from the
+    closing request, like released and expired records."""
+    core, log = make_core(), FakeLog()
+    core.engine.set_group_configs(G, {"sharegroup.share.record.redelivery.backoff.ms": "500"})
+    log.produce((T1, 0), 10)
+    acquire_first(core, log, [(T1, 0)])
+    op = begin(core, fetch_request(-1), now=1000)
+    op.close()
+    sp = core.engine.share_partition((G, T1, 0))
+    assert sp is not None and sp.next_deadline_ms() == 1500
+    assert sp.acquire("other", 0, log.batches[(T1, 0)], now_ms=1499, max_records=10).count == 0
+    core.engine.tick(1500, {})
+    assert sp.acquire("other", 0, log.batches[(T1, 0)], now_ms=1500, max_records=10).count == 10
+
+
 def test_share_acknowledge_final_epoch_closes_only_when_asked() -> None:
     core, log = make_core(), FakeLog()
     log.produce((T1, 0), 10)

@@ -105,3 +105,23 @@ def test_the_engine_turns_the_dlq_on_only_for_a_driver_that_writes_it() -> None:
         sp.acquire("m", 0, [LogBatch(0, 0)], now_ms=0, max_records=10)
         change = engine.acknowledge(key, "m", [AckBatch(0, 0, (3,))], 1)
         assert change.delta.batches[0].state is expected
+
+
+def test_below_share_version_2_a_dlq_topic_archives_as_kafka_4_4_does() -> None:
+    """Kafka 4.4 dead-letters only at share.version=2; at 1 a group's DLQ configs are kept
+    (and described) but REJECT archives. The proxy's sharegroup.share.version is that level."""
+    import uuid
+
+    from model import AckBatch, BrokerConfig, LogBatch, RecordState
+    from sharegroup.engine import ShareEngine
+
+    for level, expected in (("1", RecordState.ARCHIVED), ("2", RecordState.ARCHIVING)):
+        engine = ShareEngine(BrokerConfig.from_mapping({"sharegroup.share.version": level}))
+        engine.dead_letter_queues = True
+        config = engine.set_group_configs("g", {"errors.deadletterqueue.topic.name": "dlq.t"})
+        assert config.dlq_topic_name == "dlq.t"
+        key = ("g", uuid.uuid4(), 0)
+        sp = engine.new_partition(key, 0)
+        sp.acquire("m", 0, [LogBatch(0, 0)], now_ms=0, max_records=10)
+        change = engine.acknowledge(key, "m", [AckBatch(0, 0, (3,))], 1)
+        assert change.delta.batches[0].state is expected

@@ -141,6 +141,11 @@ def test_dead_letter_queue_configs_with_kafkas_names_and_defaults() -> None:
     broker = BrokerConfig.from_mapping()
     assert broker.dlq_topic_name_prefix == "dlq."
     assert broker.dlq_auto_create_topics_enable is False
+    assert broker.share_version == 2 and broker.dlq_supported
+    assert not BrokerConfig.from_mapping({"sharegroup.share.version": "1"}).dlq_supported
+    for bad in ("0", "3", "two"):
+        with pytest.raises(ConfigError, match=r"sharegroup\.share\.version"):
+            BrokerConfig.from_mapping({"sharegroup.share.version": bad})
     broker = BrokerConfig.from_mapping(
         {
             "errors.deadletterqueue.topic.name.prefix": "",

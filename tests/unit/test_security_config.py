@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
+import subprocess
+import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import scramp
+import trustme
 
 from model import ConfigError
 from proxy.client_auth import ANONYMOUS, AuthRefused, ClientAuth, bearer_subject
 from proxy.sasl import OAuthBearer, Plain, Scram, TokenSource, token_expiry, user_of
 from proxy.security import (
+    UpstreamSecurity,
     check_command_line,
     listener_security,
     resolve,
     security_settings,
     upstream_security,
 )
-from sharegroup.pki import Pki, make_pki
+from sharegroup.pki import P12_PASSWORD, Pki, make_pki, p12_keystore
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +71,10 @@ def test_listener_configs(pki: Pki) -> None:
         listener_security("SSL", {})
     with pytest.raises(ConfigError, match="set, but the listener is PLAINTEXT"):
         listener_security("PLAINTEXT", {"ssl.keystore.location": str(pki.server)})
-    with pytest.raises(ConfigError, match="only PEM"):
+    with pytest.raises(ConfigError, match="keytool -importkeystore"):
         listener_security("SSL", {"ssl.keystore.type": "JKS"})
+    with pytest.raises(ConfigError, match="supported are PEM, PKCS12"):
+        listener_security("SSL", {"ssl.truststore.type": "BCFKS"})
     with pytest.raises(ConfigError, match=r"needs ssl\.truststore\.location"):
         listener_security(
             "SSL", {"ssl.keystore.location": str(pki.server), "ssl.client.auth": "required"}
@@ -81,6 +90,177 @@ def test_listener_configs(pki: Pki) -> None:
     assert listener_security("SASL_SSL", split).tls
     with pytest.raises(ConfigError, match="is not one of"):
         listener_security("TLS", {})
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> Any:
+    """A TLS handshake between the two contexts over a socket pair: the client certificate
+    the server saw."""
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    seen: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(a, server_side=True) as s:
+                seen["peer"] = s.getpeercert()
+                s.sendall(b"ok")
+        except (ssl.SSLError, OSError) as e:
+            seen["error"] = e
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(b, server_hostname="127.0.0.1") as c:
+            assert c.recv(2) == b"ok"
+    finally:
+        thread.join(10)
+    assert "error" not in seen, seen.get("error")
+    return seen["peer"]
+
+
+def pkcs12_sides(pki: Pki, **listener_extra: str) -> tuple[ssl.SSLContext, UpstreamSecurity]:
+    listener = listener_security(
+        "SSL",
+        {
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(pki.server_p12),
+            "ssl.keystore.password": P12_PASSWORD,
+            "ssl.truststore.type": "PKCS12",
+            "ssl.truststore.location": str(pki.ca_p12),
+            "ssl.truststore.password": P12_PASSWORD,
+            "ssl.client.auth": "required",
+            **listener_extra,
+        },
+    )
+    upstream = upstream_security(
+        {
+            "upstream.security.protocol": "SSL",
+            "upstream.ssl.truststore.type": "PKCS12",
+            "upstream.ssl.truststore.location": str(pki.ca_p12),
+            "upstream.ssl.truststore.password": P12_PASSWORD,
+            "upstream.ssl.keystore.type": "PKCS12",
+            "upstream.ssl.keystore.location": str(pki.client_p12),
+            "upstream.ssl.keystore.password": P12_PASSWORD,
+        }
+    )
+    assert listener.ssl_context is not None and upstream.ssl_context is not None
+    return listener.ssl_context, upstream
+
+
+def test_pkcs12_keystores_and_truststores_on_both_sides(pki: Pki) -> None:
+    """A listener and an upstream connection each with a PKCS12 keystore and truststore, made
+    at test time: the handshake passes both ways (the server proves itself with the PKCS12
+    key, the client is checked against the PKCS12 CA)."""
+    server, upstream = pkcs12_sides(pki)
+    assert upstream.ssl_context is not None
+    peer = handshake(server, upstream.ssl_context)
+    assert ("DNS", "client.example") in peer["subjectAltName"]
+    # librdkafka (the state topic's clients) reads the PKCS12 keystore itself, and the CAs as
+    # PEM text, since it reads no PKCS12 truststore.
+    rdkafka = upstream.librdkafka
+    assert rdkafka["ssl.keystore.location"] == str(pki.client_p12)
+    assert rdkafka["ssl.keystore.password"] == P12_PASSWORD
+    assert rdkafka["ssl.ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "ssl.ca.location" not in rdkafka
+    assert P12_PASSWORD not in repr(upstream)
+
+
+def test_a_pkcs12_keystore_presents_its_whole_chain(tmp_path: Path) -> None:
+    """A server certificate signed by an intermediate CA: the client trusts only the root, so
+    the handshake passes only if the intermediate from the PKCS12 store is sent too."""
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    store = tmp_path / "chained.p12"
+    store.write_bytes(p12_keystore(intermediate.issue_cert("127.0.0.1")))
+    listener = listener_security(
+        "SSL",
+        {
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(store),
+            "ssl.keystore.password": P12_PASSWORD,
+        },
+    )
+    assert listener.ssl_context is not None
+    client = ssl.create_default_context()
+    root.configure_trust(client)
+    assert handshake(listener.ssl_context, client) is None  # no client certificate asked for
+
+
+def test_pkcs12_stores_refused_with_the_reason(pki: Pki) -> None:
+    base = {
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(pki.server_p12),
+        "ssl.keystore.password": P12_PASSWORD,
+    }
+    with pytest.raises(ConfigError, match=r"ssl\.keystore\.password is wrong or missing"):
+        listener_security("SSL", {**base, "ssl.keystore.password": "wrong"})
+    with pytest.raises(ConfigError, match=r"ssl\.keystore\.password is wrong or missing"):
+        listener_security("SSL", {**base, "ssl.keystore.location": str(pki.server)})  # PEM
+    with pytest.raises(ConfigError, match="holds no private key"):
+        listener_security("SSL", {**base, "ssl.keystore.location": str(pki.ca_p12)})
+    with pytest.raises(ConfigError, match="its own password is not supported"):
+        listener_security("SSL", {**base, "ssl.key.password": "other"})
+    with pytest.raises(ConfigError, match=r"for PKCS12 stores, and ssl\.keystore\.type is PEM"):
+        listener_security(
+            "SSL", {"ssl.keystore.location": str(pki.server), "ssl.keystore.password": "x"}
+        )
+    with pytest.raises(ConfigError, match="must not be given on the command line"):
+        check_command_line({"ssl.keystore.password": P12_PASSWORD})
+
+
+def test_pkcs12_stores_written_by_javas_keytool(pki: Pki, tmp_path: Path) -> None:
+    """Stores as Java's keytool writes them (its own encryption and bags): a keystore converted
+    from ours, and a truststore of the CA imported as a trusted certificate."""
+    keystore, truststore = tmp_path / "keytool-keystore.p12", tmp_path / "keytool-truststore.p12"
+    java_password = "java-secret"
+    for command in (
+        [
+            "keytool",
+            "-importkeystore",
+            "-noprompt",
+            "-srckeystore",
+            str(pki.server_p12),
+            "-srcstoretype",
+            "PKCS12",
+            "-srcstorepass",
+            P12_PASSWORD,
+            "-destkeystore",
+            str(keystore),
+            "-deststoretype",
+            "PKCS12",
+            "-deststorepass",
+            java_password,
+        ],
+        [
+            "keytool",
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "ca",
+            "-file",
+            str(pki.ca),
+            "-keystore",
+            str(truststore),
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            java_password,
+        ],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    server, upstream = pkcs12_sides(
+        pki,
+        **{
+            "ssl.keystore.location": str(keystore),
+            "ssl.keystore.password": java_password,
+            "ssl.truststore.location": str(truststore),
+            "ssl.truststore.password": java_password,
+        },
+    )
+    assert upstream.ssl_context is not None
+    peer = handshake(server, upstream.ssl_context)
+    assert ("DNS", "client.example") in peer["subjectAltName"]
 
 
 def test_sasl_on_one_side_only_is_refused(pki: Pki) -> None:
