@@ -232,6 +232,10 @@ class FleetMembership:
         log.info("fleet %s: claimed state partitions %s", self.group_id, sorted(partitions))
 
     async def _revoked(self, partitions: list[int], wait_s: float) -> None:
+        # Leaving revokes again what was released just before (consumer.close()).
+        partitions = [p for p in partitions if p in self.owned]
+        if not partitions:
+            return
         self._changed(self.owned - set(partitions))  # stop serving them first
         await self.owner.release(partitions, wait_s=wait_s)
         log.info("fleet %s: released state partitions %s", self.group_id, sorted(partitions))
