@@ -32,6 +32,7 @@ from confluent_kafka.admin._scram import (
 from confluent_kafka.cimpl import NewTopic
 
 from proxy import messages, wire
+from proxy.metrics import metrics_of
 from proxy.sasl import Scram
 from sharegroup.brokers import Broker
 from sharegroup.conformance.client import (
@@ -45,6 +46,7 @@ from sharegroup.conformance.client import (
 from sharegroup.pki import Pki
 from tests.conftest import SECURE_USERS
 from tests.harness import ProxyThread
+from tests.integration.test_metrics import scrape, value
 from tests.integration.test_sasl_passthrough import acls_read, client, proxy_configs
 
 pytestmark = pytest.mark.integration
@@ -601,6 +603,7 @@ def outage_proxy(broker: Broker, pki: Pki, *, readable: bool) -> Iterator[Outage
         "upstream.sasl.password": password,
         "sharegroup.state.topic": state_topic,
         "sharegroup.acl.refresh.ms": str(ACL_REFRESH_MS),
+        "sharegroup.metrics.listen": "127.0.0.1:0",
     }
     with ProxyThread(broker.bootstrap, configs, listen_protocol="SASL_SSL") as proxied:
         proxy = proxied.proxy
@@ -646,6 +649,15 @@ def test_acls_that_cannot_be_read_pause_a_share_consumer_without_ending_it(
                 outage.wait_refusals(key, 2, while_waiting=lambda: consume(4, 0.5))
             assert len(got) == 3, "a record was served while the ACLs were unknown"
             assert outage.proxied.call(lambda: outage.authz.current) is False
+            proxy = outage.proxied.proxy
+            assert proxy is not None
+            metrics = metrics_of(proxy)
+            assert metrics is not None
+            samples = scrape(f"http://127.0.0.1:{metrics.port}/metrics")
+            assert value(samples, "sharegroup_acls_current") == 0
+            for api in ("ShareGroupHeartbeat", "ShareFetch"):
+                refused = value(samples, "sharegroup_acl_unknown_refusals_total", api=api)
+                assert refused is not None and refused >= 2, (api, refused)
             outage.restore()
             consume(6, 60)
             assert sorted(got) == sorted([b"0", b"1", b"2"] * 2)
