@@ -235,6 +235,15 @@ class Member:
         return resp.error_code, parts.get(0)
 
 
+def settling(part: Any) -> None:
+    """A partition of a fetch that should deliver: no error, or UNKNOWN_SERVER_ERROR (-1) with
+    nothing acquired, which Kafka 4.4 answers now and then to the first share fetches of a
+    freshly started cluster (seen in 1 of 3 fresh starts), and which share consumers retry
+    (Java's ShareFetchCollector logs it and goes on)."""
+    if part is not None and part.error_code:
+        assert part.error_code == -1 and acquired(part) == 0, part
+
+
 def acquired(part: Any) -> int:
     if part is None:
         return 0
@@ -266,7 +275,8 @@ def test_share_fetch_without_topic_read_gets_29_and_no_record(target: Secured, p
         deadline = time.monotonic() + 30
         while got < 5 and time.monotonic() < deadline:
             code, part = alice.fetch()
-            assert code == 0 and (part is None or part.error_code == 0)
+            assert code == 0
+            settling(part)
             got += acquired(part)
         assert got == 5
 
@@ -339,7 +349,8 @@ def test_deny_added_upstream_takes_effect_within_the_refresh_bound(
         deadline = time.monotonic() + 30
         while len(offsets) < 3 and time.monotonic() < deadline:
             code, part = alice.fetch()
-            assert code == 0 and (part is None or part.error_code == 0)
+            assert code == 0
+            settling(part)
             for r in part.acquired_records if part is not None else ():
                 offsets += [(o, r.delivery_count) for o in range(r.first_offset, r.last_offset + 1)]
         # The records produced under the DENY, delivered for the first time (not the first
