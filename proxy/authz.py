@@ -47,6 +47,7 @@ unauthorized parts before the share-partition manager sees it.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -165,6 +166,8 @@ class Authorizer:
         # Whether ``table`` holds the upstream's ACLs as last read; False before the first read
         # and after a failed read of a cluster with an authorizer.
         self.current = False
+        # Requests refused retriably because the ACLs were unknown, by API key.
+        self.unknown_refusals: Counter[int] = Counter()
         self.loaded = trio.Event()
         self._wake = trio.Event()
         self.reads = 0
@@ -295,6 +298,7 @@ class Authorizer:
         if self.unknown(conn):
             refusal = _unknown_answer(key, request, version)
             if refusal is not None:
+                self.unknown_refusals[key] += 1
                 return refusal, None
         if key == SHARE_HEARTBEAT:
             return self._heartbeat(conn, request, version), None

@@ -91,6 +91,10 @@ class Snapshot:
     session_partitions: int = 0
     read_ahead_bytes: int = 0
     fenced: bool = False
+    # Whether the upstream ACLs are current; requests refused retriably while they were not,
+    # by API name.
+    acls_current: bool = True
+    acl_unknown_refusals: dict[str, int] = field(default_factory=dict)
     # Per group: (DLQ records written, DLQ produce requests, failed ones).
     dlq: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
@@ -296,6 +300,12 @@ class ProxyMetrics:
                 snap.session_partitions += len(session.partitions)
         snap.read_ahead_bytes = ReadAheadHeld.bytes
         snap.fenced = service.fenced
+        authz = self.proxy.authz
+        if authz is not None:
+            snap.acls_current = authz.current
+            snap.acl_unknown_refusals = {
+                API_NAMES.get(key, str(key)): n for key, n in authz.unknown_refusals.items()
+            }
         if service.dlq is not None:
             m = service.dlq.metrics
             for group in set(m.record_count) | set(m.produce_requests):
@@ -428,6 +438,21 @@ class ShareStateCollector(Collector):
             "1 when a newer proxy instance fenced this one off the state topic",
             value=1 if snap.fenced else 0,
         )
+        yield GaugeMetricFamily(
+            "sharegroup_acls_current",
+            "1 while the upstream ACLs were read at the last try; 0 while they cannot be read "
+            "(share APIs refused retriably)",
+            value=1 if snap.acls_current else 0,
+        )
+        refusals = CounterMetricFamily(
+            "sharegroup_acl_unknown_refusals",
+            "Requests refused with COORDINATOR_LOAD_IN_PROGRESS because the upstream ACLs "
+            "could not be read, by API",
+            labels=["api"],
+        )
+        for api, n in sorted(snap.acl_unknown_refusals.items()):
+            refusals.add_metric([api], n)
+        yield refusals
 
 
 def attach_metrics(proxy: Proxy, service: ShareService, listen: str) -> ProxyMetrics:

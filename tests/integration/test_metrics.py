@@ -133,6 +133,7 @@ def test_metrics_follow_a_share_consumer(proxy_with_metrics: tuple[ProxyThread, 
         assert value(samples, "kafka_share_session_cache_sessions") == 1
         assert value(samples, "kafka_share_session_cache_partitions") == 1
         assert value(samples, "sharegroup_fenced") == 0
+        assert value(samples, "sharegroup_acls_current") == 1  # no authorizer: nothing to read
         read_ahead = value(samples, "sharegroup_read_ahead_bytes")  # 0 once all is handed out
         assert read_ahead is not None and read_ahead >= 0, read_ahead
         assert (value(samples, "kafka_share_fetch_requests_total") or 0) >= 1
