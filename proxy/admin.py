@@ -4,7 +4,9 @@ Share groups live in the proxy, so the upstream cluster knows nothing of them:
 
 * IncrementalAlterConfigs / DescribeConfigs on GROUP resources (type 32) set and show
   share-group configs (``share.*``, Kafka's ``GroupConfig``); other resources in the same
-  request go upstream and the answers are merged in request order.
+  request go upstream and the answers are merged in request order. In a fleet, a GROUP
+  resource's change is written by the instance coordinating the group; any other instance
+  passes it on there (``ShareService.forward_group_configs``) and answers with its result.
 * ListGroups adds the share groups (type ``share``, protocol type ``share``) to the upstream's list.
 * DescribeGroups and DeleteGroups answer share groups here and pass the other groups upstream.
 
@@ -38,6 +40,8 @@ DESCRIBE_GROUPS = 15
 DELETE_GROUPS = 42
 GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
+# The client id of requests one fleet instance passes on to another (proxy.fleet_service).
+FORWARDED_CLIENT_ID = "sharegroup-fleet-forward"
 
 
 class AdminHandlers:
@@ -103,7 +107,7 @@ class AdminHandlers:
         req_cls = wire.request_class(wire.INCREMENTAL_ALTER_CONFIGS)
 
         async def local(res: Any) -> Any:
-            code, message = await self._alter_group(res, req.validate_only)
+            code, message = await self._alter_group(conn, res, req.validate_only, head)
             return resp_cls.AlterConfigsResourceResponse(
                 error_code=int(code),
                 error_message=message,
@@ -123,8 +127,23 @@ class AdminHandlers:
         )
         return resp_cls(version=head.api_version, throttle_time_ms=0, responses=responses)
 
-    async def _alter_group(self, res: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
+    async def _alter_group(
+        self, conn: ClientConnection, res: Any, validate_only: bool, head: wire.RequestHead
+    ) -> tuple[int, str | None]:
         group_id = res.resource_name
+        if not self.shares.coordinates(group_id):
+            # Fleet mode: only the instance coordinating the group writes its configs (its
+            # state partition); Kafka's tools send these to any broker, so pass it on there.
+            # A request passed on by another instance is not passed on again: views of the
+            # fleet that differ for a moment must not send it round in circles.
+            forward = self.shares.forward_group_configs
+            if forward is None or conn.client_id.startswith(FORWARDED_CLIENT_ID):
+                return (
+                    ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                    f"this instance does not coordinate group {group_id} (the fleet is "
+                    "rebalancing); retry",
+                )
+            return await forward(res, validate_only, head.api_version)
         change = self.configs.plan(
             group_id, [(c.name, c.config_operation, c.value) for c in res.configs or ()]
         )
@@ -139,6 +158,8 @@ class AdminHandlers:
                 await store.write([GroupConfigs(group_id, change.after)])
             except StateWriteError as e:
                 self.configs.undo(change)
+                if e.fenced:  # the group's state partition moved to another instance
+                    return ErrorCode.COORDINATOR_NOT_AVAILABLE, f"configs not persisted: {e}"
                 return ErrorCode.UNKNOWN_SERVER_ERROR, f"configs not persisted: {e}"
         self.shares.group_configs_changed(group_id)
         log.info("group %s configs %s", group_id, change.changes)

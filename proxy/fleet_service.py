@@ -13,6 +13,10 @@
   upstream broker id), a partition's leader being the listener of the instance that owns its
   share state and relays to its real upstream leader, and a group's coordinator the listener
   of the instance that owns the group's coordination;
+* group configs — an IncrementalAlterConfigs change of a GROUP resource that reaches an
+  instance not coordinating the group is sent, as an IncrementalAlterConfigs of that resource
+  alone, to the coordinating instance's listener (``forward_group_configs``), whose answer is
+  the client's; PLAINTEXT listeners only (``docs/persistence.md``);
 * ``StateFollower`` — every instance knows the configs of the share groups coordinated
   elsewhere (their share partitions may be served here) and every share partition's durable
   start offset (DescribeShareGroupOffsets).
@@ -27,6 +31,9 @@ from uuid import UUID
 import trio
 from confluent_kafka.admin import AdminClient
 
+from model import ErrorCode
+from proxy import wire
+from proxy.admin import FORWARDED_CLIENT_ID
 from proxy.fleet import (
     VIEW_REFRESH_S,
     FleetIdentity,
@@ -40,6 +47,7 @@ from proxy.rewrite import Instances, route_describe_cluster, route_find_coordina
 from proxy.server import Proxy
 from proxy.shares import ShareService
 from proxy.state_partitions import PartitionedStateStore
+from proxy.upstream import BrokerConnection, UpstreamError
 from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.persist.records import PartitionKey
 from sharegroup.persist.recovery import Replay
@@ -76,6 +84,10 @@ class FleetService:
         self._refresh_now = trio.Event()
         service.persistence.fleet_mode = True
         service.durable_start_offsets = self.follower.start_offsets
+        service.forward_group_configs = self.forward_group_configs
+        self._nursery: trio.Nursery | None = None
+        self._forward_conns: dict[tuple[str, int], BrokerConnection] = {}
+        self._forward_lock = trio.Lock()
         proxy.router = self
         proxy.after_ready.append(self.run)
 
@@ -97,10 +109,14 @@ class FleetService:
         )
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self.follower.run, self._configs_changed)
                 nursery.start_soon(self._refresh_loop)
                 await self.membership.run()
         finally:
+            self._nursery = None
+            for conn in self._forward_conns.values():
+                await conn.aclose()
             await self.membership.aclose()
 
     async def claim(self, partitions: list[int]) -> Replay:
@@ -171,3 +187,67 @@ class FleetService:
 
     def owns(self, key: PartitionKey) -> bool:
         return self.store.owns_share(key[1], key[2])
+
+    # ------------------------------------------------------------------ group configs
+    async def forward_group_configs(
+        self, resource: Any, validate_only: bool, version: int
+    ) -> tuple[int, str | None]:
+        """Send one GROUP resource's config change to the instance coordinating the group
+        and give back its answer for it (error code, message). The client was authorized
+        here already; the coordinating instance checks the request again, as coming from
+        this instance's connection (on a PLAINTEXT listener: User:ANONYMOUS)."""
+        group_id = resource.resource_name
+        partition = state_partition_for_group(group_id, self.store.partitions)
+        owner = self.view.owner(partition)
+        instance = self.view.instances().get(owner)
+        if owner == self.instance_id or instance is None or not instance.identity.ports:
+            return (
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                f"the coordinator of group {group_id} (state partition {partition}) is not "
+                "known yet (the fleet is rebalancing); retry",
+            )
+        host = instance.identity.host
+        port = instance.identity.ports[min(instance.identity.ports)]
+        where = f"instance {owner} at {host}:{port}"
+        if self.proxy.config.listen_protocol.upper() != "PLAINTEXT":
+            return (
+                ErrorCode.INVALID_REQUEST,
+                f"group {group_id} is coordinated by {where}; with "
+                f"{self.proxy.config.listen_protocol} listeners the fleet does not pass group "
+                "config changes on: send them to the group's coordinator",
+            )
+        try:
+            conn = await self._forward_connection(host, port)
+            request = wire.request_class(wire.INCREMENTAL_ALTER_CONFIGS)(
+                version=version, resources=[resource], validate_only=validate_only
+            )
+            resp = await conn.request(
+                request, conn.version_for(wire.INCREMENTAL_ALTER_CONFIGS, version), 15.0
+            )
+        except (UpstreamError, OSError, trio.TooSlowError) as e:
+            log.info("group %s configs not passed on to %s: %s", group_id, where, e)
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE, f"cannot reach {where}: {e}; retry"
+        answers = [r for r in resp.responses if r.resource_name == group_id]
+        if len(answers) != 1:
+            return (
+                ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                f"no answer for group {group_id} from {where}",
+            )
+        log.info(
+            "group %s configs passed on to %s: error %d", group_id, where, answers[0].error_code
+        )
+        return answers[0].error_code, answers[0].error_message
+
+    async def _forward_connection(self, host: str, port: int) -> BrokerConnection:
+        """A live connection to another instance's listener, kept for the next change."""
+        async with self._forward_lock:
+            conn = self._forward_conns.get((host, port))
+            if conn is not None and not conn.closed:
+                return conn
+            if self._nursery is None:
+                raise UpstreamError("the fleet service is not running")
+            conn = BrokerConnection(host, port, self.proxy.config.max_frame_bytes)
+            conn.client_id = f"{FORWARDED_CLIENT_ID}/{self.instance_id}"
+            await conn.start(self._nursery)
+            self._forward_conns[(host, port)] = conn
+            return conn

@@ -117,6 +117,12 @@ class ShareService:
         # Every share partition's durable start offset, whichever instance owns it (fleet
         # mode); None: this instance's own store says.
         self.durable_start_offsets: Callable[[], dict[PartitionKey, int]] | None = None
+        # Fleet mode: the change of a GROUP resource's configs (an IncrementalAlterConfigs
+        # resource, validate_only, the request's version) sent to the instance coordinating
+        # the group, and its answer (error code, message); None: every group is written here.
+        self.forward_group_configs: (
+            Callable[[Any, bool, int], Awaitable[tuple[int, str | None]]] | None
+        ) = None
         if persistence.store is not None:
             core.leads = persistence.leads  # a share partition not owned here: not led here
 

@@ -102,6 +102,7 @@ class BrokerConnection:
         self.host = host
         self.port = port
         self.security = security or NO_SECURITY
+        self.client_id = CLIENT_ID  # sent in every request's header
         self._stream: trio.abc.Stream | None = None
         self._pending: deque[tuple[int, int, int, trio.Event, list[Any]]] = deque()
         self._cids = itertools.count(1)
@@ -206,7 +207,7 @@ class BrokerConnection:
         done = trio.Event()
         box: list[Any] = []
         msg.API_VERSION = version
-        data = wire.encode_request(msg, cid, CLIENT_ID)
+        data = wire.encode_request(msg, cid, self.client_id)
         expects = msg.expect_response()
         # Shielded: a request cancelled half-way through its bytes would corrupt the stream,
         # and one cancelled after queueing must still be sent to keep answers in step.

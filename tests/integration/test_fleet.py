@@ -9,6 +9,9 @@
   while the consumers work; the others take its state partitions, and no acknowledgement a
   consumer saw confirmed is lost or followed by a redelivery, and delivery counts never go down.
   The time until every share partition is served again is printed.
+* ``test_group_configs_changed_through_an_instance_not_coordinating_the_group``: group configs
+  set through the instance that does not coordinate the group are passed on to the one that
+  does; both describe them, and a share consumer follows them.
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
-from proxy import messages
+from proxy import messages, wire
+from proxy.admin import GROUP_RESOURCE
 from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describe_fleet
 from sharegroup.brokers import Broker
 from sharegroup.cli import fleet as fleet_cli
 from sharegroup.cli.offsets import OffsetsError, WireClient, describe_offsets
-from sharegroup.persist.partitioning import state_partition_for_share
+from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.proxy_process import ProxyProcess
 from tests.integration.test_share_consumers import produce
 
@@ -556,3 +562,96 @@ def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
     assert len(in_log) >= records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     assert check_history(workers) == (0, 0)
+
+
+def _group_of(instance_partitions: set[int]) -> str:
+    """A share group whose coordination lives in one of ``instance_partitions``."""
+    while True:
+        group = f"g-{uuid.uuid4().hex[:8]}"
+        if state_partition_for_group(group, STATE_PARTITIONS) in instance_partitions:
+            return group
+
+
+def _alter_through_wire(bootstrap: str, group: str, name: str, value: str) -> tuple[int, str]:
+    """One IncrementalAlterConfigs of the GROUP resource sent to ``bootstrap`` itself (an
+    admin client may pick any node of the fleet): its error code and message."""
+    cls = wire.request_class(wire.INCREMENTAL_ALTER_CONFIGS)
+    res = cls.AlterConfigsResource(
+        resource_type=GROUP_RESOURCE,
+        resource_name=group,
+        configs=[
+            cls.AlterConfigsResource.AlterableConfig(name=name, config_operation=0, value=value)
+        ],
+    )
+    client = WireClient(bootstrap)
+    try:
+        resp = client.request(cls(version=1, resources=[res], validate_only=False), 1)
+    finally:
+        client.close()
+    [answer] = resp.responses
+    return int(answer.error_code), str(answer.error_message)
+
+
+def _group_configs(bootstrap: str, group: str) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.describe_configs([ConfigResource(ResourceType.GROUP, group)])
+    [described] = [f.result(15) for f in futures.values()]
+    return {name: entry.value for name, entry in described.items()}
+
+
+def test_group_configs_changed_through_an_instance_not_coordinating_the_group(
+    kafka39: Broker,
+) -> None:
+    """An IncrementalAlterConfigs of a GROUP resource reaching the instance that does not
+    coordinate the group is passed on to the one that does; DescribeConfigs through either
+    instance then shows the change, and a share consumer follows it."""
+    with fleet(kafka39, 2) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1})
+        group = _group_of(split[0])  # coordinated by instance 0
+        coordinator, other = procs[0], procs[1]
+        topic = f"t-{uuid.uuid4().hex[:8]}"
+        create_topic(kafka39.bootstrap, topic, 2)
+        converged_leaders(procs, topic)  # both instances know the fleet's split
+
+        # Sent to instance 1 itself: passed on to instance 0.
+        code, message = _alter_through_wire(
+            other.bootstrap, group, "share.record.lock.duration.ms", "30000"
+        )
+        assert code == 0, f"error {code}: {message}{other.tail()}"
+
+        # Kafka's admin client bootstrapped only at instance 1.
+        admin = AdminClient({"bootstrap.servers": other.bootstrap})
+        entry = ConfigEntry(
+            "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET
+        )
+        resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[entry])
+        for f in admin.incremental_alter_configs([resource]).values():
+            f.result(30)
+
+        want = {"share.record.lock.duration.ms": "30000", "share.auto.offset.reset": "earliest"}
+        # The coordinator wrote them; instance 1 knows them from following the state topic.
+        for proc in (coordinator, other):
+            deadline = time.monotonic() + 20
+            seen: dict[str, str] = {}
+            while time.monotonic() < deadline:
+                seen = _group_configs(proc.bootstrap, group)
+                if all(seen.get(k) == v for k, v in want.items()):
+                    break
+                time.sleep(0.2)
+            assert all(seen.get(k) == v for k, v in want.items()), (proc.bootstrap, seen)
+
+        # Records produced before the group's first member: delivered only because the
+        # group reads from the earliest offset (the default, latest, would skip them).
+        produce(kafka39.bootstrap, topic, 20)
+        consumer = ShareConsumer({"bootstrap.servers": other.bootstrap, "group.id": group})
+        consumer.subscribe([topic])
+        got: set[tuple[int, int]] = set()
+        try:
+            deadline = time.monotonic() + 60
+            while len(got) < 20 and time.monotonic() < deadline:
+                for m in consumer.poll(0.5):
+                    if m.error() is None:
+                        got.add((m.partition() or 0, m.offset() or 0))
+        finally:
+            consumer.close()
+        assert len(got) == 20, f"{len(got)} of 20 records delivered{coordinator.tail()}"
