@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from model import ErrorCode
 from proxy import wire
 from proxy.connection import ClientConnection
@@ -42,6 +44,10 @@ GROUP_RESOURCE = 32
 BROKER_RESOURCES = {4, 8}  # BROKER, BROKER_LOGGER: must go to that broker
 # The client id of requests one fleet instance passes on to another (proxy.fleet_service).
 FORWARDED_CLIENT_ID = "sharegroup-fleet-forward"
+# How long a group config change waits for its coordinator to become known, and how often it
+# asks again meanwhile.
+FORWARD_RETRY_S = 5.0
+FORWARD_RETRY_EVERY_S = 0.2
 
 
 class AdminHandlers:
@@ -131,7 +137,8 @@ class AdminHandlers:
         self, conn: ClientConnection, res: Any, validate_only: bool, head: wire.RequestHead
     ) -> tuple[int, str | None]:
         group_id = res.resource_name
-        if not self.shares.coordinates(group_id):
+        deadline = trio.current_time() + FORWARD_RETRY_S
+        while not self.shares.coordinates(group_id):
             # Fleet mode: only the instance coordinating the group writes its configs (its
             # state partition); Kafka's tools send these to any broker, so pass it on there.
             # A request passed on by another instance is not passed on again: views of the
@@ -143,7 +150,12 @@ class AdminHandlers:
                     f"this instance does not coordinate group {group_id} (the fleet is "
                     "rebalancing); retry",
                 )
-            return await forward(res, validate_only, head.api_version)
+            code, message = await forward(res, validate_only, head.api_version)
+            # Kafka's admin clients do not retry a resource's error themselves: a coordinator
+            # not known yet (mid-rebalance) gets a few seconds to become known (maybe here).
+            if code != ErrorCode.COORDINATOR_NOT_AVAILABLE or trio.current_time() >= deadline:
+                return code, message
+            await trio.sleep(FORWARD_RETRY_EVERY_S)
         change = self.configs.plan(
             group_id, [(c.name, c.config_operation, c.value) for c in res.configs or ()]
         )

@@ -201,6 +201,7 @@ class FleetService:
         owner = self.view.owner(partition)
         instance = self.view.instances().get(owner)
         if owner == self.instance_id or instance is None or not instance.identity.ports:
+            self._refresh_now.set()  # describe the fleet again now
             return (
                 ErrorCode.COORDINATOR_NOT_AVAILABLE,
                 f"the coordinator of group {group_id} (state partition {partition}) is not "
@@ -225,6 +226,7 @@ class FleetService:
                 request, conn.version_for(wire.INCREMENTAL_ALTER_CONFIGS, version), 15.0
             )
         except (UpstreamError, OSError, trio.TooSlowError) as e:
+            self._refresh_now.set()
             log.info("group %s configs not passed on to %s: %s", group_id, where, e)
             return ErrorCode.COORDINATOR_NOT_AVAILABLE, f"cannot reach {where}: {e}; retry"
         answers = [r for r in resp.responses if r.resource_name == group_id]

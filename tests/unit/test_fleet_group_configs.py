@@ -12,7 +12,7 @@ import trio
 
 from model import ErrorCode
 from proxy import wire
-from proxy.admin import FORWARDED_CLIENT_ID, GROUP_RESOURCE, AdminHandlers
+from proxy.admin import FORWARD_RETRY_S, FORWARDED_CLIENT_ID, GROUP_RESOURCE, AdminHandlers
 from proxy.fleet import FleetIdentity, FleetView
 from proxy.fleet_service import FleetService
 from sharegroup.persist.partitioning import state_partition_for_group
@@ -62,6 +62,7 @@ def fleet(
         _forward_conns={},
         _forward_lock=trio.Lock(),
         _nursery=None,
+        _refresh_now=trio.Event(),
     )
     fake._forward_connection = functools.partial(FleetService._forward_connection, fake)
     return fake, view
@@ -79,6 +80,7 @@ async def test_a_coordinator_not_known_yet_is_a_retriable_error() -> None:
     code, message = await forward(fake)
     assert code == ErrorCode.COORDINATOR_NOT_AVAILABLE
     assert message is not None and f"state partition {ITS_PARTITION}" in message
+    assert fake._refresh_now.is_set()  # the fleet is described again at once
 
 
 async def test_an_unreachable_coordinator_is_a_retriable_error() -> None:
@@ -129,3 +131,28 @@ async def test_a_change_passed_on_already_is_not_passed_on_again() -> None:
         head,
     )
     assert code == ErrorCode.COORDINATOR_NOT_AVAILABLE and passed_on == [GROUP], message
+
+
+async def test_a_coordinator_not_known_is_waited_for_a_few_seconds(autojump_clock: Any) -> None:
+    answers = [ErrorCode.COORDINATOR_NOT_AVAILABLE] * 3 + [ErrorCode.NONE]
+    asked: list[float] = []
+
+    async def forward_configs(res: Any, validate_only: bool, version: int) -> tuple[int, None]:
+        asked.append(trio.current_time())
+        return int(answers[min(len(asked), len(answers)) - 1]), None
+
+    admin: Any = SimpleNamespace(
+        shares=SimpleNamespace(
+            coordinates=lambda group_id: False, forward_group_configs=forward_configs
+        )
+    )
+    head = wire.RequestHead(wire.INCREMENTAL_ALTER_CONFIGS, 1, 7)
+    client: Any = SimpleNamespace(client_id="rdkafka")
+    code, _ = await AdminHandlers._alter_group(admin, client, resource(), False, head)
+    assert (code, len(asked)) == (ErrorCode.NONE, 4)
+    # Never known: the retriable error, once the wait is over.
+    answers[:] = [ErrorCode.COORDINATOR_NOT_AVAILABLE]
+    asked.clear()
+    code, _ = await AdminHandlers._alter_group(admin, client, resource(), False, head)
+    assert code == ErrorCode.COORDINATOR_NOT_AVAILABLE
+    assert asked[-1] - asked[0] >= FORWARD_RETRY_S - 0.5, asked
