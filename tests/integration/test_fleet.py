@@ -12,6 +12,8 @@
 * ``test_group_configs_changed_through_an_instance_not_coordinating_the_group``: group configs
   set through the instance that does not coordinate the group are passed on to the one that
   does; both describe them, and a share consumer follows them.
+* ``test_group_configs_while_the_coordinating_instance_is_dead``: changes through the other
+  instance get COORDINATOR_NOT_AVAILABLE until it takes the group over, then succeed.
 """
 
 from __future__ import annotations
@@ -655,3 +657,36 @@ def test_group_configs_changed_through_an_instance_not_coordinating_the_group(
         finally:
             consumer.close()
         assert len(got) == 20, f"{len(got)} of 20 records delivered{coordinator.tail()}"
+
+
+def test_group_configs_while_the_coordinating_instance_is_dead(kafka39: Broker) -> None:
+    """The instance coordinating a group is killed; changes of its configs through the other
+    instance get the retriable COORDINATOR_NOT_AVAILABLE (never UNKNOWN_SERVER_ERROR) until the
+    other takes the group over, and then succeed there."""
+    with fleet(kafka39, 2) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1})
+        group = _group_of(split[0])
+        topic = f"t-{uuid.uuid4().hex[:8]}"
+        create_topic(kafka39.bootstrap, topic, 1)
+        converged_leaders(procs, topic)
+        other = procs[1]
+        code, message = _alter_through_wire(
+            other.bootstrap, group, "share.record.lock.duration.ms", "20000"
+        )
+        assert code == 0, f"error {code}: {message}"  # passed on while instance 0 lives
+        procs[0].kill()
+        answers: list[tuple[int, str]] = []
+        deadline = time.monotonic() + SESSION_MS / 1000 + 30
+        while time.monotonic() < deadline:
+            answers.append(
+                _alter_through_wire(
+                    other.bootstrap, group, "share.record.lock.duration.ms", "25000"
+                )
+            )
+            if answers[-1][0] == 0:
+                break
+        codes = [c for c, _ in answers]
+        assert codes[-1] == 0, f"never taken over: {answers}{other.tail()}"
+        assert set(codes[:-1]) <= {15}, answers  # COORDINATOR_NOT_AVAILABLE only
+        assert codes[:-1], "the first change after the kill succeeded: nothing was waited for"
+        assert _group_configs(other.bootstrap, group)["share.record.lock.duration.ms"] == "25000"
