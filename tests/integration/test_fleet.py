@@ -10,8 +10,9 @@
   consumer saw confirmed is lost or followed by a redelivery, and delivery counts never go down.
   The time until every share partition is served again is printed.
 * ``test_group_configs_changed_through_an_instance_not_coordinating_the_group``: group configs
-  set through the instance that does not coordinate the group are passed on to the one that
-  does; both describe them, and a share consumer follows them.
+  set through the instance that does not coordinate the group (by wire, by confluent_kafka's
+  AdminClient and by kafka-configs.sh) are passed on to the one that does; both describe them,
+  and a share consumer follows them.
 * ``test_group_configs_while_the_coordinating_instance_is_dead``: changes through the other
   instance get COORDINATOR_NOT_AVAILABLE until it takes the group over, then succeed.
 """
@@ -48,6 +49,7 @@ from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describ
 from sharegroup.brokers import Broker
 from sharegroup.cli import fleet as fleet_cli
 from sharegroup.cli.offsets import OffsetsError, WireClient, describe_offsets
+from sharegroup.kafka_tools import CONFIGS, run_tool
 from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.proxy_process import ProxyProcess
 from tests.integration.test_share_consumers import produce
@@ -630,7 +632,25 @@ def test_group_configs_changed_through_an_instance_not_coordinating_the_group(
         for f in admin.incremental_alter_configs([resource]).values():
             f.result(30)
 
-        want = {"share.record.lock.duration.ms": "30000", "share.auto.offset.reset": "earliest"}
+        # Kafka's kafka-configs.sh (4.4) bootstrapped only at instance 1: its admin client
+        # sends to the least loaded node of the Metadata answer, either instance.
+        tool = run_tool(
+            CONFIGS,
+            [
+                "--bootstrap-server",
+                other.bootstrap,
+                "--entity-type",
+                "groups",
+                "--entity-name",
+                group,
+                "--alter",
+                "--add-config",
+                "share.record.lock.duration.ms=35000",
+            ],
+        )
+        assert tool.returncode == 0, f"kafka-configs exited {tool.returncode}: {tool.stderr}"
+
+        want = {"share.record.lock.duration.ms": "35000", "share.auto.offset.reset": "earliest"}
         # The coordinator wrote them; instance 1 knows them from following the state topic.
         for proc in (coordinator, other):
             deadline = time.monotonic() + 20
