@@ -264,6 +264,14 @@ def wait_until_initialized(
     raise AssertionError(f"share partitions of {group} not all initialized: {seen}")
 
 
+def wait_for_confirmed(workers: list[Worker], count: int, when: str) -> None:
+    """Wait (up to 60 s) until the workers together have ``count`` confirmed acknowledgements."""
+    deadline = time.monotonic() + 60
+    while sum(len(w.confirmed) for w in workers) < count:
+        assert time.monotonic() < deadline, f"no progress {when}"
+        time.sleep(0.05)
+
+
 def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[ProxyProcess]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -407,10 +415,7 @@ def test_sigkill_of_an_instance_under_load(kafka39: Broker) -> None:
         try:
             wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
             producing.start()
-            deadline = time.monotonic() + 60
-            while sum(len(w.confirmed) for w in workers) < records // 4:
-                assert time.monotonic() < deadline, "no progress before the kill"
-                time.sleep(0.05)
+            wait_for_confirmed(workers, records // 4, "before the kill")
             before = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
             killed_at = time.monotonic()
             victim.kill()
@@ -542,10 +547,7 @@ def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
         try:
             wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
             producing.start()
-            deadline = time.monotonic() + 60
-            while sum(len(w.confirmed) for w in workers) < records // 5:
-                assert time.monotonic() < deadline, "no progress before the pause"
-                time.sleep(0.05)
+            wait_for_confirmed(workers, records // 5, "before the pause")
             procs[0].signal(signal.SIGSTOP)
             try:
                 alone = wait_for_split(kafka39, state_topic, {1})
