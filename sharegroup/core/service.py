@@ -575,7 +575,16 @@ class ShareFetch(Generic[P]):
         self.parts = ready
 
     def new_round(self) -> Round[P]:
+        """The next round over the partitions kept. One that left the engine while the fetch
+        waited (its state partition moved to another instance of a fleet) is answered
+        NOT_LEADER_OR_FOLLOWER instead, so the client asks the new leader."""
         self.rounds += 1
+        engine = self.core.engine
+        gone = {tp for tp, _ in self.parts if engine.share_partition((self.group_id, *tp)) is None}
+        if gone:
+            for tp in gone:
+                self.errors[tp] = PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, NOT_LED)
+            self.parts = [(tp, name) for tp, name in self.parts if tp not in gone]
         return Round(list(self.parts), self.max_records, self.group_id)
 
     def read(self, turn: Turn, now_ms: int) -> PartitionRead[P]:

@@ -39,6 +39,8 @@ from sharegroup.scenario.spec import (
     DeleteRecords,
     Expectation,
     ExpectKind,
+    FleetSpec,
+    KillInstance,
     Processing,
     Produce,
     ProducerSpec,
@@ -72,6 +74,7 @@ STEP_ACTIONS: Final = (
     "hang",
     "subscribe",
     "restart-proxy",
+    "kill-instance",
     "alter-config",
     "reset-offsets",
     "copy-offsets",
@@ -95,6 +98,8 @@ EXPECT_KINDS: Final[tuple[ExpectKind, ...]] = (
     "dlq",
 )
 SIM_ONLY_KINDS: Final = ("throughput", "latency", "no-pause")
+# The cluster's group.min.session.timeout.ms by default: a live fleet cannot go below it.
+LIVE_MIN_FLEET_SESSION_MS: Final = 6000
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +302,7 @@ class _Builder:
         self.consumer_ids: list[str] = []
         self.replica_groups: dict[str, tuple[str, ...]] = {}
         self.send_steps: set[str] = set()
+        self.fleet: FleetSpec | None = None
 
     # -------------------------------------------------------------- helpers
     def fail(self, path: Path_, message: str, *, at_key: bool = False) -> None:
@@ -407,6 +413,20 @@ class _Builder:
         if broker is not None:
             self._group_config(broker, group_configs, ("given", "group", "config"))
         classic = self._classic_groups(given.get("classic-groups", {}))
+        if "fleet" in given:
+            f = given["fleet"]
+            self.fleet = FleetSpec(
+                instances=f["instances"],
+                session_timeout_ms=f.get("session.timeout.ms", 45000),
+                heartbeat_interval_ms=f.get("heartbeat.interval.ms", 3000),
+                state_partitions=f.get("state.topic.partitions", 8),
+            )
+            if self.fleet.heartbeat_interval_ms >= self.fleet.session_timeout_ms:
+                self.fail(
+                    ("given", "fleet", "heartbeat.interval.ms"),
+                    f"heartbeat.interval.ms={self.fleet.heartbeat_interval_ms} must be below "
+                    f"session.timeout.ms={self.fleet.session_timeout_ms}",
+                )
         producers = tuple(
             self._producer(p, ("given", "producers", i))
             for i, p in enumerate(given.get("producers", []))
@@ -469,6 +489,7 @@ class _Builder:
         expectations = tuple(
             self._expectation(e, ("then", i), targets) for i, e in enumerate(raw["then"])
         )
+        self._check_fleet(steps, consumers)
         if "live" in targets:
             self._check_live(steps, consumers, given)
         latency = self.duration(
@@ -492,6 +513,7 @@ class _Builder:
             consumers=tuple(consumers),
             steps=tuple(steps),
             expectations=expectations,
+            fleet=self.fleet,
         )
 
     def _unique(self, ids: Sequence[str], path: Path_, what: str) -> None:
@@ -591,6 +613,7 @@ class _Builder:
             crash_after_records=crash["after-records"] if crash else None,
             crash_how=crash.get("how", "kill") if crash else "kill",
             seed=raw.get("seed"),
+            instance=raw.get("instance"),
         )
         n = raw.get("replicas")
         if n is None:
@@ -695,6 +718,15 @@ class _Builder:
             )
         if key == "restart-proxy":
             return RestartProxy(self.duration(value.get("downtime", 0), (*sub, "downtime")))
+        if key == "kill-instance":
+            if "instance" in value and "leader-of" in value:
+                self.fail(sub, "give instance (an id) or leader-of (a topic partition), not both")
+            if "leader-of" in value:
+                leader = value["leader-of"]
+                partition = leader.get("partition", 0)
+                self.topic(leader["topic"], (*sub, "leader-of", "topic"), partition)
+                return KillInstance(leader_of=(leader["topic"], partition))
+            return KillInstance(instance=value["instance"])
         if key == "alter-config":
             configs = {k: (None if v is None else _config_text(v)) for k, v in value.items()}
             if broker is not None:
@@ -866,6 +898,68 @@ class _Builder:
             text=yaml.safe_dump(raw, default_flow_style=True, sort_keys=False, width=1000).strip(),
         )
 
+    def _check_fleet(self, steps: Sequence[Step], consumers: Sequence[ConsumerSpec]) -> None:
+        """Steps and consumers that name instances need given.fleet, and instances it has."""
+        fleet = self.fleet
+        killed: list[int] = []
+        for i, step in enumerate(steps):
+            a = step.action
+            if isinstance(a, RestartProxy) and fleet is not None:
+                self.problems.append(
+                    Problem(
+                        step.where,
+                        f"when[{i}]: restart-proxy restarts a single proxy; in a fleet use "
+                        "kill-instance",
+                    )
+                )
+            if not isinstance(a, KillInstance):
+                continue
+            if fleet is None:
+                self.problems.append(
+                    Problem(
+                        step.where,
+                        f"when[{i}]: kill-instance needs a fleet: add given.fleet "
+                        "(e.g. {instances: 2, session.timeout.ms: 6000})",
+                    )
+                )
+                continue
+            if a.instance is not None and a.instance >= fleet.instances:
+                self.problems.append(
+                    Problem(
+                        step.where,
+                        f"when[{i}]: unknown instance {a.instance}: the fleet has "
+                        f"{fleet.instances} instance(s), 0-{fleet.instances - 1}",
+                    )
+                )
+            elif a.instance is not None and a.instance in killed:
+                self.problems.append(
+                    Problem(step.where, f"when[{i}]: instance {a.instance} is killed already")
+                )
+            killed.append(a.instance if a.instance is not None else -1 - i)
+            if len(killed) >= fleet.instances:
+                self.problems.append(
+                    Problem(
+                        step.where,
+                        f"when[{i}]: this would kill every instance of the fleet "
+                        f"({fleet.instances}); at least one must survive",
+                    )
+                )
+        for c in consumers:
+            if c.instance is None:
+                continue
+            if fleet is None:
+                self.problems.append(
+                    Problem(c.where, f"consumer {c.id}: instance needs a fleet: add given.fleet")
+                )
+            elif c.instance >= fleet.instances:
+                self.problems.append(
+                    Problem(
+                        c.where,
+                        f"consumer {c.id}: unknown instance {c.instance}: the fleet has "
+                        f"{fleet.instances} instance(s), 0-{fleet.instances - 1}",
+                    )
+                )
+
     def _check_live(
         self, steps: Sequence[Step], consumers: Sequence[ConsumerSpec], given: dict[str, Any]
     ) -> None:
@@ -911,6 +1005,13 @@ class _Builder:
                     "transactions run only in sim; add targets: [sim]",
                     at_key=True,
                 )
+        if self.fleet is not None and self.fleet.session_timeout_ms < LIVE_MIN_FLEET_SESSION_MS:
+            self.fail(
+                ("given", "fleet", "session.timeout.ms"),
+                f"{self.fleet.session_timeout_ms} is below the cluster's "
+                f"group.min.session.timeout.ms ({LIVE_MIN_FLEET_SESSION_MS} by default), which "
+                "a live fleet cannot go under; raise it or add targets: [sim]",
+            )
         if "network" in given:
             self.fail(
                 ("given", "network"),

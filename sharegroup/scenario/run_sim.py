@@ -23,6 +23,7 @@ from sharegroup.scenario.spec import (
     ConsumerAction,
     CopyOffsets,
     DeleteRecords,
+    KillInstance,
     Produce,
     ResetOffsets,
     RestartProxy,
@@ -67,6 +68,7 @@ class SimRun:
             group_configs=dict(scenario.group_configs),
             latency_ms=scenario.latency_ms,
             rng=actor_rng(self.seed, "proxy"),
+            fleet=scenario.fleet,
         )
         self.consumers = {
             c.id: SimShareConsumer(
@@ -79,6 +81,11 @@ class SimRun:
             )
             for c in scenario.consumers
         }
+        if scenario.fleet is not None:
+            # Without an instance of their own, consumers bootstrap from the instances in turn.
+            for i, c in enumerate(scenario.consumers):
+                if c.instance is None:
+                    self.consumers[c.id].instance = i % scenario.fleet.instances
         self.producers = [
             SimProducer(p, self.loop, self.proxy, producer_id=1000 + i)
             for i, p in enumerate(scenario.producers)
@@ -125,6 +132,14 @@ class SimRun:
         elif isinstance(a, RestartProxy):
             self.trace.lifecycle(now, "restart-proxy", "proxy", f"down {a.downtime_ms} ms")
             self.proxy.restart(a.downtime_ms)
+        elif isinstance(a, KillInstance):
+            instance = a.instance
+            if a.leader_of is not None:
+                instance = self.proxy.leader_of(*a.leader_of)
+            if instance is None:
+                self.trace.lifecycle(now, "kill-instance", "fleet", "no live instance leads it")
+            else:
+                self.proxy.kill_instance(instance)
         elif isinstance(a, AlterConfig):
             self.trace.lifecycle(now, "alter-config", "admin", _configs_text(a.configs))
             self.proxy.alter_configs(dict(a.configs))

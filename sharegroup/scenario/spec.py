@@ -103,6 +103,7 @@ class ConsumerSpec:
     crash_how: Literal["kill", "hang"] = "kill"
     seed: int | None = None
     replica_of: str | None = None  # the id in the file when this is one of ``replicas``
+    instance: int | None = None  # in a fleet: the instance it bootstraps from
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,15 @@ class RestartProxy:
 
 
 @dataclass(frozen=True, slots=True)
+class KillInstance:
+    """An instance of the fleet dies (SIGKILL): ``instance``, or the one leading the share
+    partitions of ``leader_of`` (topic, partition) when the step runs."""
+
+    instance: int | None = None
+    leader_of: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AlterConfig:
     configs: Mapping[str, str | None]
 
@@ -206,6 +216,7 @@ Action = (
     | ConsumerAction
     | Subscribe
     | RestartProxy
+    | KillInstance
     | AlterConfig
     | ResetOffsets
     | CopyOffsets
@@ -264,6 +275,18 @@ class ClassicOffset:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSpec:
+    """Several proxy instances sharing the share groups' work (docs/persistence.md, A fleet of
+    instances): the state topic's partitions divided among them, a dead one's taken over by
+    the others after the fleet's session timeout."""
+
+    instances: int
+    session_timeout_ms: int = 45000
+    heartbeat_interval_ms: int = 3000
+    state_partitions: int = 8
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     path: str
     name: str
@@ -282,6 +305,7 @@ class Scenario:
     consumers: tuple[ConsumerSpec, ...]
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...]
+    fleet: FleetSpec | None = None
 
     @property
     def stem(self) -> str:

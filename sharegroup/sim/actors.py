@@ -71,6 +71,7 @@ class SimShareConsumer:
     ) -> None:
         self.spec = spec
         self.consumer_id = spec.id
+        self.instance = spec.instance or 0  # in a fleet: the instance it connects to first
         self.loop = loop
         self.proxy = proxy
         self.log = log

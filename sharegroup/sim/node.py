@@ -20,6 +20,19 @@ it anew and rebuilds share partitions, group configs and topic ids with the real
 ``SharePersistence.start`` do), and AlterShareGroupOffsets (a fresh share partition at the new start
 offset, refused while the group has members, as Kafka does).
 
+A fleet (``given.fleet``, docs/persistence.md, A fleet of instances) is modelled in the same
+engine: the state topic has several partitions, each owned by one instance (claimed, replayed
+and written by it); a share partition is served only while the instance owning its state
+partition lives (``ShareCore.leads``), the group's membership only while the owner of the
+group's state partition does (otherwise NOT_COORDINATOR). A client talks to the fleet through
+the instance it connected to, and its share sessions live on that instance's node
+(``instance * 100000``, as ``proxy/fleet.py`` numbers nodes). A killed instance answers
+nothing more: its connections drop, and the share partitions and group membership it held
+leave memory, acquisitions included (never persisted, as in Kafka). After the fleet's session
+timeout the survivors claim its state partitions, replay them with the real replay and serve
+them: acquired-but-unpersisted records form the gap window and are delivered again, members
+rejoin (UNKNOWN_MEMBER_ID, then epoch 0).
+
 Everything it learns goes into the run's ``Trace``. Deterministic: no clock but the loop's,
 no randomness of its own.
 """
@@ -28,7 +41,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 from uuid import UUID
@@ -72,6 +85,7 @@ from sharegroup.core.configs import DELETE, SET, ConfigsCore
 from sharegroup.core.offsets import OffsetsCore
 from sharegroup.dlq_format import dlq_partition, validate_dlq_topic
 from sharegroup.engine import Change, PartitionKey, ShareEngine
+from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.persist.policy import (
     DEFAULT_UPDATES_PER_SNAPSHOT,
     PersistPolicy,
@@ -80,12 +94,14 @@ from sharegroup.persist.policy import (
 )
 from sharegroup.persist.records import GroupConfigs, TopicIdAssigned
 from sharegroup.scenario import trace as tr
+from sharegroup.scenario.spec import FleetSpec
 from sharegroup.scenario.trace import Trace
 from sharegroup.sim.loop import EventLoop
 from sharegroup.sim.memlog import Batch, MemLog, PartitionLog
-from sharegroup.sim.state_log import StateLog, StateWriter
+from sharegroup.sim.state_log import StateLog, StateTopic, StateWriter
 
 NODE_ID: Final = 0
+NODE_ID_STRIDE: Final = 100_000  # a fleet instance's node id: instance * stride (+ broker id 0)
 
 TopicPartition = tuple[UUID, int]
 _KIND_OF_ACK: Final = {0: tr.GAP, 1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 4: tr.RENEW}
@@ -136,6 +152,7 @@ class Client(Protocol):
     """What the proxy needs of a connected simulated client."""
 
     consumer_id: str
+    instance: int  # in a fleet: the instance it connects to first
 
     def on_disconnect(self, conn: int) -> None: ...
 
@@ -169,6 +186,7 @@ class SimProxy:
         latency_ms: int,
         rng: random.Random,
         updates_per_snapshot: int = DEFAULT_UPDATES_PER_SNAPSHOT,
+        fleet: FleetSpec | None = None,
     ) -> None:
         self.loop = loop
         self.log = log
@@ -181,13 +199,18 @@ class SimProxy:
         }
         self.topic_names = {tid: name for name, tid in self.topic_ids.items()}
         self.policy = PersistPolicy(updates_per_snapshot)
-        self.state_log = StateLog()
+        self.fleet = fleet
+        self.state = StateTopic(fleet.state_partitions if fleet is not None else 1)
         self.instances = 0  # proxy processes started so far
-        self.store = self._start_store()
+        self.alive: list[int] = list(range(fleet.instances if fleet is not None else 1))
+        self.owner: dict[int, int] = {}  # state partition -> the live instance that owns it
+        self.writer_ids: dict[int, UUID] = {}
+        for i in self.alive:
+            self._start_instance(i, range(i, self.state.partitions, len(self.alive)))
         self.engine = self._recover()
         # Topic ids are assigned by the proxy (as for an upstream without them) and the scenario's
         # group configs set through it: both are written to the state topic.
-        self.store.write([TopicIdAssigned(name, tid) for name, tid in self.topic_ids.items()])
+        self.state.write([TopicIdAssigned(name, tid) for name, tid in self.topic_ids.items()])
         if group_configs:
             self._set_group_configs(dict(group_configs))
         self.up = True
@@ -195,29 +218,60 @@ class SimProxy:
         self.members: dict[str, str] = {}  # member id -> consumer id
         self.window_max: dict[PartitionKey, int] = {}
         self._parked: dict[PartitionKey, list[_Pending]] = {}
+        self.conn_instance: dict[int, int] = {}  # connection -> the instance it reached
         self._next_conn = 0
         self._tick_at: int | None = None
         self._core = ShareCore(self.engine)
+        if fleet is not None:
+            self._core.leads = self.leads
 
     @property
     def core(self) -> ShareCore:
         """The share-group core over the current engine (a restart replaces the engine)."""
         if self._core.engine is not self.engine:
             self._core = ShareCore(self.engine)
+            if self.fleet is not None:
+                self._core.leads = self.leads
         return self._core
 
     # ------------------------------------------------------------------ the durable store
-    def _start_store(self) -> StateWriter:
-        """A proxy process starts: it claims the state topic and replays it."""
+    @property
+    def state_log(self) -> StateLog:
+        """State partition 0 (the whole state topic of a single proxy)."""
+        return self.state.logs[0]
+
+    @property
+    def store(self) -> StateWriter:
+        """The writer of state partition 0 (of a single proxy: its only one), or while the
+        proxy is down its last one."""
+        return self.state.writers.get(0) or self.state.former[0]
+
+    def _start_instance(self, instance: int, partitions: Iterable[int]) -> None:
+        """A proxy process starts: it claims its state partitions and replays them."""
         self.instances += 1
-        store = StateWriter(self.state_log, UUID(int=self.instances))
-        store.start(self.loop.now_ms)
-        return store
+        self.writer_ids[instance] = UUID(int=self.instances)
+        parts = list(partitions)
+        self.state.claim(parts, self.writer_ids[instance], self.loop.now_ms)
+        for p in parts:
+            self.owner[p] = instance
+
+    def leads(self, key: PartitionKey) -> bool:
+        """Does a live instance own the state partition of this share partition?"""
+        return state_partition_for_share(key[1], key[2], self.state.partitions) in self.owner
+
+    def coordinates(self, group_id: str) -> bool:
+        """Does a live instance own the state partition of this group's coordination?"""
+        return state_partition_for_group(group_id, self.state.partitions) in self.owner
+
+    def leader_of(self, topic: str, partition: int) -> int | None:
+        """The live instance leading the share partitions of ``topic``-``partition``."""
+        p = state_partition_for_share(self.topic_ids[topic], partition, self.state.partitions)
+        return self.owner.get(p)
 
     def _recover(self) -> ShareEngine:
         """A new engine with what the replay holds, as ``SharePersistence.start`` sets it up: group
         configs and topic ids now; share partitions when first used (``_init_partition``)."""
-        replay = self.store.replay
+        replay = self.state.replay
         engine = ShareEngine(self.broker_config)
         engine.dead_letter_queues = True  # _dead_letter writes the simulated DLQ topics
         for group_id, configs in replay.group_configs.items():
@@ -230,9 +284,9 @@ class SimProxy:
     def _persist(self, changes: Sequence[Change]) -> None:
         """Write what the engine changed, through the persistence policy the proxy uses."""
         if changes:
-            self.store.write(
+            self.state.write(
                 self.policy.records(
-                    changes, self.store.replay.partitions, self.engine.partitions, self.loop.now_ms
+                    changes, self.state.replay.partitions, self.engine.partitions, self.loop.now_ms
                 )
             )
 
@@ -246,23 +300,38 @@ class SimProxy:
         )
         if isinstance(change, Refused):
             raise ConfigError(change.message)  # the scenario's configs were checked on load
-        self.store.write([GroupConfigs(self.group_id, dict(change.after))])
+        self.state.write([GroupConfigs(self.group_id, dict(change.after))])
         core.apply(change)
 
     # ------------------------------------------------------------------ connections
     def connect(self, client: Client) -> int | None:
-        """A new client connection, or None while the proxy is down."""
-        if not self.up:
+        """A new client connection, or None while the proxy (every instance) is down. In a
+        fleet it reaches the client's own instance, or while that is dead the next live one
+        (the next address a client's bootstrap list and metadata give it)."""
+        if not self.up or not self.alive:
             return None
+        size = self.fleet.instances if self.fleet is not None else 1
+        instance = min(self.alive, key=lambda i: (i - client.instance) % size)
         self._next_conn += 1
         self.connections[self._next_conn] = client
+        self.conn_instance[self._next_conn] = instance
+        if self.fleet is not None:
+            self.trace.lifecycle(
+                self.loop.now_ms, "connect", client.consumer_id, f"instance {instance}"
+            )
         return self._next_conn
+
+    def node(self, conn: int) -> int:
+        """The node id of the instance a connection reached (its share sessions live there)."""
+        return self.conn_instance.get(conn, 0) * NODE_ID_STRIDE + NODE_ID
 
     def connection_closed(self, conn: int) -> None:
         client = self.connections.pop(conn, None)
         if client is None:
             return
-        self._publish(self.engine.connection_closed(NODE_ID, conn, now_ms=self.loop.now_ms))
+        node = self.node(conn)
+        del self.conn_instance[conn]
+        self._publish(self.engine.connection_closed(node, conn, now_ms=self.loop.now_ms))
 
     def topic_partitions(self, topic: str) -> list[TopicPartition]:
         tid = self.topic_ids[topic]
@@ -287,6 +356,7 @@ class SimProxy:
             now_ms=self.loop.now_ms,
             partition_counts=self.log.partition_counts(),
             topic_ids=self.topic_ids,
+            fenced=not self.coordinates(self.group_id),
         )
         if answer.result is None:
             assert answer.error is not None
@@ -294,12 +364,13 @@ class SimProxy:
         self.members[member_id] = client.consumer_id
         self._schedule_tick(self.engine.next_deadline_ms())
         for need in answer.initialize:
-            self._init_partition(need)
+            if self.leads(need.key):
+                self._init_partition(need)
         return answer.result
 
     def _init_partition(self, need: InitNeed) -> SharePartition:
         key = need.key
-        durable = self.store.replay.partitions.get(key)
+        durable = self.state.replay.partitions.get(key)
         if durable is not None:
             # Recovery (docs/persistence.md, Recovery): persisted ranges keep their state and
             # delivery count; acquired-but-unpersisted offsets form the gap window and are
@@ -310,7 +381,7 @@ class SimProxy:
             self._dead_letter(key)  # ARCHIVING found at recovery is written again
             return sp
         start = self._start_offset(self.log.partition(need.topic, key[2]), need.reset)
-        self.store.write([initial_snapshot(key, start, self.loop.now_ms)])
+        self.state.write([initial_snapshot(key, start, self.loop.now_ms)])
         return self.engine.new_partition(key, start)
 
     def _start_offset(self, plog: PartitionLog, reset: str | int) -> int:
@@ -384,7 +455,7 @@ class SimProxy:
                 tuple((tp, tuple(b)) for tp, b in acks.items()),
                 renew,
             ),
-            node_id=NODE_ID,
+            node_id=self.node(conn),
             now_ms=self.loop.now_ms,
             topic_names=self.topic_names,
         )
@@ -422,7 +493,7 @@ class SimProxy:
                 mode=req.mode,
                 renew=req.renew,
             ),
-            node_id=NODE_ID,
+            node_id=self.node(conn),
             connection_id=conn,
             now_ms=self.loop.now_ms,
             topic_names=self.topic_names,
@@ -454,7 +525,8 @@ class SimProxy:
             return
         op = pending.op
         if pending.conn not in self.connections or (
-            self.engine.session_cache(NODE_ID).get(self.group_id, op.member_id) is None
+            self.engine.session_cache(self.node(pending.conn)).get(self.group_id, op.member_id)
+            is None
         ):
             pending.done = True  # the connection or the share session is gone: no answer
             return
@@ -719,8 +791,8 @@ class SimProxy:
         for topic, partition, to in targets:
             key = (self.group_id, self.topic_ids[topic], partition)
             start = self._start_offset(self.log.partition(topic, partition), to)
-            durable = self.store.replay.partitions.get(key)
-            self.store.write([reset_snapshot(key, start, durable, now)])
+            durable = self.state.replay.partitions.get(key)
+            self.state.write([reset_snapshot(key, start, durable, now)])
             offsets.apply_resets(self.group_id, [(key, start)])
             self.trace.reset(now, topic, partition, start)
         return ErrorCode.NONE
@@ -733,6 +805,9 @@ class SimProxy:
         self.up = False
         clients = list(self.connections.items())
         self.connections.clear()
+        self.conn_instance.clear()
+        self.state.release(range(self.state.partitions))
+        self.owner.clear()
         for waiting in self._parked.values():
             for pending in waiting:
                 pending.done = True
@@ -749,9 +824,79 @@ class SimProxy:
         self.loop.after(downtime_ms, self._come_up)
 
     def _come_up(self) -> None:
-        self.store = self._start_store()
+        self._start_instance(0, range(self.state.partitions))
         self.engine = self._recover()
         self.up = True
+
+    def kill_instance(self, instance: int) -> None:
+        """An instance of the fleet dies (SIGKILL): it answers nothing more, and what it held
+        in memory is gone; after the fleet's session timeout the others take over."""
+        assert self.fleet is not None
+        now = self.loop.now_ms
+        if instance not in self.alive:
+            self.trace.lifecycle(now, "kill-instance", f"instance {instance}", "not running")
+            return
+        self.alive.remove(instance)
+        gone = sorted(p for p, owner in self.owner.items() if owner == instance)
+        for p in gone:
+            del self.owner[p]
+        self.state.release(gone)
+        self.trace.lifecycle(
+            now, "kill-instance", f"instance {instance}", f"state partitions {gone}"
+        )
+        self._forget(set(gone))
+        for topic, partition in self.trace.topic_partitions:
+            if topic in self.topic_ids and not self.leads(
+                (self.group_id, self.topic_ids[topic], partition)
+            ):
+                hw = self.log.partition(topic, partition).high_watermark
+                if hw:
+                    self.trace.unlock(
+                        now, "instance-killed", topic, partition, 0, hw - 1, tr.AVAILABLE
+                    )
+        for conn, client in list(self.connections.items()):
+            if self.conn_instance.get(conn) == instance:
+                # The other end of the connection is gone. The surviving instances see the
+                # client's share session there end, as when its connection closes.
+                self.connection_closed(conn)
+                client.on_disconnect(conn)
+        self.loop.after(self.fleet.session_timeout_ms, self._take_over, gone)
+
+    def _forget(self, gone: set[int]) -> None:
+        """What the instances owning ``gone`` held in memory: share partitions (with their
+        acquisitions) and the membership of the groups they coordinate, as
+        ``SharePersistence.forget`` lets them go."""
+        n = self.state.partitions
+        engine = self.engine
+        for key in [
+            k for k in engine.partitions if state_partition_for_share(k[1], k[2], n) in gone
+        ]:
+            del engine.partitions[key]
+        for group_id, entry in list(engine.groups.items()):
+            if state_partition_for_group(group_id, n) in gone:
+                entry.group = engine._new_group(group_id, entry.config)
+                entry.partitions = {
+                    tp for tp in entry.partitions if (group_id, *tp) in engine.partitions
+                }
+
+    def _take_over(self, gone: list[int]) -> None:
+        """The fleet's group coordinator has noticed the death (its session timed out): the
+        survivors are assigned its state partitions, claim and replay them, and serve."""
+        now = self.loop.now_ms
+        assigned: dict[int, list[int]] = {}
+        for i, p in enumerate(gone):
+            assigned.setdefault(self.alive[i % len(self.alive)], []).append(p)
+        for instance, parts in sorted(assigned.items()):
+            claimed = self.state.claim(parts, self.writer_ids[instance], now)
+            for p in parts:
+                self.owner[p] = instance
+            for group_id, configs in claimed.group_configs.items():
+                self.engine.set_group_configs(group_id, dict(configs))
+            self.trace.lifecycle(
+                now, "take-over", f"instance {instance}", f"state partitions {parts}"
+            )
+        for key in list(self._parked):
+            self._wake(key)
 
     def finish(self) -> None:
         """Record the end state of share partitions and the group in the trace."""

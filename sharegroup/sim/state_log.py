@@ -1,6 +1,6 @@
 """The simulator's state topic: the proxy's durable store, in memory, on the real records.
 
-``StateLog`` is the topic (one partition): records as the proxy produces them to
+``StateLog`` is one partition of the topic: records as the proxy produces them to
 ``__sharegroup_state``, i.e. the key and value bytes of ``sharegroup.persist.records.encode``
 and the ``sharegroup.writer`` header (writer id + sequence number). ``StateWriter`` is one
 proxy instance's side of it, step for step what ``proxy/state_store.py`` does without the
@@ -15,14 +15,25 @@ cluster:
 
 A write here cannot fail (the log is memory), so confirmation is immediate. After a simulated
 proxy restart, share partitions, group configs and topic ids come back only through this replay.
+
+``StateTopic`` is the whole topic: its partitions, the writer that holds each (one
+``StateWriter`` per claimed partition, as ``proxy/state_partitions.py`` keeps one store per
+state partition), every record written to the partition ``sharegroup.persist.partitioning``
+names for it. A fleet's instances claim partitions of it; a single proxy claims them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from sharegroup.persist.partitioning import (
+    state_partition_for_group,
+    state_partition_for_share,
+    state_partition_for_topic_name,
+    state_partition_of,
+)
 from sharegroup.persist.policy import recovery_snapshots
 from sharegroup.persist.records import (
     Record,
@@ -113,3 +124,64 @@ class StateWriter:
             self._seq += 1
             self._append(record, self._seq)
             self.replay.apply(record)
+
+
+class StateTopic:
+    """The state topic's partitions and the writer holding each. ``replay`` is the durable
+    state of every claimed partition together, as their writers know it (what the persistence
+    policy and the creation of share partitions read); a claim replaces a partition's part of
+    it with what that partition's replay holds."""
+
+    def __init__(self, partitions: int = 1) -> None:
+        self.logs = [StateLog() for _ in range(partitions)]
+        self.writers: dict[int, StateWriter] = {}
+        self.former: dict[int, StateWriter] = {}  # the last writer of a partition nobody holds
+        self.replay = Replay()
+
+    @property
+    def partitions(self) -> int:
+        return len(self.logs)
+
+    def claim(self, partitions: Iterable[int], writer_id: UUID, now_ms: int) -> Replay:
+        """``writer_id`` claims ``partitions``: a claim in each, replayed through it and
+        pruned (``StateWriter.start``). Returns what the replays of those partitions hold."""
+        claimed = Replay()
+        for p in sorted(partitions):
+            writer = StateWriter(self.logs[p], writer_id)
+            writer.start(now_ms)
+            self._adopt(p, writer.replay, claimed)
+            writer.replay = self.replay  # its writes keep the shared view current
+            self.writers[p] = writer
+        return claimed
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """The writer of ``partitions`` is gone (its process died or stopped)."""
+        for p in partitions:
+            writer = self.writers.pop(p, None)
+            if writer is not None:
+                self.former[p] = writer
+
+    def write(self, records: Sequence[Record]) -> None:
+        n = self.partitions
+        for record in records:
+            p = state_partition_of(record, n)
+            writer = self.writers.get(p) if p is not None else None
+            if writer is None:
+                raise AssertionError(f"no instance holds state partition {p} for {record!r}")
+            writer.write([record])
+
+    def _adopt(self, p: int, replay: Replay, claimed: Replay) -> None:
+        n = self.partitions
+        view = self.replay
+        for key in [k for k in view.partitions if state_partition_for_share(k[1], k[2], n) == p]:
+            del view.partitions[key]
+        for group in [g for g in view.group_configs if state_partition_for_group(g, n) == p]:
+            del view.group_configs[group]
+        for name in [t for t in view.topic_ids if state_partition_for_topic_name(t, n) == p]:
+            del view.topic_ids[name]
+        view.partitions.update(replay.partitions)
+        view.group_configs.update(replay.group_configs)
+        view.topic_ids.update(replay.topic_ids)
+        claimed.partitions.update(replay.partitions)
+        claimed.group_configs.update(replay.group_configs)
+        claimed.topic_ids.update(replay.topic_ids)

@@ -16,7 +16,7 @@ from sharegroup.scenario.load import (
     parse_rate_per_s,
 )
 from sharegroup.scenario.schema import ANNOTATIONS, KEYWORDS, load_schema, schema_keywords
-from sharegroup.scenario.spec import Advance, ConsumerAction, Produce
+from sharegroup.scenario.spec import Advance, ConsumerAction, FleetSpec, KillInstance, Produce
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,3 +212,119 @@ def test_the_library_has_at_least_25_scenarios_and_8_live_ones() -> None:
 def test_every_library_scenario_validates(path: Path) -> None:
     s = load(path)
     assert s.expectations and s.description
+
+
+FLEET = """\
+name: a fleet
+given:
+  fleet: {instances: 2, session.timeout.ms: 6000, heartbeat.interval.ms: 500}
+  topics: {orders: {partitions: 2}}
+  consumers:
+    - {id: c1, instance: 1}
+    - {id: c2}
+when:
+  - {at: 1s, kill-instance: {instance: 1}}
+then:
+  - {records: {topic: orders}, delivered: 1}
+"""
+
+
+def test_a_fleet_scenario_loads_with_its_instances_and_kill_step() -> None:
+    s = loads(FLEET, "fleet.yaml")
+    assert s.fleet == FleetSpec(2, 6000, 500, 8)
+    assert [c.instance for c in s.consumers] == [1, None]
+    assert s.steps[0].action == KillInstance(instance=1)
+    leader = loads(
+        FLEET.replace("{instance: 1}}", "{leader-of: {topic: orders, partition: 1}}}"),
+        "fleet.yaml",
+    )
+    assert leader.steps[0].action == KillInstance(leader_of=("orders", 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        (
+            "  fleet: {instances: 2, session.timeout.ms: 6000, heartbeat.interval.ms: 500}\n",
+            "",
+            "kill-instance needs a fleet: add given.fleet",
+        ),
+        (
+            "  fleet: {instances: 2, session.timeout.ms: 6000, heartbeat.interval.ms: 500}\n",
+            "",
+            "consumer c1: instance needs a fleet",
+        ),
+        (
+            "kill-instance: {instance: 1}",
+            "kill-instance: {instance: 2}",
+            "bad.yaml:9:5: when[0]: unknown instance 2: the fleet has 2 instance(s), 0-1",
+        ),
+        (
+            "{id: c1, instance: 1}",
+            "{id: c1, instance: 5}",
+            "consumer c1: unknown instance 5: the fleet has 2 instance(s), 0-1",
+        ),
+        (
+            "kill-instance: {instance: 1}}",
+            "kill-instance: {instance: 1}}\n  - {at: 2s, kill-instance: {instance: 0}}",
+            "this would kill every instance of the fleet (2); at least one must survive",
+        ),
+        (
+            "kill-instance: {instance: 1}}",
+            "kill-instance: {instance: 1}}\n  - {at: 2s, kill-instance: {instance: 1}}",
+            "instance 1 is killed already",
+        ),
+        (
+            "kill-instance: {instance: 1}",
+            "kill-instance: {instance: 1, leader-of: {topic: orders}}",
+            "give instance (an id) or leader-of (a topic partition), not both",
+        ),
+        (
+            "kill-instance: {instance: 1}",
+            "kill-instance: {leader-of: {topic: orders, partition: 2}}",
+            "partition 2 does not exist",
+        ),
+        ("kill-instance: {instance: 1}", "kill-instance: {}", "expected at least 1 key"),
+        (
+            "kill-instance: {instance: 1}}",
+            "restart-proxy: {downtime: 1s}}",
+            "restart-proxy restarts a single proxy; in a fleet use kill-instance",
+        ),
+        (
+            "heartbeat.interval.ms: 500",
+            "heartbeat.interval.ms: 6000",
+            "heartbeat.interval.ms=6000 must be below session.timeout.ms=6000",
+        ),
+        ("{instances: 2,", "{instances: 0,", "given.fleet.instances"),
+        (
+            "name: a fleet\n",
+            "name: a fleet\ntags: [live]\n",
+            None,
+        ),
+        (
+            "session.timeout.ms: 6000",
+            "session.timeout.ms: 3000",
+            None,
+        ),
+    ],
+)
+def test_a_bad_fleet_is_reported_clearly(old: str, new: str, fragment: str | None) -> None:
+    assert old in FLEET
+    text = FLEET.replace(old, new, 1)
+    if fragment is None:
+        loads(text, "fine.yaml")  # each alone is fine: live with 6 s, or 3 s in sim only
+        return
+    problems = _problems(text)
+    assert any(fragment in p for p in problems), problems
+
+
+def test_a_live_fleet_cannot_go_below_the_clusters_minimum_session_timeout() -> None:
+    text = FLEET.replace("name: a fleet\n", "name: a fleet\ntags: [live]\n").replace(
+        "session.timeout.ms: 6000", "session.timeout.ms: 3000"
+    )
+    problems = _problems(text)
+    assert any(
+        "given.fleet.session.timeout.ms: 3000 is below the cluster's group.min.session.timeout.ms"
+        in p
+        for p in problems
+    ), problems

@@ -6,6 +6,7 @@ from pathlib import Path
 from uuid import UUID
 
 from model import RecordState, StateBatch
+from sharegroup.persist.partitioning import state_partition_for_share
 from sharegroup.persist.records import (
     GroupConfigs,
     Snapshot,
@@ -314,3 +315,54 @@ def test_below_share_version_2_the_sim_archives_without_dlq_records() -> None:
     run.run()
     assert run.trace.dlq == [] and run.trace.totals()["dlq-write-failures"] == 0
     assert run.trace.totals()["archived-rejected"] == 8
+
+
+# ---------------------------------------------------------------- a fleet
+
+
+def test_a_fleets_survivor_claims_the_dead_instances_state_partitions_and_replays_them() -> None:
+    """Each instance writes only its own state partitions (sharegroup.persist.partitioning);
+    after the kill and the session timeout the survivor claims the dead one's, prunes them,
+    and the share partitions it then serves come from that replay: what was acknowledged
+    through the dead instance stays acknowledged, what it had handed out comes back."""
+    run = SimRun(load(ROOT / "scenarios" / "fleet-instance-killed.yaml"))
+    proxy = run.proxy
+    seen: dict[str, object] = {}
+
+    def before_the_kill() -> None:
+        seen["owner"] = dict(proxy.owner)
+        seen["writers"] = dict(proxy.writer_ids)
+
+    def before_the_take_over() -> None:
+        seen["served"] = sorted(k[2] for k in proxy.engine.partitions)
+
+    run.loop.at(2999, before_the_kill)
+    run.loop.at(8999, before_the_take_over)
+    result = run.run()
+    owner, writers = seen["owner"], seen["writers"]
+    assert isinstance(owner, dict) and isinstance(writers, dict)
+    assert sorted(set(owner.values())) == [0, 1]
+    assert proxy.leader_of("stream", 0) == 0 and proxy.alive == [0]
+    moved = sorted(p for p, i in owner.items() if i == 1)
+    assert moved and all(proxy.owner[p] == 0 for p in moved)
+    pruned: list[int] = []
+    for p in range(proxy.state.partitions):
+        log = proxy.state.logs[p]
+        records = [decode(r.key, r.value) for r in log.records]
+        claims = [r.writer_id for r in records if isinstance(r, WriterClaim)]
+        shares = [r for r in records if isinstance(r, (Snapshot, Update))]
+        assert all(state_partition_for_share(r.key[1], r.key[2], 8) == p for r in shares)
+        # Every partition was claimed by instance 0 at last; the moved ones that hold share
+        # state were pruned below that claim (the dead instance's records are gone).
+        assert claims[-1] == writers[0], p
+        if p in moved and shares:
+            assert log.start_offset > 0 and claims == [writers[0]], p
+            pruned.append(p)
+    assert pruned
+    # Between the kill and the take-over only the survivor's share partitions were served.
+    tid = proxy.topic_ids["stream"]
+    led = sorted(q for q in range(4) if state_partition_for_share(tid, q, 8) not in moved)
+    assert seen["served"] == led
+    assert 0 not in led
+    totals = result.trace.totals()
+    assert totals["redelivered"] > 0 and totals["acknowledged"] == totals["produced"]

@@ -769,3 +769,20 @@ def test_describe_lists_members_and_leaves_unknown_topics_out() -> None:
     (member,) = group.members
     assert (member.client_id, member.client_host) == ("c1", "10.0.0.1")
     assert member.assignment == ((T1, "t1", (0, 1)),)
+
+
+def test_a_share_partition_that_left_while_the_fetch_waited_is_answered_not_leader() -> None:
+    """A fleet instance losing a state partition drops its share partitions from the engine
+    (SharePersistence.forget); a fetch that planned them and waits for records must not read
+    them again but answer NOT_LEADER_OR_FOLLOWER, so the client asks the new leader."""
+    core, log = make_core(), FakeLog()
+    log.produce((T1, 1), 10)
+    op = begin(core, fetch_request(0, parts=((T1, 0), (T1, 1)), max_wait_ms=500))
+    init_all(core, op, log)
+    del core.engine.partitions[(G, T1, 1)]  # its state partition moved to another instance
+    done, served, _ = serve_round(op, log, now=0)
+    assert served == [(T1, 0)] and not done
+    assert serve_round(op, log, now=500)[0]
+    answer = op.answer()
+    codes = {(p.topic_id, p.partition): p.code for p in answer.partitions}
+    assert codes == {(T1, 0): ErrorCode.NONE, (T1, 1): ErrorCode.NOT_LEADER_OR_FOLLOWER}
