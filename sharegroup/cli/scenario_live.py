@@ -18,6 +18,12 @@ acknowledgement was confirmed from librdkafka's acknowledgement-commit callback 
 redelivery after an acknowledged ACCEPT" counts only ACCEPTs the client was told succeeded. The expectations are
 judged on that trace at the scenario's end, before the consumers are closed.
 
+A fleet (``given.fleet``) runs as that many proxy processes (``python -m
+sharegroup.cli.scenario_live``, each building its proxy as ``sharegroup proxy --instance-id N``
+does, and reporting its change feed as JSON lines), in front of a cluster with topic ids (a
+Kafka 3.9 broker is started unless ``--bootstrap-server`` names one); each consumer bootstraps
+from its own instance, and ``kill-instance`` sends SIGKILL to one of them.
+
 Live runs are not deterministic (real threads, real time); keep live scenarios short and their
 expectations about outcomes, not exact timings. Proxy defaults for live runs (each overridable
 in ``given.broker``): a 1 s heartbeat interval and a 1 s minimum lock duration, so membership
@@ -27,6 +33,7 @@ changes and lock expiries happen within a short run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -36,6 +43,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -50,6 +58,7 @@ from confluent_kafka import (
     KafkaException,
     Producer,
     ShareConsumer,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
@@ -57,13 +66,17 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
-from model import DlqCause, RecordState
+from model import DlqCause, RecordState, StateBatch, StateDelta
 from model.config import DLQ_TOPIC_ENABLE_KEY, DLQ_TOPIC_KEY
 from proxy.dlq import MARKED_TOPICS_KEY
+from proxy.fleet import FleetIdentity, default_group_id, describe_fleet
 from proxy.thread import ProxyThread
-from sharegroup.brokers import start_tansu
+from sharegroup.brokers import start_kafka, start_tansu
 from sharegroup.dlq_format import parse_headers
 from sharegroup.engine import Change
+from sharegroup.kafka_dist import KAFKA3_VERSION
+from sharegroup.persist.partitioning import state_partition_for_share
+from sharegroup.proxy_process import die_with_parent
 from sharegroup.scenario import trace as tr
 from sharegroup.scenario.expect import RunResult, evaluate
 from sharegroup.scenario.load import SIM_ONLY_ACTIONS, SIM_ONLY_VERBS, load
@@ -72,6 +85,7 @@ from sharegroup.scenario.spec import (
     AlterConfig,
     ConsumerAction,
     ConsumerSpec,
+    KillInstance,
     Produce,
     ProducerSpec,
     RestartProxy,
@@ -315,13 +329,13 @@ class _LiveConsumer:
 
     def _loop(self) -> None:
         try:
-            consume(self.spec, self.run.env, self.run.emit, self.stopping)
+            consume(self.spec, self.run.env_of(self.spec.id), self.run.emit, self.stopping)
         except Exception as e:  # noqa: BLE001 - a consumer that breaks fails the run
             self.run.errors.append(f"consumer {self.spec.id}: {type(e).__name__}: {e}")
 
     def _run_child(self) -> None:
         run = self.run
-        env = run.env
+        env = run.env_of(self.spec.id)
         args = {
             "scenario": run.scenario.path,
             "consumer": self.spec.id,
@@ -349,11 +363,143 @@ class _LiveConsumer:
             )
 
 
+def _change_json(change: Change, topic: str | None) -> dict[str, object]:
+    group_id, topic_id, partition = change.key
+    return {
+        "group": group_id,
+        "topic_id": str(topic_id),
+        "topic": topic,
+        "partition": partition,
+        "cause": change.cause,
+        "start": change.delta.start_offset,
+        "batches": [
+            [b.first_offset, b.last_offset, int(b.state), b.delivery_count]
+            for b in change.delta.batches
+        ],
+    }
+
+
+def _change_from_json(d: dict[str, Any]) -> Change:
+    batches = tuple(StateBatch(f, z, RecordState(st), c) for f, z, st, c in d["batches"])
+    key = (str(d["group"]), uuid.UUID(d["topic_id"]), int(d["partition"]))
+    return Change(key, StateDelta(int(d["start"]), batches), str(d["cause"]))
+
+
+def _instance_main(args: dict[str, Any]) -> None:
+    """One instance of a fleet in a process of its own (so that ``kill-instance`` is a real
+    SIGKILL): the proxy built from its configs as ``sharegroup proxy --instance-id N`` builds
+    it, its address and then every state change reported as JSON lines on stdout; "stop" on
+    stdin (or stdin closing) stops it cleanly."""
+    lock = threading.Lock()
+
+    def out(obj: object) -> None:
+        with lock:
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+
+    proxy = ProxyThread(args["upstream"], args["configs"]).start()
+    shares = proxy.shares
+    assert shares is not None
+    names = shares.proxy.cluster.topic_names
+
+    def on_change(change: Change) -> None:  # in the proxy's Trio thread
+        out({"change": _change_json(change, names.get(change.key[1]))})
+
+    shares.on_change.append(on_change)
+    out({"ready": proxy.bootstrap})
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+    proxy.stop()
+
+
+class _LiveInstance:
+    """A fleet instance as a child process (``_instance_main``); its change feed goes to the
+    run's observations."""
+
+    def __init__(self, run: _LiveRun, instance_id: int, configs: dict[str, str]) -> None:
+        self.run = run
+        self.instance_id = instance_id
+        self.bootstrap = ""
+        self.ready = threading.Event()
+        # Its log, shown if it fails to start; open as long as the instance (closed by stop).
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        args = {"instance": {"upstream": run.upstream, "configs": configs}}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sharegroup.cli.scenario_live", json.dumps(args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            # Killed with the thread that starts it (the runner's): no orphan proxies.
+            preexec_fn=die_with_parent,
+        )
+        self.reader = threading.Thread(
+            target=self._read, name=f"instance-{instance_id}", daemon=True
+        )
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "ready" in message:
+                self.bootstrap = str(message["ready"])
+                self.ready.set()
+            elif "change" in message:
+                d = message["change"]
+                change = _change_from_json(d)
+                self.run.learn_topic(change.key[1], d["topic"])
+                self.run.emit(_Obs("change", self.run.now_ms(), info=change))
+        self.ready.set()  # it ended (before or after it was ready)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if not self.ready.wait(timeout_s) or not self.bootstrap:
+            self.log.seek(0)
+            tail = self.log.read()[-2000:]
+            raise RuntimeError(f"fleet instance {self.instance_id} did not start: {tail}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        proc = self.process
+        if proc.poll() is None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        self.reader.join(5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self.log.close()
+
+
+def _topic_id(admin: AdminClient, topic: str) -> uuid.UUID:
+    (description,) = admin.describe_topics(TopicCollection([topic])).values()
+    tid = description.result(15).topic_id
+    mask = (1 << 64) - 1
+    msb, lsb = tid.get_most_significant_bits(), tid.get_least_significant_bits()
+    return uuid.UUID(int=((msb & mask) << 64) | (lsb & mask))
+
+
 def _child_main(raw: str) -> None:
     """``python -m sharegroup.cli.scenario_live ARGS``: one live consumer in its own process,
-    reporting observations as JSON lines on stdout; "stop" on stdin closes it."""
+    reporting observations as JSON lines on stdout; "stop" on stdin closes it. With an
+    ``instance`` key: one fleet instance (``_instance_main``)."""
 
     args = json.loads(raw)
+    if "instance" in args:
+        _instance_main(args["instance"])
+        return
     scenario = load(args["scenario"])
     spec = scenario.consumer(args["consumer"])
     env = _ConsumerEnv(args["bootstrap"], args["group"], args["topics"], args["seed"], args["t0"])
@@ -406,6 +552,15 @@ class _LiveRun:
         self.proxy_configs = configs
         self.proxy: ProxyThread | None = None
         self.proxy_bootstrap = ""
+        self.fleet = scenario.fleet
+        self.state_topic = f"sharegroup-state-{suffix}"
+        self.instances: list[_LiveInstance] = []
+        # Consumers bootstrap from the instances in turn, unless they name their own.
+        self.consumer_instance = {
+            c.id: c.instance if c.instance is not None else i % scenario.fleet.instances
+            for i, c in enumerate(scenario.consumers)
+            if scenario.fleet is not None
+        }
         killed = {
             cid
             for step in scenario.steps
@@ -430,6 +585,19 @@ class _LiveRun:
     def emit(self, obs: _Obs) -> None:
         self.queue.put(obs)
 
+    def env_of(self, consumer_id: str) -> _ConsumerEnv:
+        """A consumer's view of the run: in a fleet it bootstraps from its own instance only
+        (Metadata tells it the others)."""
+        instance = self.consumer_instance.get(consumer_id)
+        if instance is None or not self.instances:
+            return self.env
+        return dataclasses.replace(self.env, bootstrap=self.instances[instance].bootstrap)
+
+    def learn_topic(self, topic_id: uuid.UUID, live_name: str | None) -> None:
+        """A topic id a fleet instance reported with its name."""
+        if live_name in self.scenario_topic and topic_id not in self.topic_by_id:
+            self.topic_by_id[topic_id] = self.scenario_topic[live_name]
+
     # ------------------------------------------------------------------ the proxy
     def _start_proxy(self, port: int = 0) -> None:
         proxy = ProxyThread(self.upstream, self.proxy_configs, port).start()
@@ -438,6 +606,79 @@ class _LiveRun:
         assert proxy.shares is not None
         proxy.shares.on_change.append(self._on_change)
 
+    def _start_fleet(self) -> None:
+        """The fleet's instances as processes, once each has claimed its share of the state
+        partitions (the cluster describes the fleet's consumer group so)."""
+        fleet = self.fleet
+        assert fleet is not None
+        for i in range(fleet.instances):
+            configs = {
+                **self.proxy_configs,
+                "sharegroup.fleet.enabled": "true",
+                "sharegroup.fleet.instance.id": str(i),
+                "sharegroup.state.topic": self.state_topic,
+                "sharegroup.state.topic.partitions": str(fleet.state_partitions),
+                "sharegroup.fleet.session.timeout.ms": str(fleet.session_timeout_ms),
+                "sharegroup.fleet.heartbeat.interval.ms": str(fleet.heartbeat_interval_ms),
+            }
+            self.instances.append(_LiveInstance(self, i, configs))
+        for instance in self.instances:
+            instance.wait_ready(60)
+        self.proxy_bootstrap = self.instances[0].bootstrap
+        deadline = time.monotonic() + 60
+        split: dict[int, set[int]] = {}
+        while time.monotonic() < deadline:
+            split = self._fleet_split()
+            owned = sorted(p for parts in split.values() for p in parts)
+            if len(split) == fleet.instances and owned == list(range(fleet.state_partitions)):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the fleet did not divide the state partitions: {split}")
+
+    def _fleet_split(self) -> dict[int, set[int]]:
+        """instance id -> the state partitions it is assigned, as the cluster describes the
+        fleet's consumer group."""
+        out: dict[int, set[int]] = {}
+        try:
+            members = describe_fleet(
+                _admin(self.upstream), default_group_id(self.state_topic), self.state_topic
+            )
+        except KafkaException:
+            return out
+        for client_id, parts in members:
+            identity = FleetIdentity.parse(client_id)
+            if identity is not None:
+                out.setdefault(identity.instance_id, set()).update(parts)
+        return out
+
+    def _kill_instance(self, a: KillInstance, now: int) -> None:
+        """SIGKILL to an instance; the records it had handed out are lost with it (the trace
+        marks them available: a survivor will deliver them again)."""
+        fleet = self.fleet
+        assert fleet is not None
+        split = self._fleet_split()
+        admin = _admin(self.upstream)
+        tids = {name: _topic_id(admin, live) for name, live in self.live_topic.items()}
+        instance = a.instance
+        if a.leader_of is not None:
+            topic, partition = a.leader_of
+            wanted = state_partition_for_share(tids[topic], partition, fleet.state_partitions)
+            instance = next((i for i, parts in split.items() if wanted in parts), None)
+        if instance is None or self.instances[instance].process.poll() is not None:
+            self.trace.lifecycle(now, "kill-instance", "fleet", "no live instance leads it")
+            return
+        gone = split.get(instance, set())
+        self.trace.lifecycle(
+            now, "kill-instance", f"instance {instance}", f"state partitions {sorted(gone)}"
+        )
+        self.instances[instance].kill()
+        self._drain()
+        for topic, partition in self.trace.topic_partitions:
+            if state_partition_for_share(tids[topic], partition, fleet.state_partitions) in gone:
+                self.trace.unlock(
+                    now, "instance-killed", topic, partition, 0, 1 << 40, tr.AVAILABLE
+                )
+
     def _on_change(self, change: Change) -> None:  # called in the proxy's Trio thread
         self.queue.put(_Obs("change", self.now_ms(), info=change))
 
@@ -445,8 +686,11 @@ class _LiveRun:
     def run(self, progress: Callable[[float], None] | None) -> RunResult:
         s = self.scenario
         result = RunResult(s, "live", self.seed, self.trace)
-        self._start_proxy()
         try:
+            if self.fleet is not None:
+                self._start_fleet()
+            else:
+                self._start_proxy()
             self._setup()
             self.t0 = time.monotonic()
             self.env = _ConsumerEnv(
@@ -487,6 +731,8 @@ class _LiveRun:
                 # the broker they talk to is still up.
                 self.proxy = None
                 gc.collect()
+            for instance in self.instances:
+                instance.stop()
             self._cleanup()
         if self.errors and result.error is None:
             result.error = "; ".join(self.errors[:3])
@@ -532,13 +778,28 @@ class _LiveRun:
             for k, v in configs.items()
         ]
         resource = ConfigResource(ResourceType.GROUP, self.group_id, incremental_configs=entries)
-        for f in admin.incremental_alter_configs([resource]).values():
-            f.result(30)
+        # In a fleet the change is passed on to the coordinating instance, which answers
+        # COORDINATOR_NOT_AVAILABLE (retriable) until it is known: the application retries.
+        deadline = time.monotonic() + (30 if self.fleet is not None else 0)
+        while True:
+            try:
+                for f in admin.incremental_alter_configs([resource]).values():
+                    f.result(30)
+                return
+            except KafkaException as e:
+                error = e.args[0] if e.args else None
+                retriable = getattr(error, "retriable", lambda: False)()
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _cleanup(self) -> None:
         with contextlib.suppress(Exception):
             admin = _admin(self.upstream)
-            for f in admin.delete_topics(list(self.live_topic.values())).values():
+            topics = list(self.live_topic.values())
+            if self.fleet is not None:
+                topics.append(self.state_topic)
+            for f in admin.delete_topics(topics).values():
                 f.result(10)
 
     def _play(self, progress: Callable[[float], None] | None) -> None:
@@ -604,6 +865,8 @@ class _LiveRun:
                 now, "alter-config", "admin", ", ".join(f"{k}={v}" for k, v in a.configs.items())
             )
             self._alter_group(dict(a.configs))
+        elif isinstance(a, KillInstance):
+            self._kill_instance(a, now)
         elif isinstance(a, RestartProxy):
             self.trace.lifecycle(now, "restart-proxy", "proxy", f"down {a.downtime_ms} ms")
             assert self.proxy is not None
@@ -642,9 +905,14 @@ class _LiveRun:
     def _producer(self) -> Producer:
         with self._producer_lock:
             if self._kafka_producer is None:
+                # A fleet's story is the share consumers': producers write to the cluster
+                # itself, so that a produce retried through a dying instance is not written
+                # twice (a non-idempotent producer may do that).
                 self._kafka_producer = Producer(
                     {
-                        "bootstrap.servers": self.proxy_bootstrap,
+                        "bootstrap.servers": self.upstream
+                        if self.fleet is not None
+                        else self.proxy_bootstrap,
                         "linger.ms": 5,
                         "logger": CLIENT_LOG,
                     }
@@ -853,6 +1121,7 @@ class LiveRunner:
     def __init__(self, bootstrap: str | None = None) -> None:
         self.bootstrap = bootstrap
         self._broker: Any = None
+        self._kafka: Any = None  # for a fleet, which needs an upstream with topic ids
 
     def __enter__(self) -> Self:
         return self
@@ -869,10 +1138,18 @@ class LiveRunner:
         if self._broker is not None:
             self._broker.stop()
             self._broker = None
+        if self._kafka is not None:
+            self._kafka.stop()
+            self._kafka = None
 
-    def _upstream(self) -> str:
+    def _upstream(self, scenario: Scenario) -> str:
         if self.bootstrap:
             return self.bootstrap
+        if scenario.fleet is not None:
+            # Tansu has no topic ids, which a fleet's instances agree on through the cluster.
+            if self._kafka is None:
+                self._kafka = start_kafka(KAFKA3_VERSION, share_groups=False)
+            return str(self._kafka.bootstrap)
         if self._broker is None:
             self._broker = start_tansu()
         return str(self._broker.bootstrap)
@@ -888,7 +1165,7 @@ class LiveRunner:
             result = RunResult(scenario, "live", used_seed, Trace())
             result.skipped = "simulation only (targets: [sim])"
             return result
-        return _LiveRun(scenario, used_seed, self._upstream()).run(progress)
+        return _LiveRun(scenario, used_seed, self._upstream(scenario)).run(progress)
 
 
 if __name__ == "__main__":

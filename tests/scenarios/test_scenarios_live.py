@@ -1,5 +1,7 @@
 """The live subset: every scenario tagged ``live`` runs with real librdkafka share consumers
-through the proxy against a real broker (Tansu, started once for the module), and passes."""
+through the proxy against a real broker (Tansu, started once for the module), and passes. A
+fleet's scenarios (``given.fleet``) run against Kafka 3.9 (the session's), whose topic ids the
+fleet's instances agree on."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from sharegroup.scenario.load import load
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-LIVE = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if "live" in load(p).tags)
+ALL_LIVE = sorted(p for p in (ROOT / "scenarios").glob("*.yaml") if "live" in load(p).tags)
+LIVE = [p for p in ALL_LIVE if load(p).fleet is None]
+FLEET = [p for p in ALL_LIVE if load(p).fleet is not None]
 
 
-def test_the_live_subset_has_at_least_eight_scenarios() -> None:
+def test_the_live_subset_has_at_least_eight_scenarios_and_a_fleet() -> None:
     assert len(LIVE) >= 8
+    assert FLEET
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,15 @@ def broker() -> Iterator[Broker]:
 
 @pytest.mark.parametrize("path", LIVE, ids=lambda p: p.stem)
 def test_scenario_passes_live(path: Path, broker: Broker) -> None:
+    _passes(path, broker)
+
+
+@pytest.mark.parametrize("path", FLEET, ids=lambda p: p.stem)
+def test_fleet_scenario_passes_live(path: Path, kafka39: Broker) -> None:
+    _passes(path, kafka39)
+
+
+def _passes(path: Path, broker: Broker) -> None:
     scenario = load(path)
     with LiveRunner(bootstrap=broker.bootstrap) as runner:
         result = runner.run(scenario)
