@@ -669,7 +669,7 @@ class _LiveRun:
             return
         gone = split.get(instance, set())
         self.trace.lifecycle(
-            now, "kill-instance", f"instance {instance}", f"state partitions {sorted(gone)}"
+            now, "kill-instance", "fleet", f"instance {instance}: state partitions {sorted(gone)}"
         )
         self.instances[instance].kill()
         self._drain()

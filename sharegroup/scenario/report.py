@@ -54,9 +54,12 @@ LIFECYCLE: Final = {
     "fenced": "#B279A2",
     "rejoin": "#4C78A8",
     "disconnected": "#9D755D",
+    "connect": "#72B7B2",
 }
 GLOBAL: Final = {
     "restart-proxy",
+    "kill-instance",
+    "take-over",
     "alter-config",
     "reset-offsets",
     "copy-offsets",

@@ -834,7 +834,7 @@ class SimProxy:
         assert self.fleet is not None
         now = self.loop.now_ms
         if instance not in self.alive:
-            self.trace.lifecycle(now, "kill-instance", f"instance {instance}", "not running")
+            self.trace.lifecycle(now, "kill-instance", "fleet", f"instance {instance}: not running")
             return
         self.alive.remove(instance)
         gone = sorted(p for p, owner in self.owner.items() if owner == instance)
@@ -842,7 +842,7 @@ class SimProxy:
             del self.owner[p]
         self.state.release(gone)
         self.trace.lifecycle(
-            now, "kill-instance", f"instance {instance}", f"state partitions {gone}"
+            now, "kill-instance", "fleet", f"instance {instance}: state partitions {gone}"
         )
         self._forget(set(gone))
         for topic, partition in self.trace.topic_partitions:
@@ -893,7 +893,7 @@ class SimProxy:
             for group_id, configs in claimed.group_configs.items():
                 self.engine.set_group_configs(group_id, dict(configs))
             self.trace.lifecycle(
-                now, "take-over", f"instance {instance}", f"state partitions {parts}"
+                now, "take-over", "fleet", f"instance {instance}: state partitions {parts}"
             )
         for key in list(self._parked):
             self._wake(key)

@@ -30,7 +30,13 @@ def test_scenario_passes_in_the_simulator(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["mixed-outcomes-with-jitter", "proxy-restart-mid-stream", "release-storm"]
+    "name",
+    [
+        "mixed-outcomes-with-jitter",
+        "proxy-restart-mid-stream",
+        "release-storm",
+        "fleet-instance-killed",
+    ],
 )
 def test_the_same_seed_gives_the_same_run(name: str) -> None:
     scenario = load(ROOT / "scenarios" / f"{name}.yaml")

@@ -6,7 +6,7 @@ from pathlib import Path
 from uuid import UUID
 
 from model import RecordState, StateBatch
-from sharegroup.persist.partitioning import state_partition_for_share
+from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
 from sharegroup.persist.records import (
     GroupConfigs,
     Snapshot,
@@ -366,3 +366,22 @@ def test_a_fleets_survivor_claims_the_dead_instances_state_partitions_and_replay
     assert 0 not in led
     totals = result.trace.totals()
     assert totals["redelivered"] > 0 and totals["acknowledged"] == totals["produced"]
+
+
+def test_when_the_coordinating_instance_dies_members_wait_then_rejoin_at_the_survivor() -> None:
+    """Heartbeats get NOT_COORDINATOR while nobody owns the group's state partition; after
+    the take-over the survivor knows no member (membership is not persisted) and the members
+    rejoin (UNKNOWN_MEMBER_ID, then epoch 0). The story's expectations hold all the same."""
+    text = (ROOT / "scenarios" / "fleet-instance-killed.yaml").read_text(encoding="utf-8")
+    old = "{leader-of: {topic: stream, partition: 0}}"
+    assert old in text
+    run = SimRun(loads(text.replace(old, "{instance: 0}"), "coordinator killed"))
+    coordinator = run.proxy.owner[state_partition_for_group("failover", 8)]
+    assert coordinator == 0
+    result = run.run()
+    assert [v.detail for v in result.verdicts if not v.passed] == []
+    events = result.trace.events
+    refused = [e[0] for e in events if e[7] == "ShareGroupHeartbeat NOT_COORDINATOR"]
+    rejoined = [e[0] for e in events if e[1] == "rejoin" and e[7] == "UNKNOWN_MEMBER_ID"]
+    assert refused and min(refused) >= 3000 and max(refused) < 9000 + 200
+    assert len(rejoined) == 2 and all(9000 <= t < 9500 for t in rejoined)
