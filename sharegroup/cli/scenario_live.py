@@ -635,6 +635,31 @@ class _LiveRun:
             time.sleep(0.2)
         raise RuntimeError(f"the fleet did not divide the state partitions: {split}")
 
+    def _wait_for_routing(self) -> None:
+        """Until Metadata through every instance names the same leaders for the scenario's
+        topics: each instance learns the fleet by describing its group, after a rebalance and
+        every second, and a client told another leader by an instance that has not yet done so
+        is only sent on when it asks again."""
+        deadline = time.monotonic() + 30
+        seen: list[dict[str, dict[int, int]]] = []
+        while time.monotonic() < deadline:
+            try:
+                seen = [self._leaders(i.bootstrap) for i in self.instances]
+            except KafkaException:
+                seen = []
+            if seen and all(s == seen[0] for s in seen):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the fleet's instances name different leaders: {seen}")
+
+    def _leaders(self, bootstrap: str) -> dict[str, dict[int, int]]:
+        md = _admin(bootstrap).list_topics(timeout=10)
+        return {
+            name: {p: info.leader for p, info in md.topics[live].partitions.items()}
+            for name, live in self.live_topic.items()
+            if live in md.topics
+        }
+
     def _fleet_split(self) -> dict[int, set[int]]:
         """instance id -> the state partitions it is assigned, as the cluster describes the
         fleet's consumer group."""
@@ -692,6 +717,8 @@ class _LiveRun:
             else:
                 self._start_proxy()
             self._setup()
+            if self.fleet is not None:
+                self._wait_for_routing()
             self.t0 = time.monotonic()
             self.env = _ConsumerEnv(
                 self.proxy_bootstrap, self.group_id, self.live_topic, self.seed, self.t0
