@@ -642,23 +642,27 @@ class _LiveRun:
         is only sent on when it asks again."""
         deadline = time.monotonic() + 30
         seen: list[dict[str, dict[int, int]]] = []
+        agreed = 0
         while time.monotonic() < deadline:
             try:
                 seen = [self._leaders(i.bootstrap) for i in self.instances]
             except KafkaException:
                 seen = []
-            if seen and all(s == seen[0] for s in seen):
+            # An instance that does not know a new topic yet routes its partitions to itself,
+            # so one agreeing answer may be a coincidence: five in a row, a second apart.
+            agreed = agreed + 1 if seen and all(s == seen[0] for s in seen) else 0
+            if agreed >= 5:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the fleet's instances name different leaders: {seen}")
 
     def _leaders(self, bootstrap: str) -> dict[str, dict[int, int]]:
-        md = _admin(bootstrap).list_topics(timeout=10)
-        return {
-            name: {p: info.leader for p, info in md.topics[live].partitions.items()}
-            for name, live in self.live_topic.items()
-            if live in md.topics
-        }
+        admin = _admin(bootstrap)
+        out: dict[str, dict[int, int]] = {}
+        for name, live in self.live_topic.items():
+            md = admin.list_topics(live, timeout=10)
+            out[name] = {p: info.leader for p, info in md.topics[live].partitions.items()}
+        return out
 
     def _fleet_split(self) -> dict[int, set[int]]:
         """instance id -> the state partitions it is assigned, as the cluster describes the
