@@ -379,7 +379,7 @@ def test_when_the_coordinating_instance_dies_members_wait_then_rejoin_at_the_sur
     coordinator = run.proxy.owner[state_partition_for_group("failover", 8)]
     assert coordinator == 0
     result = run.run()
-    assert [v.detail for v in result.verdicts if not v.passed] == []
+    assert [v.detail for v in result.verdicts if v.passed is False] == []
     events = result.trace.events
     refused = [e[0] for e in events if e[7] == "ShareGroupHeartbeat NOT_COORDINATOR"]
     rejoined = [e[0] for e in events if e[1] == "rejoin" and e[7] == "UNKNOWN_MEMBER_ID"]
