@@ -223,7 +223,7 @@ class SimRun:
         if a.epoch == "current":
             # The epoch the proxy's session expects now (a fetch of the consumer's own may be
             # in flight, so its own idea of the epoch can lag by one).
-            session = proxy.probe_epoch(consumer.member_id)
+            session = proxy.probe_epoch(consumer.member_id, conn)
             epoch = session[0] if session is not None else 0
         else:
             epoch = a.epoch

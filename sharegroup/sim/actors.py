@@ -456,7 +456,7 @@ class SimShareConsumer:
     def resync_session(self) -> None:
         """After a hand-made request in this member's name, take the session as the proxy
         now has it (its epoch moved on, or it was closed)."""
-        state = self.proxy.probe_epoch(self.member_id)
+        state = self.proxy.probe_epoch(self.member_id, self.conn)
         if state is None:
             self.session_epoch = 0
             self.session_parts = set()

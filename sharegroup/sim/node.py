@@ -912,9 +912,13 @@ class SimProxy:
             "state": entry.group.state if entry else "Empty",
         }
 
-    def probe_epoch(self, member_id: str) -> tuple[int, list[TopicPartition]] | None:
-        """The stored share session of a member (for a client resynchronising after a probe)."""
-        session = self.engine.session_cache(NODE_ID).get(self.group_id, member_id)
+    def probe_epoch(
+        self, member_id: str, conn: int | None = None
+    ) -> tuple[int, list[TopicPartition]] | None:
+        """The stored share session of a member on the node of ``conn`` (for a client
+        resynchronising after a probe)."""
+        node = self.node(conn) if conn is not None else NODE_ID
+        session = self.engine.session_cache(node).get(self.group_id, member_id)
         if session is None:
             return None
         return session.epoch, [
