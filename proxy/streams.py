@@ -301,6 +301,15 @@ class FrameReader:
             elif unyielded >= _YIELD_BYTES:
                 unyielded = 0
                 await trio.lowlevel.checkpoint()
+            else:
+                continue
+            # Another task may have closed either socket meanwhile, and the descriptor's
+            # number may already belong to a new one: never reuse a number across a wait.
+            source, target = self.sock.fileno(), dest.fileno()
+            if target < 0:
+                raise SendFailed("the destination was closed")
+            if source < 0:
+                raise trio.ClosedResourceError("the source was closed")
 
     def _open_pipe(self) -> tuple[int, int, int]:
         if sys.platform != "linux":
