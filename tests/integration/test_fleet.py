@@ -51,7 +51,7 @@ from sharegroup.cli import fleet as fleet_cli
 from sharegroup.cli.offsets import OffsetsError, WireClient, describe_offsets
 from sharegroup.kafka_tools import CONFIGS, run_tool
 from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
-from sharegroup.proxy_process import ProxyProcess
+from sharegroup.proxy_process import BenchError, ProxyProcess
 from tests.integration.test_share_consumers import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -98,7 +98,7 @@ def fleet(broker: Broker, count: int) -> Iterator[tuple[list[ProxyProcess], str]
         stack.callback(stop_all)
         for i in range(count):
             procs.append(instance(broker, state_topic, i).start())
-        wait_for_split(broker, state_topic, set(range(count)))
+        wait_for_split(broker, state_topic, set(range(count)), procs=procs)
         yield procs, state_topic
 
 
@@ -114,8 +114,14 @@ def fleet_split(broker: Broker, state_topic: str) -> dict[int, set[int]]:
 
 
 def wait_for_split(
-    broker: Broker, state_topic: str, instances: set[int], timeout_s: float = 60
+    broker: Broker,
+    state_topic: str,
+    instances: set[int],
+    timeout_s: float = 60,
+    procs: list[ProxyProcess] | None = None,
 ) -> dict[int, set[int]]:
+    """Wait until exactly ``instances`` own every state partition between them; on failure
+    the message carries the tail of each of ``procs``' logs (why an instance left)."""
     deadline = time.monotonic() + timeout_s
     split: dict[int, set[int]] = {}
     while time.monotonic() < deadline:
@@ -131,7 +137,19 @@ def wait_for_split(
         ):
             return split
         time.sleep(0.2)
-    raise AssertionError(f"the fleet {sorted(instances)} did not divide the partitions: {split}")
+    logs = "".join(f"\ninstance {i} ({_status(p)}):{p.tail()}" for i, p in enumerate(procs or []))
+    raise AssertionError(
+        f"the fleet {sorted(instances)} did not divide the partitions: {split}{logs}"
+    )
+
+
+def _status(proc: ProxyProcess) -> str:
+    """'running', or how the process ended (a negative code: the signal that killed it)."""
+    try:
+        proc.check_alive()
+    except BenchError as e:
+        return str(e).splitlines()[0]
+    return f"running, pid {proc.pid}"
 
 
 def leaders(bootstrap: str, topic: str) -> dict[int, int]:
@@ -550,10 +568,10 @@ def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
             wait_for_confirmed(workers, records // 5, "before the pause")
             procs[0].signal(signal.SIGSTOP)
             try:
-                alone = wait_for_split(kafka39, state_topic, {1})
+                alone = wait_for_split(kafka39, state_topic, {1}, procs=procs)
             finally:
                 procs[0].signal(signal.SIGCONT)
-            rejoined = wait_for_split(kafka39, state_topic, {0, 1})
+            rejoined = wait_for_split(kafka39, state_topic, {0, 1}, procs=procs)
             producing.join(120)
             in_log = log_records(kafka39.bootstrap, topic, partitions)
             settle(workers, len(in_log), 120, procs)
