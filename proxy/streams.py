@@ -169,11 +169,12 @@ class FrameReader:
         assert self.sock is not None
         if not _RAW_IO:
             return await self.sock.recv_into(view)
-        fd = self.sock.fileno()
         got = -1
         while got < 0:
             try:
-                got = os.readv(fd, [view])
+                # The number is read again after every wait: the socket may have been closed
+                # meanwhile and its number given to a new one (whose bytes are not ours).
+                got = os.readv(self.sock.fileno(), [view])
             except BlockingIOError:
                 self._unyielded = 0
                 await trio.lowlevel.wait_readable(self.sock)
@@ -337,10 +338,9 @@ class FrameReader:
                     except OSError as e:
                         raise SendFailed(str(e)) from e
                 return
-            fd = dest.fileno()
             while start < stop:
                 try:
-                    start += os.write(fd, view[start:stop])
+                    start += os.write(dest.fileno(), view[start:stop])  # read again: see _splice
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dest)
                 except OSError as e:
