@@ -36,7 +36,9 @@ class ShareOffsets:
             return await self.describe(req, head)
         # In a fleet the coordinator passes the parts of a change owned by other instances
         # on to them (``_pass_on``); such a part is written by its owner, not checked again.
-        forwarded = conn.client_id.startswith(FORWARDED_CLIENT_ID)
+        # (Only over PLAINTEXT listeners, the only ones instances pass requests on over.)
+        plaintext = self.service.proxy.config.listen_protocol.upper() == "PLAINTEXT"
+        forwarded = plaintext and conn.client_id.startswith(FORWARDED_CLIENT_ID)
         if not forwarded and not self.service.coordinates(req.group_id):
             return self._top(head, ErrorCode.NOT_COORDINATOR, "not the coordinator of this group")
         if head.api_key == 91:
