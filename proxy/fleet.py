@@ -380,6 +380,8 @@ class StateFollower:
                 trio.from_thread.run_sync(on_configs, configs, trio_token=token)
             except trio.RunFinishedError:
                 self._stop.set()
+            except Exception:  # the follower keeps following
+                log.exception("state follower: applying group configs failed")
 
         try:
             await trio.to_thread.run_sync(self._follow, changed, abandon_on_cancel=True)
@@ -424,6 +426,12 @@ class StateFollower:
                             replay.apply_logged(decode(key, m.value()), writer and writer[0])
                         except RecordError as e:
                             log.warning("state follower: skipping a record: %s", e)
+                        except Exception:  # a bug must not stop the instance
+                            log.exception(
+                                "state follower: skipping a record of partition %s at %s",
+                                m.partition(),
+                                m.offset(),
+                            )
                 if len(at_eof) >= partitions:
                     self.caught_up.set()
                 if batch:
