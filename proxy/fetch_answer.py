@@ -1,12 +1,13 @@
 """ShareFetch answers as a list of buffers: the record batches are not copied.
 
 A ShareFetch answer is mostly record batches, and those are slices (memoryviews) of the
-upstream Fetch answers the read-ahead holds. kafka-python's encoder writes the whole answer into
-one new buffer, a copy of every record (after the join that makes the Records field one bytes
-object, a second). ``encode_parts`` writes the rest of the answer (the response header, the
-fixed fields, the acquired ranges) into small bytearrays with ``struct`` and puts the slices
-between them as they are, so that the connection's writer sends the whole list with one
-vectored write (``streams.send_parts``) and the kernel copies each record once, into the socket.
+upstream Fetch answers the read-ahead holds. Joined into one bytes object for the Records field
+and encoded by kafka-python (into its encoding buffer, then the bytearray it returns), every
+record would be copied three times. ``encode_parts`` writes the rest of the answer (the
+response header, the fixed fields, the acquired ranges) into small bytearrays with ``struct``
+and puts the slices between them as they are, so that the connection's writer sends the whole
+list with one vectored write (``streams.send_parts``) and the kernel copies each record once,
+into the socket.
 
 The records field of a ``ShareFetchResponse.PartitionData`` holds ``RecordParts`` (the slices)
 on this path; anything this encoder does not expect (another version, another type of value, a
@@ -62,16 +63,6 @@ class RecordParts:
 
     def __bytes__(self) -> bytes:
         return b"".join(self.parts)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RecordParts):
-            return bytes(self) == bytes(other)
-        if isinstance(other, (bytes, bytearray, memoryview)):
-            return bytes(self) == bytes(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(bytes(self))
 
     def __repr__(self) -> str:
         return f"RecordParts({len(self.parts)} parts, {self.size} bytes)"
