@@ -78,8 +78,11 @@ def send_nowait(sock: trio.socket.SocketType | None, data: bytes | bytearray | m
     return sent
 
 
-# At most this many buffers go to one writev(2) (the kernel refuses more than IOV_MAX).
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+# At most this many buffers go to one writev(2) (the kernel refuses more than IOV_MAX; POSIX
+# promises at least 16).
+_IOV_MAX = 16
+if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}):
+    _IOV_MAX = min(max(os.sysconf("SC_IOV_MAX"), 16), 1024)
 
 
 async def send_parts(
