@@ -459,6 +459,9 @@ class ShareService:
         if leader is None:
             return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, "no leader")
         async with watch.lock:
+            gone = op.vanished(turn)
+            if gone is not None:
+                return gone
             pr = op.read(turn, now_ms())
             self.persistence.publish(pr.changes)
             pr.changes.clear()

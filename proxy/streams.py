@@ -208,11 +208,12 @@ class FrameReader:
         assert self.sock is not None
         if not _RAW_IO:
             return await self.sock.recv_into(view)
-        fd = self.sock.fileno()
         got = -1
         while got < 0:
             try:
-                got = os.readv(fd, [view])
+                # The number is read again after every wait: the socket may have been closed
+                # meanwhile and its number given to a new one (whose bytes are not ours).
+                got = os.readv(self.sock.fileno(), [view])
             except BlockingIOError:
                 self._unyielded = 0
                 await trio.lowlevel.wait_readable(self.sock)
@@ -340,6 +341,15 @@ class FrameReader:
             elif unyielded >= _YIELD_BYTES:
                 unyielded = 0
                 await trio.lowlevel.checkpoint()
+            else:
+                continue
+            # Another task may have closed either socket meanwhile, and the descriptor's
+            # number may already belong to a new one: never reuse a number across a wait.
+            source, target = self.sock.fileno(), dest.fileno()
+            if target < 0:
+                raise SendFailed("the destination was closed")
+            if source < 0:
+                raise trio.ClosedResourceError("the source was closed")
 
     def _open_pipe(self) -> tuple[int, int, int]:
         if sys.platform != "linux":
@@ -367,10 +377,9 @@ class FrameReader:
                     except OSError as e:
                         raise SendFailed(str(e)) from e
                 return
-            fd = dest.fileno()
             while start < stop:
                 try:
-                    start += os.write(fd, view[start:stop])
+                    start += os.write(dest.fileno(), view[start:stop])  # read again: see _splice
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dest)
                 except OSError as e:

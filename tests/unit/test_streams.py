@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
@@ -154,6 +154,58 @@ async def test_destination_gone_is_send_failed(relay_mode: str) -> None:
                 await reader.relay_frame(dst_w)
             nursery.cancel_scope.cancel()
         reader.close()
+
+
+async def test_a_destination_closed_mid_frame_never_gets_its_descriptor_reused(
+    relay_mode: str,
+) -> None:
+    """The destination is closed by another task while the relay waits for the source, and
+    a new socket takes its descriptor's number: the rest of the frame must not go to that
+    socket (it belongs to someone else), and the relay fails."""
+    whole = frame(bytes(2_000_000))
+    async with _pairs() as ((src_w, src_r), (dst_w, _dst_r)):
+        reader = FrameReader(src_r)
+        closed = trio.Event()
+        stranger: list[tuple[socket.socket, socket.socket]] = []
+
+        async def close_then_reuse() -> None:
+            await trio.sleep(0.05)  # the relay is waiting for the rest of the frame by now
+            number = dst_w.fileno()
+            dst_w.close()
+            pair = socket.socketpair()
+            for sock in pair:
+                sock.setblocking(False)
+            stranger.append(pair)
+            assert number in (pair[0].fileno(), pair[1].fileno())  # the number is reused
+            closed.set()
+
+        async with trio.open_nursery() as nursery:
+            await src_w.send(whole[:100_000])
+            await reader.peek_frame(4)
+            nursery.start_soon(close_then_reuse)
+
+            async def rest() -> None:
+                await closed.wait()
+                await src_w.send(whole[100_000:300_000])
+
+            nursery.start_soon(rest)
+            failed: Exception | None = None
+            with trio.move_on_after(5):
+                try:
+                    await reader.relay_frame(dst_w)
+                except (SendFailed, trio.ClosedResourceError) as e:
+                    failed = e
+            nursery.cancel_scope.cancel()
+        reader.close()
+        (a, b) = stranger[0]
+        reached = []
+        for sock in (a, b):
+            with suppress(BlockingIOError):
+                reached.append(len(sock.recv(1 << 20)))
+        a.close()
+        b.close()
+        assert reached == [], f"{reached} bytes of the frame went to the socket that reused it"
+        assert failed is not None, "the relay did not notice that its destination was closed"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="splice(2) is Linux only")
