@@ -98,10 +98,14 @@ async def send_parts(
     if not _RAW_IO or sock is None:
         await stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
         return
-    fd = sock.fileno()
     i, n = 0, len(parts)
     while i < n:
         chunk = parts[i : i + _IOV_MAX]
+        # The number is read again after every wait: the socket may have been closed meanwhile
+        # and its number given to a new one (see FrameReader._splice).
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
         try:
             sent = os.writev(fd, chunk)
         except BlockingIOError:

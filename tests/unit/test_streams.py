@@ -322,3 +322,13 @@ async def test_send_parts_over_a_stream_without_socket_joins_them() -> None:
 
     await send_parts(None, Recorder(), [b"ab", bytearray(b"cd"), memoryview(b"ef")])
     assert sent == [b"abcdef"]
+
+
+async def test_send_parts_to_a_closed_socket_is_closed_resource() -> None:
+    """A socket closed by another task: its number is not written to (it may belong to a
+    new socket by now)."""
+    async with _pairs() as ((writer, _reader), _):
+        stream = trio.SocketStream(writer)
+        writer.close()
+        with pytest.raises(trio.ClosedResourceError):
+            await send_parts(writer, stream, [b"a", memoryview(b"b" * 1000)])
