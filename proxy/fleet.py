@@ -53,6 +53,11 @@ from sharegroup.persist.recovery import Replay
 log = logging.getLogger("sharegroup.fleet")
 
 POLL_S = 0.1
+# A claim that fails (the cluster away for a moment) is tried this often, waiting 1, 2, ...
+# times the back-off in between, before the partitions are left unserved until the next
+# rebalance (the error is logged).
+CLAIM_ATTEMPTS = 3
+CLAIM_BACKOFF_S = 1.0
 CLIENT_ID_PREFIX = "sharegroup-fleet"
 VIEW_REFRESH_S = 1.0
 # Fleet node ids: instance id * NODE_ID_STRIDE + upstream broker id.
@@ -227,7 +232,26 @@ class FleetMembership:
                 await trio.to_thread.run_sync(self._finished.wait, 60.0)
 
     async def _assigned(self, partitions: list[int]) -> None:
-        await self.owner.claim(partitions)
+        for attempt in range(1, CLAIM_ATTEMPTS + 1):
+            try:
+                await self.owner.claim(partitions)
+                break
+            except Exception as e:
+                # Half-claimed partitions are let go at once, so that no store writes a
+                # partition this member does not count as its own; then they are claimed
+                # again (the cluster may have been away for a moment).
+                with trio.CancelScope(shield=True):
+                    await self.owner.release(partitions, wait_s=0.0)
+                if attempt == CLAIM_ATTEMPTS:
+                    raise
+                log.warning(
+                    "fleet %s: claiming state partitions %s failed (%s); again in %.0f s",
+                    self.group_id,
+                    sorted(partitions),
+                    e,
+                    attempt * CLAIM_BACKOFF_S,
+                )
+                await trio.sleep(attempt * CLAIM_BACKOFF_S)
         self._changed(self.owned | set(partitions))
         log.info("fleet %s: claimed state partitions %s", self.group_id, sorted(partitions))
 

@@ -124,6 +124,12 @@ class ShareService:
         self.forward_group_configs: (
             Callable[[Any, bool, int], Awaitable[tuple[int, str | None]]] | None
         ) = None
+        # Fleet mode: which instance owns a share partition's state (topic id, topic name,
+        # partition), and a request sent to an instance's listener, its answer back
+        # (UpstreamError when it cannot be had); None: one instance owns everything.
+        self.share_owner: Callable[[UUID | None, str, int], int] | None = None
+        self.instance_id = 0
+        self.forward_request: Callable[[int, Any, int, int], Awaitable[Any]] | None = None
         if persistence.store is not None:
             core.leads = persistence.leads  # a share partition not owned here: not led here
 

@@ -801,3 +801,74 @@ def test_each_group_is_listed_once_through_a_fleet(kafka39: Broker) -> None:
         finally:
             for w in workers:
                 w.join()
+
+
+def _starts(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """partition -> start offset, as DescribeShareGroupOffsets (sent to the coordinator) says."""
+    return {p: start for t, p, start, _lag in describe_offsets(bootstrap, group) if t == topic}
+
+
+def _share_groups_tool(bootstrap: str, *args: str) -> str:
+    done = run_tool(SHARE_GROUPS, ["--bootstrap-server", bootstrap, *args])
+    assert done.returncode == 0, f"kafka-share-groups {args}: {done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_offsets_reset_and_deleted_through_a_fleet(kafka39: Broker) -> None:
+    """Kafka 4.4's kafka-share-groups.sh --reset-offsets and --delete-offsets, bootstrapped at
+    the instance that does not coordinate the group, on a topic whose share partitions are
+    owned by both instances: the coordinator writes the part it owns and passes each other
+    part on to its owner, and every share partition moves (DescribeShareGroupOffsets)."""
+    topic, partitions, per_partition = f"t-{uuid.uuid4().hex[:8]}", 6, 5
+    create_topic(kafka39.bootstrap, topic, partitions)
+    tid = topic_id(kafka39.bootstrap, topic)
+    with fleet(kafka39, 2) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1}, procs=procs)
+        owners = {p: 0 if state_partition(tid, p) in split[0] else 1 for p in range(partitions)}
+        assert set(owners.values()) == {0, 1}, f"one instance owns every share partition: {split}"
+        group = _group_of(split[0])  # coordinated by instance 0
+        converged_leaders(procs, topic)
+        worker = Worker(procs[0].bootstrap, group, topic).start()
+        try:
+            wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
+            for p in range(partitions):
+                produce(kafka39.bootstrap, topic, per_partition, partition=p)
+            wait_for_confirmed([worker], partitions * per_partition, "consuming")
+        finally:
+            worker.join()  # closed: the group is empty, as altering offsets needs
+        deadline = time.monotonic() + 30
+        while _starts(procs[1].bootstrap, group, topic) != dict.fromkeys(
+            range(partitions), per_partition
+        ):
+            assert time.monotonic() < deadline, _starts(procs[1].bootstrap, group, topic)
+            time.sleep(0.2)
+
+        other = procs[1].bootstrap  # not the coordinator
+        out = _share_groups_tool(
+            other,
+            "--reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--to-earliest",
+            "--execute",
+        )
+        assert "Error" not in out, out
+        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 0), out
+        _share_groups_tool(
+            other,
+            "--reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--to-offset",
+            "2",
+            "--execute",
+        )
+        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 2)
+
+        out = _share_groups_tool(other, "--delete-offsets", "--group", group, "--topic", topic)
+        assert "Successful" in out, out
+        assert _starts(other, group, topic) == {}
