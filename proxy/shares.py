@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import trio
@@ -32,6 +32,7 @@ from model import AckBatch, AcquireMode, ErrorCode
 from proxy import messages, wire
 from proxy.connection import ClientConnection
 from proxy.dlq import DlqWriter
+from proxy.fetch_answer import RecordParts
 from proxy.lock_timer import LockTimer, now_ms
 from proxy.log_reads import UpstreamBatches, UpstreamLog
 from proxy.membership import Membership, ensure_topics
@@ -391,7 +392,8 @@ class ShareService:
                             acknowledge_error_code=int(p.ack_code or 0),
                             acknowledge_error_message=p.ack_message,
                             current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                            records=b"".join(p.payloads),
+                            # The slices, not joined: fetch_answer.encode_parts writes them.
+                            records=cast(Any, RecordParts(p.payloads)),
                             acquired_records=[
                                 part_cls.AcquiredRecords(
                                     first_offset=a.first_offset,

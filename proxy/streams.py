@@ -78,6 +78,49 @@ def send_nowait(sock: trio.socket.SocketType | None, data: bytes | bytearray | m
     return sent
 
 
+# At most this many buffers go to one writev(2) (the kernel refuses more than IOV_MAX; POSIX
+# promises at least 16).
+_IOV_MAX = 16
+if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}):
+    _IOV_MAX = min(max(os.sysconf("SC_IOV_MAX"), 16), 1024)
+
+
+async def send_parts(
+    sock: trio.socket.SocketType | None,
+    stream: trio.abc.SendStream,
+    parts: list[bytes | bytearray | memoryview],
+) -> None:
+    """Send ``parts``, in order, as one stream of bytes: with writev(2) on a plain socket
+    (the buffers are not joined, so a record batch is copied once, into the socket), waiting
+    for the socket only when it takes no more; joined and sent with ``send_all`` on a TLS
+    stream (``sock`` None), which encrypts one buffer at a time anyway. ``parts`` is
+    consumed."""
+    if not _RAW_IO or sock is None:
+        await stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
+        return
+    i, n = 0, len(parts)
+    while i < n:
+        chunk = parts[i : i + _IOV_MAX]
+        # The number is read again after every wait: the socket may have been closed meanwhile
+        # and its number given to a new one (see FrameReader._splice).
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        try:
+            sent = os.writev(fd, chunk)
+        except BlockingIOError:
+            sent = 0
+        full = sent < sum(len(p) for p in chunk)
+        while i < n and sent >= len(parts[i]):
+            sent -= len(parts[i])
+            i += 1
+        if sent:
+            parts[i] = memoryview(parts[i])[sent:]
+        if full and i < n:
+            # A short write: the socket's buffer is full until the peer reads.
+            await trio.lowlevel.wait_writable(sock)
+
+
 async def close_quietly(stream: trio.abc.AsyncResource) -> None:
     """Close ``stream``; a TLS stream whose peer or socket is already gone cannot send its
     close_notify, which is no reason to fail."""
