@@ -10,7 +10,13 @@ new, per round) with its spread:
   producer batch) before it handed the record to the producer: encode and merge it into the
   written state, against joining adjacent batches first (``records.joined``);
 * scan_small / scan_big: locating the record batches of an 800 KB Fetch answer of 4 KiB and of
-  1 MiB producer batches, unpacking the whole v2 header of each against ``wire.scan_batches``.
+  1 MiB producer batches, unpacking the whole v2 header of each against ``wire.scan_batches``;
+* answer_small / answer_big: a ShareFetch answer of one partition carrying those batches (256
+  slices of 3 KiB, one of 770 KiB) encoded: its slices joined and kafka-python's encoder
+  against ``fetch_answer.encode_parts`` (the slices uncopied);
+* answer_sent_small / answer_sent_big: the same answer encoded and written to a loopback TCP
+  socket (a thread drains the other end): one buffer with write(2) against the parts with
+  writev(2), as ``streams.send_parts`` writes them.
 
 The last line printed is JSON: <name>_old_us, <name>_new_us, <name>_ratio (old / new).
 
@@ -22,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import sys
+import threading
 import timeit
 import uuid
 from collections.abc import Callable
@@ -37,7 +45,8 @@ from kafka.record.default_records import DefaultRecordBase  # noqa: E402
 from kafka.record.memory_records import MemoryRecordsBuilder  # noqa: E402
 
 from model import RecordState, StateBatch  # noqa: E402
-from proxy import wire  # noqa: E402
+from proxy import messages, wire  # noqa: E402
+from proxy.fetch_answer import RecordParts, encode_parts  # noqa: E402
 from sharegroup.persist.records import (  # noqa: E402
     Snapshot,
     Update,
@@ -80,6 +89,77 @@ def fetch_answer(batches: int, per_batch: int) -> bytes:
     return bytes(out)
 
 
+def share_fetch_answer(payloads: list[memoryview], joined: bool) -> object:
+    """A ShareFetch answer (v2) of one partition carrying ``payloads``, built as the proxy
+    builds it: the slices joined (before) or as ``RecordParts`` (now)."""
+    resp = messages.ShareFetchResponse
+    part = resp.ShareFetchableTopicResponse.PartitionData
+    records: object = b"".join(payloads) if joined else RecordParts(payloads)
+    return resp(
+        version=2,
+        throttle_time_ms=0,
+        error_code=0,
+        error_message=None,
+        acquisition_lock_timeout_ms=30000,
+        responses=[
+            resp.ShareFetchableTopicResponse(
+                topic_id=uuid.UUID(int=7),
+                partitions=[
+                    part(
+                        partition_index=0,
+                        error_code=0,
+                        error_message=None,
+                        acknowledge_error_code=0,
+                        acknowledge_error_message=None,
+                        current_leader=part.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
+                        records=records,
+                        acquired_records=[
+                            part.AcquiredRecords(first_offset=0, last_offset=767, delivery_count=1)
+                        ],
+                    )
+                ],
+            )
+        ],
+        node_endpoints=[],
+    )
+
+
+def slices(answer: bytes) -> list[memoryview]:
+    view = memoryview(answer)
+    return [view[start:end] for start, end, *_ in wire.scan_batches(answer)]
+
+
+class Sink:
+    """A loopback TCP connection whose far end a thread reads and throws away."""
+
+    def __init__(self) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            self.sock = socket.create_connection(listener.getsockname())
+            far, _ = listener.accept()
+        self.fd = self.sock.fileno()
+        threading.Thread(target=self._drain, args=(far,), daemon=True).start()
+
+    @staticmethod
+    def _drain(far: socket.socket) -> None:
+        buf = bytearray(1 << 20)
+        while far.recv_into(buf):
+            pass
+
+    def write(self, data: bytes | bytearray) -> None:
+        view, sent = memoryview(data), 0
+        while sent < len(view):
+            sent += os.write(self.fd, view[sent:])
+
+    def writev(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        while parts:
+            sent = os.writev(self.fd, parts[:1024])
+            while parts and sent >= len(parts[0]):
+                sent -= len(parts[0])
+                parts.pop(0)
+            if sent:
+                parts[0] = memoryview(parts[0])[sent:]
+
+
 def pairs() -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
     key = ("bench-group", uuid.uuid4(), 1)
     ack = RecordState.ACKNOWLEDGED
@@ -105,12 +185,31 @@ def pairs() -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
         written_new.apply(record)
         return None
 
+    small_slices, big_slices = slices(small), slices(big)
+    sink = Sink()
+
+    def answer_old(payloads: list[memoryview]) -> bytearray:
+        return wire.encode_response(share_fetch_answer(payloads, joined=True), 1)
+
+    def answer_new(payloads: list[memoryview]) -> list[bytes | bytearray | memoryview]:
+        return encode_parts(share_fetch_answer(payloads, joined=False), 1)
+
     return {
         "encode_update_1": (lambda: encode_generic(one), lambda: encode(one)),
         "encode_update_125": (lambda: encode_generic(many), lambda: encode(many)),
         "write_prep_125": (prep_old, prep_new),
         "scan_small": (lambda: scan_full_header(small), lambda: wire.scan_batches(small)),
         "scan_big": (lambda: scan_full_header(big), lambda: wire.scan_batches(big)),
+        "answer_small": (lambda: answer_old(small_slices), lambda: answer_new(small_slices)),
+        "answer_big": (lambda: answer_old(big_slices), lambda: answer_new(big_slices)),
+        "answer_sent_small": (
+            lambda: sink.write(answer_old(small_slices)),
+            lambda: sink.writev(answer_new(small_slices)),
+        ),
+        "answer_sent_big": (
+            lambda: sink.write(answer_old(big_slices)),
+            lambda: sink.writev(answer_new(big_slices)),
+        ),
     }
 
 

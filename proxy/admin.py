@@ -235,14 +235,21 @@ class AdminHandlers:
     # ------------------------------------------------------------------ groups
     async def list_groups(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         resp_cls = wire.response_class(wire.LIST_GROUPS)
+        fleet = self.shares.persistence.fleet_mode
+        coordinates = self.shares.coordinates if fleet else None
+        brokers = self.proxy.cluster.brokers
         listing = self.admin.list_groups(
-            getattr(req, "types_filter", None) or [], getattr(req, "states_filter", None) or []
+            getattr(req, "types_filter", None) or [],
+            getattr(req, "states_filter", None) or [],
+            coordinates,
+            lists_share_groups=conn.node_id == min(brokers, default=conn.node_id),
         )
         groups: list[Any] = []
         error = 0
         if listing.ask_upstream:
             resp = await self._upstream(conn, req, head, None)
-            groups.extend(resp.groups)
+            keep = self.admin.keeps_upstream((g.group_id for g in resp.groups), coordinates)
+            groups.extend(g for g, kept in zip(resp.groups, keep, strict=True) if kept)
             error = resp.error_code
         groups += [
             resp_cls.ListedGroup(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from proxy import wire
+from proxy import fetch_answer, wire
 from proxy.client_auth import (
     ROUNDS,
     SASL_AUTHENTICATE,
@@ -38,6 +38,7 @@ from proxy.client_auth import (
     AuthRefused,
     ClientAuth,
 )
+from proxy.fetch_answer import Buffer
 from proxy.framing import FrameError
 from proxy.internal_topic import GUARDED
 from proxy.rewrite import rewrite_describe_cluster, rewrite_find_coordinator, rewrite_metadata
@@ -48,6 +49,7 @@ from proxy.streams import (
     close_quietly,
     raw_socket,
     send_nowait,
+    send_parts,
 )
 from proxy.upstream import UpstreamError, open_stream
 
@@ -98,12 +100,13 @@ class Slot:
 
     def __init__(self) -> None:
         self.event = trio.Event()
-        self.data: bytes | bytearray | None = None
+        # One buffer, or a list of buffers written in order (a ShareFetch answer's parts).
+        self.data: bytes | bytearray | list[Buffer] | None = None
         self.streamed = False
         self.turn: trio.Event | None = None  # set by the writer when it reaches this slot
         self.sent: trio.Event | None = None  # set by the writer once it has sent the answer
 
-    def set(self, data: bytes | bytearray | None) -> None:
+    def set(self, data: bytes | bytearray | list[Buffer] | None) -> None:
         self.data = data
         self.event.set()
 
@@ -256,10 +259,13 @@ class ClientConnection:
                 scope.cancel()
                 return
             try:
-                sent = send_nowait(self.sock, slot.data)
-                if sent < len(slot.data):
-                    with memoryview(slot.data) as view:
-                        await self.stream.send_all(view[sent:])
+                if isinstance(slot.data, list):
+                    await send_parts(self.sock, self.stream, slot.data)
+                else:
+                    sent = send_nowait(self.sock, slot.data)
+                    if sent < len(slot.data):
+                        with memoryview(slot.data) as view:
+                            await self.stream.send_all(view[sent:])
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 scope.cancel()
                 return
@@ -391,7 +397,10 @@ class ClientConnection:
             log.warning("closing connection of %s: %s", self.describe(), e)
             slot.set(None)
             return
-        slot.set(wire.encode_response(response, head.correlation_id))
+        if head.api_key == fetch_answer.SHARE_FETCH:
+            slot.set(fetch_answer.encode_parts(response, head.correlation_id))
+        else:
+            slot.set(wire.encode_response(response, head.correlation_id))
 
     async def _answer_with(
         self, handler: Any, request: Any, head: wire.RequestHead, slot: Slot

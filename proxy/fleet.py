@@ -53,6 +53,11 @@ from sharegroup.persist.recovery import Replay
 log = logging.getLogger("sharegroup.fleet")
 
 POLL_S = 0.1
+# A claim that fails (the cluster away for a moment) is tried this often, waiting 1, 2, ...
+# times the back-off in between, before the partitions are left unserved until the next
+# rebalance (the error is logged).
+CLAIM_ATTEMPTS = 3
+CLAIM_BACKOFF_S = 1.0
 CLIENT_ID_PREFIX = "sharegroup-fleet"
 VIEW_REFRESH_S = 1.0
 # Fleet node ids: instance id * NODE_ID_STRIDE + upstream broker id.
@@ -227,7 +232,26 @@ class FleetMembership:
                 await trio.to_thread.run_sync(self._finished.wait, 60.0)
 
     async def _assigned(self, partitions: list[int]) -> None:
-        await self.owner.claim(partitions)
+        for attempt in range(1, CLAIM_ATTEMPTS + 1):
+            try:
+                await self.owner.claim(partitions)
+                break
+            except Exception as e:
+                # Half-claimed partitions are let go at once, so that no store writes a
+                # partition this member does not count as its own; then they are claimed
+                # again (the cluster may have been away for a moment).
+                with trio.CancelScope(shield=True):
+                    await self.owner.release(partitions, wait_s=0.0)
+                if attempt == CLAIM_ATTEMPTS:
+                    raise
+                log.warning(
+                    "fleet %s: claiming state partitions %s failed (%s); again in %.0f s",
+                    self.group_id,
+                    sorted(partitions),
+                    e,
+                    attempt * CLAIM_BACKOFF_S,
+                )
+                await trio.sleep(attempt * CLAIM_BACKOFF_S)
         self._changed(self.owned | set(partitions))
         log.info("fleet %s: claimed state partitions %s", self.group_id, sorted(partitions))
 
@@ -356,6 +380,8 @@ class StateFollower:
                 trio.from_thread.run_sync(on_configs, configs, trio_token=token)
             except trio.RunFinishedError:
                 self._stop.set()
+            except Exception:  # the follower keeps following
+                log.exception("state follower: applying group configs failed")
 
         try:
             await trio.to_thread.run_sync(self._follow, changed, abandon_on_cancel=True)
@@ -400,6 +426,12 @@ class StateFollower:
                             replay.apply_logged(decode(key, m.value()), writer and writer[0])
                         except RecordError as e:
                             log.warning("state follower: skipping a record: %s", e)
+                        except Exception:  # a bug must not stop the instance
+                            log.exception(
+                                "state follower: skipping a record of partition %s at %s",
+                                m.partition(),
+                                m.offset(),
+                            )
                 if len(at_eof) >= partitions:
                     self.caught_up.set()
                 if batch:

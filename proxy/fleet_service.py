@@ -85,6 +85,9 @@ class FleetService:
         service.persistence.fleet_mode = True
         service.durable_start_offsets = self.follower.start_offsets
         service.forward_group_configs = self.forward_group_configs
+        service.share_owner = self.owner_of_share
+        service.instance_id = instance_id
+        service.forward_request = self.forward_request
         self._nursery: trio.Nursery | None = None
         self._forward_conns: dict[tuple[str, int], BrokerConnection] = {}
         self._forward_lock = trio.Lock()
@@ -239,6 +242,33 @@ class FleetService:
             "group %s configs passed on to %s: error %d", group_id, where, answers[0].error_code
         )
         return answers[0].error_code, answers[0].error_message
+
+    async def forward_request(self, owner: int, request: Any, api_key: int, version: int) -> Any:
+        """Send ``request`` to instance ``owner``'s listener as this instance (client id
+        ``FORWARDED_CLIENT_ID/<id>``) and return its answer; UpstreamError when the instance
+        is not known or cannot be reached. PLAINTEXT listeners only (as group configs)."""
+        instance = self.view.instances().get(owner)
+        if owner == self.instance_id or instance is None or not instance.identity.ports:
+            self._refresh_now.set()
+            raise UpstreamError(f"instance {owner} is not known (the fleet is rebalancing)")
+        host = instance.identity.host
+        port = instance.identity.ports[min(instance.identity.ports)]
+        if self.proxy.config.listen_protocol.upper() != "PLAINTEXT":
+            raise UpstreamError(
+                f"instance {owner} at {host}:{port} owns it; with "
+                f"{self.proxy.config.listen_protocol} listeners the fleet does not pass "
+                "requests on"
+            )
+        try:
+            conn = await self._forward_connection(host, port)
+            request.API_VERSION = version
+            return await conn.request(request, conn.version_for(api_key, version), 30.0)
+        except (OSError, trio.TooSlowError) as e:
+            self._refresh_now.set()
+            raise UpstreamError(f"cannot reach instance {owner} at {host}:{port}: {e}") from e
+        except UpstreamError:
+            self._refresh_now.set()
+            raise
 
     async def _forward_connection(self, host: str, port: int) -> BrokerConnection:
         """A live connection to another instance's listener, kept for the next change."""

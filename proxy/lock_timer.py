@@ -42,7 +42,13 @@ class LockTimer:
             with trio.move_on_after(min(wait_s, 1.0)):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            changes, fenced = self.engine.tick(now_ms(), self.partition_counts())
-            for member in fenced:
-                log.info("share group member %s fenced: session timeout", member)
-            self.publish(changes)
+            try:
+                changes, fenced = self.engine.tick(now_ms(), self.partition_counts())
+                for member in fenced:
+                    log.info("share group member %s fenced: session timeout", member)
+                self.publish(changes)
+            except Exception:  # the timer runs in the proxy's own nursery
+                # A bug here must not stop the proxy (and every client with it): logged, and
+                # the next tick tries again.
+                log.exception("the share service's timer failed")
+                await trio.sleep(1.0)

@@ -182,7 +182,16 @@ class Proxy:
         except UpstreamError as e:
             log.warning("broker %s not reachable yet: %s", node_id, e)
         port = self.brokers.reserve(node_id)
-        listeners = await trio.open_tcp_listeners(port, host=self.config.listen_host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=self.config.listen_host)
+        except OSError as e:
+            if not self.ready.is_set():
+                raise  # at start-up: the proxy cannot serve as configured, and says so
+            # Later (a broker that joined): the others keep being served; the next metadata
+            # refresh tries again.
+            del self.listeners[node_id]
+            log.error("cannot listen for broker %s on port %s: %s", node_id, port, e)
+            return
         self.listeners[node_id] = listeners
         actual = listeners[0].socket.getsockname()[1]
         self.brokers.ports[node_id] = actual
@@ -214,12 +223,13 @@ class Proxy:
             await trio.sleep(self.config.metadata_refresh_s)
             try:
                 await self.cluster.refresh()
+                for node_id in sorted(self.cluster.brokers):
+                    if node_id not in self.listeners:
+                        await self._listen(node_id)
             except UpstreamError as e:
                 log.warning("metadata refresh failed: %s", e)
-                continue
-            for node_id in sorted(self.cluster.brokers):
-                if node_id not in self.listeners:
-                    await self._listen(node_id)
+            except Exception:  # it runs in the proxy's own nursery
+                log.exception("metadata refresh failed")
 
     # ------------------------------------------------------------------ routing data
     def upstream_address(self, node_id: int) -> tuple[str, int]:

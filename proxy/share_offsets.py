@@ -14,12 +14,13 @@ from typing import Any
 
 from model import ErrorCode
 from proxy import messages, wire
+from proxy.admin import FORWARDED_CLIENT_ID
 from proxy.connection import ClientConnection
 from proxy.shares import ShareService
 from proxy.state_store import StateWriteError
 from proxy.upstream import UpstreamError
 from sharegroup.core.messages import Refused
-from sharegroup.core.offsets import OffsetsCore, TopicInfo
+from sharegroup.core.offsets import NOT_OWNED, OffsetsCore, PartitionResult, TopicInfo, by_owner
 from sharegroup.engine import PartitionKey
 from sharegroup.persist.policy import reset_snapshot
 from sharegroup.persist.records import Record, Tombstone
@@ -33,57 +34,51 @@ class ShareOffsets:
     async def handle(self, conn: ClientConnection, req: Any, head: wire.RequestHead) -> Any:
         if head.api_key == 90:
             return await self.describe(req, head)
-        refusal = self._not_here(req, head)
-        if refusal is not None:
-            code, message = refusal
-            if head.api_key == 91:
-                cls: Any = messages.AlterShareGroupOffsetsResponse
-            else:
-                cls = messages.DeleteShareGroupOffsetsResponse
-            return cls(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(code),
-                error_message=message,
-                responses=[],
-            )
+        # In a fleet the coordinator passes the parts of a change owned by other instances
+        # on to them (``_pass_on``); such a part is written by its owner, not checked again.
+        # (Only over PLAINTEXT listeners, the only ones instances pass requests on over.)
+        plaintext = self.service.proxy.config.listen_protocol.upper() == "PLAINTEXT"
+        forwarded = plaintext and conn.client_id.startswith(FORWARDED_CLIENT_ID)
+        if not forwarded and not self.service.coordinates(req.group_id):
+            return self._top(head, ErrorCode.NOT_COORDINATOR, "not the coordinator of this group")
         if head.api_key == 91:
-            return await self.alter(req, head)
-        return await self.delete(req, head)
+            return await self.alter(req, head, forwarded=forwarded)
+        return await self.delete(req, head, forwarded=forwarded)
 
-    def _not_here(self, req: Any, head: wire.RequestHead) -> tuple[ErrorCode, str] | None:
-        """In a fleet: altering or deleting offsets needs the group's coordinator (else
-        NOT_COORDINATOR, and the client finds it) that also owns the state of every share
-        partition touched, since only the owner of a state partition writes it. Otherwise the
-        request is refused whole, before anything changes."""
+    @staticmethod
+    def _top(head: wire.RequestHead, code: ErrorCode, message: str) -> Any:
+        """An answer with a top-level error and nothing else (APIs 91 and 92)."""
+        if head.api_key == 91:
+            cls: Any = messages.AlterShareGroupOffsetsResponse
+        else:
+            cls = messages.DeleteShareGroupOffsetsResponse
+        return cls(
+            version=head.api_version,
+            throttle_time_ms=0,
+            error_code=int(code),
+            error_message=message,
+            responses=[],
+        )
+
+    def _owner_of(self, key: PartitionKey) -> int:
+        """The fleet instance that owns ``key``'s share state (this one outside a fleet)."""
         service = self.service
-        if not service.coordinates(req.group_id):
-            return ErrorCode.NOT_COORDINATOR, "not the coordinator of this group"
-        if not service.fleet_mode:
-            return None
-        topics = service.proxy.cluster.topics
-        touched: list[tuple[str, int]] = []
-        for t in req.topics or ():
-            info = topics.get(t.topic_name)
-            if info is None:
-                continue
-            if head.api_key == 91:
-                touched += [(t.topic_name, p.partition_index) for p in t.partitions or ()]
-            else:
-                touched += [(t.topic_name, p) for p in info.partitions]
-        elsewhere = [
-            f"{name}-{p}"
-            for name, p in touched
-            if not service.leads((req.group_id, topics[name].topic_id, p))
-        ]
-        if elsewhere:
-            return ErrorCode.INVALID_REQUEST, (
-                "the share state of "
-                + ", ".join(sorted(elsewhere))
-                + " is owned by other instances of the proxy fleet, and only its owner writes"
-                " it: alter or delete these offsets while one instance runs"
-            )
-        return None
+        if service.share_owner is None or service.leads(key):
+            return service.instance_id
+        name = service.proxy.cluster.topic_names.get(key[1], "")
+        return service.share_owner(key[1], name, key[2])
+
+    async def _pass_on(self, owner: int, request: Any, head: wire.RequestHead) -> Any:
+        """``request`` (91 or 92, this group, the part ``owner`` owns) sent to instance
+        ``owner``; its answer, or an answer with the top-level error why it could not be had."""
+        forward = self.service.forward_request
+        if forward is None:
+            return self._top(head, ErrorCode.NOT_COORDINATOR, "not in a fleet")
+        try:
+            resp = await forward(owner, request, head.api_key, head.api_version)
+        except UpstreamError as e:
+            return self._top(head, ErrorCode.COORDINATOR_NOT_AVAILABLE, f"{e}; retry")
+        return resp
 
     # ------------------------------------------------------------------ helpers
     def _durable(self) -> dict[PartitionKey, int] | None:
@@ -193,20 +188,11 @@ class ShareOffsets:
         return resp(version=head.api_version, throttle_time_ms=0, groups=groups)
 
     # ------------------------------------------------------------------ 91
-    async def alter(self, req: Any, head: wire.RequestHead) -> Any:
+    async def alter(self, req: Any, head: wire.RequestHead, *, forwarded: bool = False) -> Any:
         resp = messages.AlterShareGroupOffsetsResponse
         topic_cls = resp.AlterShareGroupOffsetsResponseTopic
         part_cls = topic_cls.AlterShareGroupOffsetsResponsePartition
         service = self.service
-
-        def top(code: ErrorCode, message: str) -> Any:
-            return resp(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(code),
-                error_message=message,
-                responses=[],
-            )
 
         topics = req.topics or ()
         if req.group_id and self.core.check_empty(req.group_id) is None and not service.fenced:
@@ -222,22 +208,64 @@ class ShareOffsets:
             fenced=service.fenced,
         )
         if isinstance(plan, Refused):
-            return top(plan.code, plan.message)
-        if service.store is not None:
+            return self._top(head, plan.code, plan.message)
+        results = {(r.topic, r.partition): r for r in plan.results}
+        cluster = service.proxy.cluster
+        mine, others = by_owner(plan.resets, lambda r: self._owner_of(r[0]), service.instance_id)
+        if forwarded:  # a part passed on by the coordinator: owned elsewhere now, not here
+            for key, _ in (r for rs in others.values() for r in rs):
+                name = cluster.topic_names.get(key[1], "")
+                results[(name, key[2])] = PartitionResult(
+                    name, key[2], ErrorCode.NOT_LEADER_OR_FOLLOWER, NOT_OWNED
+                )
+            others = {}
+        if service.store is not None and mine:
             now = int(time.time() * 1000)
             records: list[Record] = [
                 reset_snapshot(key, start, service.store.replay.partitions.get(key), now)
-                for key, start in plan.resets
+                for key, start in mine
             ]
             try:
                 await service.store.write(records)
             except StateWriteError as e:
-                return top(ErrorCode.UNKNOWN_SERVER_ERROR, f"offsets could not be persisted: {e}")
-        self.core.apply_resets(req.group_id, plan.resets)
-        cluster = service.proxy.cluster
-        by_topic: dict[str, list[Any]] = {}
-        for r in plan.results:
-            by_topic.setdefault(r.topic, []).append(
+                return self._top(
+                    head, ErrorCode.UNKNOWN_SERVER_ERROR, f"offsets could not be persisted: {e}"
+                )
+        self.core.apply_resets(req.group_id, mine)
+        for owner, resets in others.items():
+            by_topic: dict[str, list[Any]] = {}
+            for key, start in resets:
+                by_topic.setdefault(cluster.topic_names.get(key[1], ""), []).append(
+                    messages.AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic.AlterShareGroupOffsetsRequestPartition(
+                        partition_index=key[2], start_offset=start
+                    )
+                )
+            request = messages.AlterShareGroupOffsetsRequest(
+                group_id=req.group_id,
+                topics=[
+                    messages.AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic(
+                        topic_name=name, partitions=parts
+                    )
+                    for name, parts in by_topic.items()
+                ],
+            )
+            answer = await self._pass_on(owner, request, head)
+            for name, parts in by_topic.items():
+                for part in parts:
+                    results[(name, part.partition_index)] = PartitionResult(
+                        name,
+                        part.partition_index,
+                        ErrorCode(answer.error_code),
+                        answer.error_message,
+                    )
+            for t in answer.responses or ():
+                for p in t.partitions or ():
+                    results[(t.topic_name, p.partition_index)] = PartitionResult(
+                        t.topic_name, p.partition_index, ErrorCode(p.error_code), p.error_message
+                    )
+        grouped: dict[str, list[Any]] = {}
+        for r in results.values():
+            grouped.setdefault(r.topic, []).append(
                 part_cls(
                     partition_index=r.partition, error_code=int(r.code), error_message=r.message
                 )
@@ -253,24 +281,15 @@ class ShareOffsets:
                     topic_id=cluster.topics[name].topic_id if name in cluster.topics else None,
                     partitions=parts,
                 )
-                for name, parts in by_topic.items()
+                for name, parts in grouped.items()
             ],
         )
 
     # ------------------------------------------------------------------ 92
-    async def delete(self, req: Any, head: wire.RequestHead) -> Any:
+    async def delete(self, req: Any, head: wire.RequestHead, *, forwarded: bool = False) -> Any:
         resp = messages.DeleteShareGroupOffsetsResponse
         topic_cls = resp.DeleteShareGroupOffsetsResponseTopic
         service = self.service
-
-        def top(code: ErrorCode, message: str) -> Any:
-            return resp(
-                version=head.api_version,
-                throttle_time_ms=0,
-                error_code=int(code),
-                error_message=message,
-                responses=[],
-            )
 
         plan = self.core.delete(
             req.group_id,
@@ -279,13 +298,49 @@ class ShareOffsets:
             self._durable(),
         )
         if isinstance(plan, Refused):
-            return top(plan.code, plan.message)
-        if service.store is not None:
+            return self._top(head, plan.code, plan.message)
+        mine, others = by_owner(plan.forget, self._owner_of, service.instance_id)
+        if forwarded:
+            others = {}  # the coordinator passed each owner the topics it owns partitions of
+        if service.store is not None and mine:
             try:
-                await service.store.write([Tombstone(k) for k in plan.forget])
+                await service.store.write([Tombstone(k) for k in mine])
             except StateWriteError as e:
-                return top(ErrorCode.UNKNOWN_SERVER_ERROR, f"could not be persisted: {e}")
-        self.core.apply_deletes(req.group_id, plan.forget)
+                return self._top(
+                    head, ErrorCode.UNKNOWN_SERVER_ERROR, f"could not be persisted: {e}"
+                )
+        self.core.apply_deletes(req.group_id, mine)
+        results = {
+            name: (name, topic_id, code, message) for name, topic_id, code, message in plan.results
+        }
+        names = service.proxy.cluster.topic_names
+        for owner, keys in others.items():
+            wanted = sorted({names.get(k[1], "") for k in keys})
+            request = messages.DeleteShareGroupOffsetsRequest(
+                group_id=req.group_id,
+                topics=[
+                    messages.DeleteShareGroupOffsetsRequest.DeleteShareGroupOffsetsRequestTopic(
+                        topic_name=name
+                    )
+                    for name in wanted
+                ],
+            )
+            answer = await self._pass_on(owner, request, head)
+            failed = {t.topic_name: t for t in answer.responses or () if t.error_code}
+            for name in wanted:
+                name_, topic_id, code, _message = results[name]
+                if code:
+                    continue  # the first error of a topic stays
+                if answer.error_code:
+                    results[name] = (
+                        name_,
+                        topic_id,
+                        ErrorCode(answer.error_code),
+                        answer.error_message,
+                    )
+                elif name in failed:
+                    t = failed[name]
+                    results[name] = (name_, topic_id, ErrorCode(t.error_code), t.error_message)
         return resp(
             version=head.api_version,
             throttle_time_ms=0,
@@ -298,6 +353,6 @@ class ShareOffsets:
                     error_code=int(code),
                     error_message=message,
                 )
-                for name, topic_id, code, message in plan.results
+                for name, topic_id, code, message in results.values()
             ],
         )

@@ -98,8 +98,8 @@ class SharePersistence:
         snapshots = recovery_snapshots(replay, wall_clock_ms())
         try:
             await self.store.prune(snapshots, partitions)
-        except StateWriteError as e:
-            log.warning("state topic pruning skipped: %s", e)
+        except* StateWriteError as failed:  # the stores prune side by side: a group
+            log.warning("state topic pruning skipped: %s", failed.exceptions[0])
 
     def set_stored_configs(self, group_id: str, configs: dict[str, str] | None) -> bool:
         """A group's configs as the state topic holds them (None: none), replacing what the

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import trio
@@ -32,6 +32,7 @@ from model import AckBatch, AcquireMode, ErrorCode
 from proxy import messages, wire
 from proxy.connection import ClientConnection
 from proxy.dlq import DlqWriter
+from proxy.fetch_answer import RecordParts
 from proxy.lock_timer import LockTimer, now_ms
 from proxy.log_reads import UpstreamBatches, UpstreamLog
 from proxy.membership import Membership, ensure_topics
@@ -123,6 +124,12 @@ class ShareService:
         self.forward_group_configs: (
             Callable[[Any, bool, int], Awaitable[tuple[int, str | None]]] | None
         ) = None
+        # Fleet mode: which instance owns a share partition's state (topic id, topic name,
+        # partition), and a request sent to an instance's listener, its answer back
+        # (UpstreamError when it cannot be had); None: one instance owns everything.
+        self.share_owner: Callable[[UUID | None, str, int], int] | None = None
+        self.instance_id = 0
+        self.forward_request: Callable[[int, Any, int, int], Awaitable[Any]] | None = None
         if persistence.store is not None:
             core.leads = persistence.leads  # a share partition not owned here: not led here
 
@@ -385,7 +392,8 @@ class ShareService:
                             acknowledge_error_code=int(p.ack_code or 0),
                             acknowledge_error_message=p.ack_message,
                             current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                            records=b"".join(p.payloads),
+                            # The slices, not joined: fetch_answer.encode_parts writes them.
+                            records=cast(Any, RecordParts(p.payloads)),
                             acquired_records=[
                                 part_cls.AcquiredRecords(
                                     first_offset=a.first_offset,
@@ -457,6 +465,9 @@ class ShareService:
         if leader is None:
             return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, "no leader")
         async with watch.lock:
+            gone = op.vanished(turn)
+            if gone is not None:
+                return gone
             pr = op.read(turn, now_ms())
             self.persistence.publish(pr.changes)
             pr.changes.clear()

@@ -381,7 +381,20 @@ class StateStore:
                     self._fail(StateWriteError(f"the state topic reader failed: {e!r}"))
                 if not self._recover_wanted:
                     return
-                await self._recover()
+                try:
+                    await self._recover()
+                except Exception:  # it runs in the proxy's own nursery
+                    # Not a failure recovery knows (those it retries itself): logged, and
+                    # recovery starts again after a pause; this partition is not served
+                    # meanwhile, every other one is.
+                    log.exception(
+                        "state topic %s partition %d: recovery failed",
+                        self.config.topic,
+                        self.partition,
+                    )
+                    self._recover_wanted = not self._fenced_by_other
+                    await trio.sleep(RECOVER_BACKOFF_MAX_S)
+                    continue
                 if self.fenced:
                     return
         finally:

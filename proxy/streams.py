@@ -78,6 +78,49 @@ def send_nowait(sock: trio.socket.SocketType | None, data: bytes | bytearray | m
     return sent
 
 
+# At most this many buffers go to one writev(2) (the kernel refuses more than IOV_MAX; POSIX
+# promises at least 16).
+_IOV_MAX = 16
+if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}):
+    _IOV_MAX = min(max(os.sysconf("SC_IOV_MAX"), 16), 1024)
+
+
+async def send_parts(
+    sock: trio.socket.SocketType | None,
+    stream: trio.abc.SendStream,
+    parts: list[bytes | bytearray | memoryview],
+) -> None:
+    """Send ``parts``, in order, as one stream of bytes: with writev(2) on a plain socket
+    (the buffers are not joined, so a record batch is copied once, into the socket), waiting
+    for the socket only when it takes no more; joined and sent with ``send_all`` on a TLS
+    stream (``sock`` None), which encrypts one buffer at a time anyway. ``parts`` is
+    consumed."""
+    if not _RAW_IO or sock is None:
+        await stream.send_all(parts[0] if len(parts) == 1 else b"".join(parts))
+        return
+    i, n = 0, len(parts)
+    while i < n:
+        chunk = parts[i : i + _IOV_MAX]
+        # The number is read again after every wait: the socket may have been closed meanwhile
+        # and its number given to a new one (see FrameReader._splice).
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        try:
+            sent = os.writev(fd, chunk)
+        except BlockingIOError:
+            sent = 0
+        full = sent < sum(len(p) for p in chunk)
+        while i < n and sent >= len(parts[i]):
+            sent -= len(parts[i])
+            i += 1
+        if sent:
+            parts[i] = memoryview(parts[i])[sent:]
+        if full and i < n:
+            # A short write: the socket's buffer is full until the peer reads.
+            await trio.lowlevel.wait_writable(sock)
+
+
 async def close_quietly(stream: trio.abc.AsyncResource) -> None:
     """Close ``stream``; a TLS stream whose peer or socket is already gone cannot send its
     close_notify, which is no reason to fail."""
@@ -169,11 +212,12 @@ class FrameReader:
         assert self.sock is not None
         if not _RAW_IO:
             return await self.sock.recv_into(view)
-        fd = self.sock.fileno()
         got = -1
         while got < 0:
             try:
-                got = os.readv(fd, [view])
+                # The number is read again after every wait: the socket may have been closed
+                # meanwhile and its number given to a new one (whose bytes are not ours).
+                got = os.readv(self.sock.fileno(), [view])
             except BlockingIOError:
                 self._unyielded = 0
                 await trio.lowlevel.wait_readable(self.sock)
@@ -301,6 +345,15 @@ class FrameReader:
             elif unyielded >= _YIELD_BYTES:
                 unyielded = 0
                 await trio.lowlevel.checkpoint()
+            else:
+                continue
+            # Another task may have closed either socket meanwhile, and the descriptor's
+            # number may already belong to a new one: never reuse a number across a wait.
+            source, target = self.sock.fileno(), dest.fileno()
+            if target < 0:
+                raise SendFailed("the destination was closed")
+            if source < 0:
+                raise trio.ClosedResourceError("the source was closed")
 
     def _open_pipe(self) -> tuple[int, int, int]:
         if sys.platform != "linux":
@@ -328,10 +381,9 @@ class FrameReader:
                     except OSError as e:
                         raise SendFailed(str(e)) from e
                 return
-            fd = dest.fileno()
             while start < stop:
                 try:
-                    start += os.write(fd, view[start:stop])
+                    start += os.write(dest.fileno(), view[start:stop])  # read again: see _splice
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dest)
                 except OSError as e:

@@ -78,6 +78,7 @@ class ProxyProcess:
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._tail: list[str] = []
+        self._errors: list[str] = []  # the first lines logged at ERROR (or a traceback's)
         self._drainer: threading.Thread | None = None
 
     def start(self) -> ProxyProcess:
@@ -120,9 +121,20 @@ class ProxyProcess:
 
     def _drain(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        with proc.stdout:
+        # $SHAREGROUP_PROXY_LOG_DIR keeps every proxy's whole output (proxy-<pid>.log).
+        keep_dir = os.environ.get("SHAREGROUP_PROXY_LOG_DIR")
+        keep = (
+            open(Path(keep_dir) / f"proxy-{proc.pid}.log", "a", encoding="utf-8")  # noqa: SIM115
+            if keep_dir
+            else None
+        )
+        with proc.stdout, keep or contextlib.nullcontext():
             for line in proc.stdout:
+                if keep is not None:
+                    keep.write(line)
                 self._tail = [*self._tail[-40:], line.rstrip()]
+                if len(self._errors) < 40 and ("ERROR" in line or "Traceback" in line):
+                    self._errors.append(line.rstrip())
                 self._lines.put(line)
         self._lines.put(None)
 
@@ -131,7 +143,9 @@ class ProxyProcess:
             self._drainer.join(5)
 
     def tail(self) -> str:
-        return "".join(f"\n  proxy: {line}" for line in self._tail)
+        """The first error lines the proxy logged, then the last lines of its output."""
+        errors = "".join(f"\n  proxy error: {line}" for line in self._errors)
+        return errors + "".join(f"\n  proxy: {line}" for line in self._tail)
 
     @property
     def pid(self) -> int | None:

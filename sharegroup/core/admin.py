@@ -17,7 +17,7 @@ state. Configs alone do not make a group, so such a group is neither listed nor 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from model import ErrorCode, GroupConfig, ShareApiError
@@ -130,21 +130,45 @@ class AdminCore:
         return entry is not None and entry.exists
 
     # ------------------------------------------------------------------ ListGroups
-    def list_groups(self, types: Sequence[str], states: Sequence[str]) -> GroupListing:
-        """``types``/``states``: the request's filters (empty: no filter), any case."""
+    def list_groups(
+        self,
+        types: Sequence[str],
+        states: Sequence[str],
+        coordinates: Callable[[str], bool] | None = None,
+        *,
+        lists_share_groups: bool = True,
+    ) -> GroupListing:
+        """``types``/``states``: the request's filters (empty: no filter), any case.
+
+        As a Kafka broker lists only the groups it coordinates, so that the answers of all
+        the nodes an admin client asks list each group once, a node lists only the groups
+        ``coordinates`` says are coordinated here (every group when None): in a fleet, those
+        whose state partition this instance owns, share groups and the upstream's relayed
+        groups alike (``keeps_upstream``). Of the nodes of one instance (one per upstream
+        broker), only one lists share groups (``lists_share_groups``)."""
         wanted_types = [t.lower() for t in types]
         wanted_states = [s.lower() for s in states]
         ask_upstream = not wanted_types or any(t != SHARE for t in wanted_types)
         listed: list[ListedGroup] = []
-        if not wanted_types or SHARE in wanted_types:
+        if lists_share_groups and (not wanted_types or SHARE in wanted_types):
             for group_id, entry in sorted(self.engine.groups.items()):
                 if not entry.exists:
+                    continue
+                if coordinates is not None and not coordinates(group_id):
                     continue
                 state = entry.group.state
                 if wanted_states and state.lower() not in wanted_states:
                     continue
                 listed.append(ListedGroup(group_id, state))
         return GroupListing(ask_upstream, tuple(listed))
+
+    @staticmethod
+    def keeps_upstream(
+        group_ids: Iterable[str], coordinates: Callable[[str], bool] | None
+    ) -> list[bool]:
+        """Which of the upstream's listed groups this node lists too (see ``list_groups``):
+        in a fleet, the groups FindCoordinator routes to this instance."""
+        return [coordinates is None or coordinates(g) for g in group_ids]
 
     # ------------------------------------------------------------------ DescribeGroups
     def describe_group(self, group_id: str) -> ShareGroupInfo | NotShareGroup:

@@ -9,8 +9,9 @@ The driver persists what the plan says (reset snapshots, tombstones) before it c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from uuid import UUID
 
 from model import ErrorCode, RecordState, SharePartition
@@ -18,6 +19,27 @@ from sharegroup.core.messages import Refused
 from sharegroup.engine import PartitionKey, ShareEngine
 
 FENCED = "this proxy instance was fenced by a newer one"
+NOT_OWNED = "the share state of this partition is owned by another instance of the fleet"
+
+T = TypeVar("T")
+
+
+def by_owner(
+    items: Iterable[T], owner_of: Callable[[T], int], me: int
+) -> tuple[list[T], dict[int, list[T]]]:
+    """A fleet's split of an offsets change: the items whose share state this instance
+    (``me``) owns, and those of every other instance, in the order given. Only the owner of a
+    state partition writes it, so the coordinator writes its own part and passes each other
+    part on to its owner."""
+    mine: list[T] = []
+    others: dict[int, list[T]] = {}
+    for item in items:
+        owner = owner_of(item)
+        if owner == me:
+            mine.append(item)
+        else:
+            others.setdefault(owner, []).append(item)
+    return mine, others
 
 
 @dataclass(frozen=True, slots=True)

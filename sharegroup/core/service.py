@@ -587,11 +587,20 @@ class ShareFetch(Generic[P]):
             self.parts = [(tp, name) for tp, name in self.parts if tp not in gone]
         return Round(list(self.parts), self.max_records, self.group_id)
 
+    def vanished(self, turn: Turn) -> PartitionFailed | None:
+        """Before ``read``: the turn's share partition is no longer served here, having left
+        memory or leadership while the fetch waited (its state partition went to another
+        instance of a fleet). It is answered NOT_LEADER_OR_FOLLOWER, so that the client asks
+        for the metadata again; the request's other partitions are served as usual."""
+        if self.core.engine.share_partition(turn.key) is None or self.core.not_led(turn.key):
+            return PartitionFailed(ErrorCode.NOT_LEADER_OR_FOLLOWER, NOT_LED)
+        return None
+
     def read(self, turn: Turn, now_ms: int) -> PartitionRead[P]:
-        """Start serving one turn; the driver holds the partition's fetch lock from here
-        until the outcome."""
+        """Start serving one turn (one ``vanished`` did not stop); the driver holds the
+        partition's fetch lock from here until the outcome."""
         sp = self.core.engine.share_partition(turn.key)
-        assert sp is not None, "read() for a partition plan() did not keep"
+        assert sp is not None, "read() for a turn vanished() stops"
         return PartitionRead(
             self.core.engine,
             sp,

@@ -581,6 +581,9 @@ class SimProxy:
     def _acquire_from(self, pending: _Pending, turn: Turn) -> Outcome[Batch]:
         """Serve one partition's turn from the in-memory log; ``PartitionRead`` decides."""
         now = self.loop.now_ms
+        gone = pending.op.vanished(turn)
+        if gone is not None:
+            return gone
         pr = pending.op.read(turn, now)
         self._publish(pr.changes)
         pr.changes.clear()

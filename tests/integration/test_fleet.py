@@ -49,14 +49,16 @@ from proxy.fleet import NODE_ID_STRIDE, FleetIdentity, default_group_id, describ
 from sharegroup.brokers import Broker
 from sharegroup.cli import fleet as fleet_cli
 from sharegroup.cli.offsets import OffsetsError, WireClient, describe_offsets
-from sharegroup.kafka_tools import CONFIGS, run_tool
+from sharegroup.kafka_tools import CONFIGS, SHARE_GROUPS, run_tool
 from sharegroup.persist.partitioning import state_partition_for_group, state_partition_for_share
-from sharegroup.proxy_process import ProxyProcess
+from sharegroup.proxy_process import BenchError, ProxyProcess
 from tests.integration.test_share_consumers import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 STATE_PARTITIONS = 8
+#: ``kafka-consumer-groups.sh``
+CONSUMER_GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 SESSION_MS = 6000  # the cluster's group.min.session.timeout.ms
 
 
@@ -98,7 +100,7 @@ def fleet(broker: Broker, count: int) -> Iterator[tuple[list[ProxyProcess], str]
         stack.callback(stop_all)
         for i in range(count):
             procs.append(instance(broker, state_topic, i).start())
-        wait_for_split(broker, state_topic, set(range(count)))
+        wait_for_split(broker, state_topic, set(range(count)), procs=procs)
         yield procs, state_topic
 
 
@@ -114,8 +116,14 @@ def fleet_split(broker: Broker, state_topic: str) -> dict[int, set[int]]:
 
 
 def wait_for_split(
-    broker: Broker, state_topic: str, instances: set[int], timeout_s: float = 60
+    broker: Broker,
+    state_topic: str,
+    instances: set[int],
+    timeout_s: float = 60,
+    procs: list[ProxyProcess] | None = None,
 ) -> dict[int, set[int]]:
+    """Wait until exactly ``instances`` own every state partition between them; on failure
+    the message carries the tail of each of ``procs``' logs (why an instance left)."""
     deadline = time.monotonic() + timeout_s
     split: dict[int, set[int]] = {}
     while time.monotonic() < deadline:
@@ -131,7 +139,19 @@ def wait_for_split(
         ):
             return split
         time.sleep(0.2)
-    raise AssertionError(f"the fleet {sorted(instances)} did not divide the partitions: {split}")
+    logs = "".join(f"\ninstance {i} ({_status(p)}):{p.tail()}" for i, p in enumerate(procs or []))
+    raise AssertionError(
+        f"the fleet {sorted(instances)} did not divide the partitions: {split}{logs}"
+    )
+
+
+def _status(proc: ProxyProcess) -> str:
+    """'running', or how the process ended (a negative code: the signal that killed it)."""
+    try:
+        proc.check_alive()
+    except BenchError as e:
+        return str(e).splitlines()[0]
+    return f"running, pid {proc.pid}"
 
 
 def leaders(bootstrap: str, topic: str) -> dict[int, int]:
@@ -550,10 +570,10 @@ def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
             wait_for_confirmed(workers, records // 5, "before the pause")
             procs[0].signal(signal.SIGSTOP)
             try:
-                alone = wait_for_split(kafka39, state_topic, {1})
+                alone = wait_for_split(kafka39, state_topic, {1}, procs=procs)
             finally:
                 procs[0].signal(signal.SIGCONT)
-            rejoined = wait_for_split(kafka39, state_topic, {0, 1})
+            rejoined = wait_for_split(kafka39, state_topic, {0, 1}, procs=procs)
             producing.join(120)
             in_log = log_records(kafka39.bootstrap, topic, partitions)
             settle(workers, len(in_log), 120, procs)
@@ -712,3 +732,143 @@ def test_group_configs_while_the_coordinating_instance_is_dead(kafka39: Broker) 
         assert set(codes[:-1]) <= {15}, answers  # COORDINATOR_NOT_AVAILABLE only
         assert codes[:-1], "the first change after the kill succeeded: nothing was waited for"
         assert _group_configs(other.bootstrap, group)["share.record.lock.duration.ms"] == "25000"
+
+
+def _list_groups(bootstrap: str) -> list[str]:
+    """The group ids one node answers a ListGroups (v5, no filter) with."""
+    cls = wire.request_class(wire.LIST_GROUPS)
+    client = WireClient(bootstrap)
+    try:
+        resp = client.request(cls(version=5, states_filter=[], types_filter=[]), 5)
+    finally:
+        client.close()
+    assert resp.error_code == 0, resp
+    return [g.group_id for g in resp.groups]
+
+
+def _listed(output: str) -> Counter[str]:
+    return Counter(line.strip() for line in output.splitlines() if line.strip())
+
+
+def test_each_group_is_listed_once_through_a_fleet(kafka39: Broker) -> None:
+    """An admin client asks every node of the cluster for its groups (ListGroups) and shows
+    what they answer together. Through a fleet, two share groups (one coordinated by each
+    instance) and one classic group are each listed exactly once, by confluent_kafka's
+    AdminClient and by Kafka 4.4's kafka-share-groups.sh and kafka-consumer-groups.sh, through
+    either instance."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    with fleet(kafka39, 2) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1}, procs=procs)
+        share_groups = [_group_of(split[0]), _group_of(split[1])]
+        create_topic(kafka39.bootstrap, topic, 2)
+        converged_leaders(procs, topic)
+        workers = [Worker(procs[i].bootstrap, g, topic).start() for i, g in enumerate(share_groups)]
+        classic = f"classic-{uuid.uuid4().hex[:8]}"
+        try:
+            for g in share_groups:
+                wait_until_initialized(procs[0].bootstrap, g, topic, 2)
+            consumer = Consumer({"bootstrap.servers": procs[1].bootstrap, "group.id": classic})
+            try:
+                consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+            finally:
+                consumer.close()
+            mine = {*share_groups, classic}
+            # Kafka's rule: a node lists the groups it coordinates, so that the answers of all
+            # nodes together list each group once (the tools below would hide duplicates).
+            by_node = Counter(
+                g for proc in procs for g in _list_groups(proc.bootstrap) if g in mine
+            )
+            assert by_node == Counter(mine), by_node
+            for proc in procs:
+                admin = AdminClient({"bootstrap.servers": proc.bootstrap})
+                result = admin.list_consumer_groups(request_timeout=15).result(30)
+                assert not result.errors, result.errors
+                seen = Counter(g.group_id for g in result.valid if g.group_id in mine)
+                # (librdkafka asks for consumer and classic groups only: no share groups.)
+                assert seen == Counter([classic]), f"through {proc.bootstrap}: {seen}"
+
+                shares = run_tool(SHARE_GROUPS, ["--bootstrap-server", proc.bootstrap, "--list"])
+                assert shares.returncode == 0, shares.stderr
+                seen = Counter({g: n for g, n in _listed(shares.stdout).items() if g in mine})
+                assert seen == Counter(share_groups), f"kafka-share-groups.sh: {shares.stdout}"
+
+                classics = run_tool(
+                    CONSUMER_GROUPS, ["--bootstrap-server", proc.bootstrap, "--list"]
+                )
+                assert classics.returncode == 0, classics.stderr
+                seen = Counter({g: n for g, n in _listed(classics.stdout).items() if g in mine})
+                assert seen == Counter([classic]), f"kafka-consumer-groups.sh: {classics.stdout}"
+        finally:
+            for w in workers:
+                w.join()
+
+
+def _starts(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """partition -> start offset, as DescribeShareGroupOffsets (sent to the coordinator) says."""
+    return {p: start for t, p, start, _lag in describe_offsets(bootstrap, group) if t == topic}
+
+
+def _share_groups_tool(bootstrap: str, *args: str) -> str:
+    done = run_tool(SHARE_GROUPS, ["--bootstrap-server", bootstrap, *args])
+    assert done.returncode == 0, f"kafka-share-groups {args}: {done.stdout}{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_offsets_reset_and_deleted_through_a_fleet(kafka39: Broker) -> None:
+    """Kafka 4.4's kafka-share-groups.sh --reset-offsets and --delete-offsets, bootstrapped at
+    the instance that does not coordinate the group, on a topic whose share partitions are
+    owned by both instances: the coordinator writes the part it owns and passes each other
+    part on to its owner, and every share partition moves (DescribeShareGroupOffsets)."""
+    topic, partitions, per_partition = f"t-{uuid.uuid4().hex[:8]}", 6, 5
+    create_topic(kafka39.bootstrap, topic, partitions)
+    tid = topic_id(kafka39.bootstrap, topic)
+    with fleet(kafka39, 2) as (procs, state_topic):
+        split = wait_for_split(kafka39, state_topic, {0, 1}, procs=procs)
+        owners = {p: 0 if state_partition(tid, p) in split[0] else 1 for p in range(partitions)}
+        assert set(owners.values()) == {0, 1}, f"one instance owns every share partition: {split}"
+        group = _group_of(split[0])  # coordinated by instance 0
+        converged_leaders(procs, topic)
+        worker = Worker(procs[0].bootstrap, group, topic).start()
+        try:
+            wait_until_initialized(procs[1].bootstrap, group, topic, partitions)
+            for p in range(partitions):
+                produce(kafka39.bootstrap, topic, per_partition, partition=p)
+            wait_for_confirmed([worker], partitions * per_partition, "consuming")
+        finally:
+            worker.join()  # closed: the group is empty, as altering offsets needs
+        deadline = time.monotonic() + 30
+        while _starts(procs[1].bootstrap, group, topic) != dict.fromkeys(
+            range(partitions), per_partition
+        ):
+            assert time.monotonic() < deadline, _starts(procs[1].bootstrap, group, topic)
+            time.sleep(0.2)
+
+        other = procs[1].bootstrap  # not the coordinator
+        out = _share_groups_tool(
+            other,
+            "--reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--to-earliest",
+            "--execute",
+        )
+        assert "Error" not in out, out
+        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 0), out
+        _share_groups_tool(
+            other,
+            "--reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--to-offset",
+            "2",
+            "--execute",
+        )
+        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 2)
+
+        out = _share_groups_tool(other, "--delete-offsets", "--group", group, "--topic", topic)
+        assert "Successful" in out, out
+        assert _starts(other, group, topic) == {}

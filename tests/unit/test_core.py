@@ -542,6 +542,30 @@ def test_high_watermark_shortcut_only_in_a_repeated_round() -> None:
     assert done and len(log.reads) == 2
 
 
+def test_a_share_partition_that_left_while_the_fetch_waited_is_not_leader() -> None:
+    """A fleet instance lets a state partition go while a ShareFetch that planned one of
+    its share partitions waits: that partition is answered NOT_LEADER_OR_FOLLOWER (the
+    client asks for the metadata again), the other one is served."""
+    core, log = make_core(), FakeLog()
+    log.produce((T1, 0), 3)
+    log.produce((T1, 1), 3)
+    op = begin(core, fetch_request(0, parts=((T1, 0), (T1, 1))))
+    init_all(core, op, log)
+    rnd = op.new_round()
+    first, second = rnd.next_turn(), rnd.next_turn()
+    assert first is not None and second is not None
+    assert op.vanished(first) is None and op.vanished(second) is None
+    del core.engine.partitions[first.key]  # forgotten: its state partition moved
+    gone = op.vanished(first)
+    assert isinstance(gone, PartitionFailed)
+    assert gone.code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    assert op.vanished(second) is None
+    core.leads = lambda key: key != second.key  # led elsewhere, not yet forgotten here
+    led_elsewhere = op.vanished(second)
+    assert isinstance(led_elsewhere, PartitionFailed)
+    assert led_elsewhere.code == ErrorCode.NOT_LEADER_OR_FOLLOWER
+
+
 def test_a_round_without_records_answers_once_max_wait_is_over() -> None:
     core, log = make_core(), FakeLog()
     op = begin(core, fetch_request(0, max_wait_ms=500), now=1000)

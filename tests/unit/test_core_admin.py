@@ -97,6 +97,25 @@ def test_list_filters_share_groups_by_state_in_any_case() -> None:
     assert core.list_groups([], ["Dead"]).share_groups == ()
 
 
+def test_a_node_lists_only_the_groups_coordinated_there() -> None:
+    """In a fleet every group is listed by the instance that coordinates it, share groups and
+    the upstream's alike, so that the answers of all nodes list each group once."""
+    core = make()
+    with_state(core, "a")
+    with_state(core, "b")
+    here = {"a", "classic-1"}.__contains__
+    assert [g.group_id for g in core.list_groups([], [], here).share_groups] == ["a"]
+    assert core.keeps_upstream(["classic-1", "classic-2"], here) == [True, False]
+    assert core.keeps_upstream(["classic-1", "classic-2"], None) == [True, True]
+
+
+def test_only_one_node_of_an_instance_lists_share_groups() -> None:
+    core = make()
+    with_state(core, "a")
+    got = core.list_groups([], [], lists_share_groups=False)
+    assert got.ask_upstream and got.share_groups == ()
+
+
 # ---------------------------------------------------------------- DescribeGroups
 def test_describe_of_a_share_group_lists_its_members() -> None:
     core = make()

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from model import AckBatch, BrokerConfig, ErrorCode, LogBatch
 from sharegroup.core.messages import Refused
-from sharegroup.core.offsets import AlterPlan, DeletePlan, OffsetsCore, TopicInfo
+from sharegroup.core.offsets import AlterPlan, DeletePlan, OffsetsCore, TopicInfo, by_owner
 from sharegroup.engine import ShareEngine
 
 T1 = UUID("01a2058e-3f4b-4c5d-8e6f-708192a3b4c5")
@@ -109,3 +109,13 @@ def test_delete_needs_an_existing_empty_group() -> None:
     with_member(core)
     busy = core.delete(G, ["t1"], TOPICS, None)
     assert isinstance(busy, Refused) and busy.code == ErrorCode.NON_EMPTY_GROUP
+
+
+def test_a_fleet_splits_a_change_by_the_owner_of_each_share_partition() -> None:
+    """The coordinator (instance 0) writes its own part and passes each other part on to its
+    owner, keeping the request's order within each part."""
+    owner = {"a": 0, "b": 2, "c": 1, "d": 2, "e": 0}
+    mine, others = by_owner("abcde", owner.__getitem__, 0)
+    assert mine == ["a", "e"]
+    assert others == {2: ["b", "d"], 1: ["c"]}
+    assert by_owner("abcde", owner.__getitem__, 3) == ([], {0: ["a", "e"], 2: ["b", "d"], 1: ["c"]})

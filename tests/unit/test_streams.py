@@ -16,13 +16,13 @@ import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
 
 from proxy.framing import FrameError, frame
-from proxy.streams import FrameReader, SendFailed, TruncatedFrame, send_nowait
+from proxy.streams import FrameReader, SendFailed, TruncatedFrame, send_nowait, send_parts
 
 Pair = tuple[trio.socket.SocketType, trio.socket.SocketType]
 
@@ -156,6 +156,58 @@ async def test_destination_gone_is_send_failed(relay_mode: str) -> None:
         reader.close()
 
 
+async def test_a_destination_closed_mid_frame_never_gets_its_descriptor_reused(
+    relay_mode: str,
+) -> None:
+    """The destination is closed by another task while the relay waits for the source, and
+    a new socket takes its descriptor's number: the rest of the frame must not go to that
+    socket (it belongs to someone else), and the relay fails."""
+    whole = frame(bytes(2_000_000))
+    async with _pairs() as ((src_w, src_r), (dst_w, _dst_r)):
+        reader = FrameReader(src_r)
+        closed = trio.Event()
+        stranger: list[tuple[socket.socket, socket.socket]] = []
+
+        async def close_then_reuse() -> None:
+            await trio.sleep(0.05)  # the relay is waiting for the rest of the frame by now
+            number = dst_w.fileno()
+            dst_w.close()
+            pair = socket.socketpair()
+            for sock in pair:
+                sock.setblocking(False)
+            stranger.append(pair)
+            assert number in (pair[0].fileno(), pair[1].fileno())  # the number is reused
+            closed.set()
+
+        async with trio.open_nursery() as nursery:
+            await src_w.send(whole[:100_000])
+            await reader.peek_frame(4)
+            nursery.start_soon(close_then_reuse)
+
+            async def rest() -> None:
+                await closed.wait()
+                await src_w.send(whole[100_000:300_000])
+
+            nursery.start_soon(rest)
+            failed: Exception | None = None
+            with trio.move_on_after(5):
+                try:
+                    await reader.relay_frame(dst_w)
+                except (SendFailed, trio.ClosedResourceError) as e:
+                    failed = e
+            nursery.cancel_scope.cancel()
+        reader.close()
+        (a, b) = stranger[0]
+        reached = []
+        for sock in (a, b):
+            with suppress(BlockingIOError):
+                reached.append(len(sock.recv(1 << 20)))
+        a.close()
+        b.close()
+        assert reached == [], f"{reached} bytes of the frame went to the socket that reused it"
+        assert failed is not None, "the relay did not notice that its destination was closed"
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="splice(2) is Linux only")
 async def test_splice_refused_falls_back_to_copying(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FrameReader, "use_splice", True)
@@ -229,3 +281,54 @@ async def test_next_frame_reads_large_frames_whole(trusted: bool) -> None:
             nursery.start_soon(_send_in_pieces, writer, frame(big) + frame(small), 5)
             assert await _next(reader) == frame(big)
             assert await _next(reader) == frame(small)
+
+
+async def test_send_parts_writes_every_buffer_in_order() -> None:
+    """More buffers than one writev(2) takes and more bytes than the socket buffer holds:
+    everything arrives, in order, while the peer reads slowly."""
+    rng = random.Random(7)
+    blob = bytes(rng.getrandbits(8) for _ in range(1 << 16)) * 64  # 4 MiB
+    view = memoryview(blob)
+    parts: list[bytes | bytearray | memoryview] = []
+    pos = 0
+    while pos < len(blob):
+        step = rng.choices([0, 1, 13, 700, 4096, 300_000], [1, 2, 2, 3, 3, 0.02])[0]
+        kind = rng.choice([bytes, bytearray, memoryview])
+        piece = view[pos : pos + step]
+        parts.append(piece if kind is memoryview else kind(piece))
+        pos += step
+    assert len(parts) > 1024
+    got = bytearray()
+    async with _pairs() as ((writer, reader), _), trio.open_nursery() as nursery:
+        nursery.start_soon(_read_all, reader, got)
+        await send_parts(writer, trio.SocketStream(writer), parts)
+        writer.shutdown(socket.SHUT_WR)
+    assert got == blob
+
+
+async def test_send_parts_over_a_stream_without_socket_joins_them() -> None:
+    """A TLS stream (no socket to write to): the buffers go out joined, in one send_all."""
+    sent: list[bytes] = []
+
+    class Recorder(trio.abc.SendStream):
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            sent.append(bytes(data))
+
+        async def wait_send_all_might_not_block(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            pass
+
+    await send_parts(None, Recorder(), [b"ab", bytearray(b"cd"), memoryview(b"ef")])
+    assert sent == [b"abcdef"]
+
+
+async def test_send_parts_to_a_closed_socket_is_closed_resource() -> None:
+    """A socket closed by another task: its number is not written to (it may belong to a
+    new socket by now)."""
+    async with _pairs() as ((writer, _reader), _):
+        stream = trio.SocketStream(writer)
+        writer.close()
+        with pytest.raises(trio.ClosedResourceError):
+            await send_parts(writer, stream, [b"a", memoryview(b"b" * 1000)])
