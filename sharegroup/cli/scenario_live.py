@@ -648,8 +648,8 @@ class _LiveRun:
                 seen = [self._leaders(i.bootstrap) for i in self.instances]
             except KafkaException:
                 seen = []
-            # An instance that does not know a new topic yet routes its partitions to itself,
-            # so one agreeing answer may be a coincidence: five in a row, a second apart.
+            # An instance routes a partition whose owner it does not know yet to itself, so
+            # one agreeing answer may be a coincidence: five in a row, about a second.
             agreed = agreed + 1 if seen and all(s == seen[0] for s in seen) else 0
             if agreed >= 5:
                 return
