@@ -166,44 +166,47 @@ async def test_a_destination_closed_mid_frame_never_gets_its_descriptor_reused(
     async with _pairs() as ((src_w, src_r), (dst_w, _dst_r)):
         reader = FrameReader(src_r)
         closed = trio.Event()
-        stranger: list[tuple[socket.socket, socket.socket]] = []
+        stranger = socket.socketpair()  # (the number's new socket, its peer)
+        for sock in stranger:
+            sock.setblocking(False)
+        taken: list[int] = []
 
         async def close_then_reuse() -> None:
             await trio.sleep(0.05)  # the relay is waiting for the rest of the frame by now
             number = dst_w.fileno()
             dst_w.close()
-            pair = socket.socketpair()
-            for sock in pair:
-                sock.setblocking(False)
-            stranger.append(pair)
-            assert number in (pair[0].fileno(), pair[1].fileno())  # the number is reused
+            # The number now names the stranger's socket (as the next socket opened in a
+            # busy process may take it).
+            taken.append(os.dup2(stranger[0].fileno(), number))
             closed.set()
 
-        async with trio.open_nursery() as nursery:
-            await src_w.send(whole[:100_000])
-            await reader.peek_frame(4)
-            nursery.start_soon(close_then_reuse)
+        try:
+            async with trio.open_nursery() as nursery:
+                await src_w.send(whole[:100_000])
+                await reader.peek_frame(4)
+                nursery.start_soon(close_then_reuse)
 
-            async def rest() -> None:
-                await closed.wait()
-                await src_w.send(whole[100_000:300_000])
+                async def rest() -> None:
+                    await closed.wait()
+                    await src_w.send(whole[100_000:300_000])
 
-            nursery.start_soon(rest)
-            failed: Exception | None = None
-            with trio.move_on_after(5):
-                try:
-                    await reader.relay_frame(dst_w)
-                except (SendFailed, trio.ClosedResourceError) as e:
-                    failed = e
-            nursery.cancel_scope.cancel()
-        reader.close()
-        (a, b) = stranger[0]
-        reached = []
-        for sock in (a, b):
+                nursery.start_soon(rest)
+                failed: Exception | None = None
+                with trio.move_on_after(5):
+                    try:
+                        await reader.relay_frame(dst_w)
+                    except (SendFailed, trio.ClosedResourceError) as e:
+                        failed = e
+                nursery.cancel_scope.cancel()
+            reader.close()
+            reached = []
             with suppress(BlockingIOError):
-                reached.append(len(sock.recv(1 << 20)))
-        a.close()
-        b.close()
+                reached.append(len(stranger[1].recv(1 << 20)))
+        finally:
+            for number in taken:
+                os.close(number)
+            for sock in stranger:
+                sock.close()
         assert reached == [], f"{reached} bytes of the frame went to the socket that reused it"
         assert failed is not None, "the relay did not notice that its destination was closed"
 
