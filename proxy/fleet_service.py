@@ -88,6 +88,7 @@ class FleetService:
         service.share_owner = self.owner_of_share
         service.instance_id = instance_id
         service.forward_request = self.forward_request
+        service.leader_hint = self.leader_hint
         self._nursery: trio.Nursery | None = None
         self._forward_conns: dict[tuple[str, int], BrokerConnection] = {}
         self._forward_lock = trio.Lock()
@@ -173,6 +174,25 @@ class FleetService:
         return self.view.owner(
             state_partition_for_share(topic_id, partition, self.store.partitions)
         )
+
+    def leader_hint(self, topic_id: UUID, partition: int) -> tuple[int, int, str, int] | None:
+        """Where another instance serves this share partition: its node for the partition's
+        upstream leader (node id, leader epoch, host, port); None when no other instance is
+        known to own it."""
+        cluster = self.proxy.cluster
+        name = cluster.topic_names.get(topic_id)
+        info = cluster.topics.get(name) if name is not None else None
+        part = info.partitions.get(partition) if info is not None else None
+        if name is None or part is None or part.leader < 0:
+            return None
+        owner = self.owner_of_share(topic_id, name, partition)
+        instance = self.view.instances().get(owner)
+        if owner == self.instance_id or instance is None:
+            return None
+        port = instance.identity.ports.get(part.leader)
+        if port is None:
+            return None
+        return node_id(owner, part.leader), part.leader_epoch, instance.identity.host, port
 
     def owner_of_group(self, key: str) -> int:
         if self.store.partitions < 1:

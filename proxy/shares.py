@@ -130,6 +130,10 @@ class ShareService:
         self.share_owner: Callable[[UUID | None, str, int], int] | None = None
         self.instance_id = 0
         self.forward_request: Callable[[int, Any, int, int], Awaitable[Any]] | None = None
+        # Fleet mode: where a share partition is served (node id, leader epoch, host, port),
+        # for the CurrentLeader and NodeEndpoints of a NOT_LEADER_OR_FOLLOWER answer, as
+        # Kafka gives them (KIP-951); None when not known.
+        self.leader_hint: Callable[[UUID, int], tuple[int, int, str, int] | None] | None = None
         if persistence.store is not None:
             core.leads = persistence.leads  # a share partition not owned here: not led here
 
@@ -282,28 +286,32 @@ class ShareService:
         # The answer goes out only once the acknowledgements are durable.
         answer = op.answer(await self.persistence.persist(op.changes))
         self.persistence.publish(op.close())
+        hints = _LeaderHints(self.leader_hint, part_cls.LeaderIdAndEpoch, resp_cls.NodeEndpoint)
+        responses = [
+            topic_cls(
+                topic_id=topic_id,
+                partitions=[
+                    part_cls(
+                        partition_index=p.partition,
+                        error_code=int(p.ack_code or 0),
+                        error_message=p.ack_message,
+                        current_leader=hints.current_leader(
+                            topic_id, p.partition, int(p.ack_code or 0)
+                        ),
+                    )
+                    for p in parts
+                ],
+            )
+            for topic_id, parts in answer.by_topic().items()
+        ]
         return resp_cls(
             version=head.api_version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
             acquisition_lock_timeout_ms=answer.lock_timeout_ms,
-            responses=[
-                topic_cls(
-                    topic_id=topic_id,
-                    partitions=[
-                        part_cls(
-                            partition_index=p.partition,
-                            error_code=int(p.ack_code or 0),
-                            error_message=p.ack_message,
-                            current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                        )
-                        for p in parts
-                    ],
-                )
-                for topic_id, parts in answer.by_topic().items()
-            ],
-            node_endpoints=[],
+            responses=responses,
+            node_endpoints=hints.endpoints(),
         )
 
     # ------------------------------------------------------------------ fetch
@@ -375,40 +383,46 @@ class ShareService:
                 nursery.start_soon(persist)
                 nursery.start_soon(self._fetch_records, conn, op)
         answer = op.answer()
+        hints = _LeaderHints(self.leader_hint, part_cls.LeaderIdAndEpoch, resp_cls.NodeEndpoint)
+        responses = [
+            topic_cls(
+                topic_id=topic_id,
+                partitions=[
+                    part_cls(
+                        partition_index=p.partition,
+                        error_code=int(p.code),
+                        error_message=p.message,
+                        acknowledge_error_code=int(p.ack_code or 0),
+                        acknowledge_error_message=p.ack_message,
+                        current_leader=hints.current_leader(
+                            topic_id,
+                            p.partition,
+                            int(p.code) or int(p.ack_code or 0),
+                        ),
+                        # The slices, not joined: fetch_answer.encode_parts writes them.
+                        records=cast(Any, RecordParts(p.payloads)),
+                        acquired_records=[
+                            part_cls.AcquiredRecords(
+                                first_offset=a.first_offset,
+                                last_offset=a.last_offset,
+                                delivery_count=a.delivery_count,
+                            )
+                            for a in p.acquired
+                        ],
+                    )
+                    for p in parts
+                ],
+            )
+            for topic_id, parts in answer.by_topic().items()
+        ]
         return resp_cls(
             version=version,
             throttle_time_ms=0,
             error_code=0,
             error_message=None,
             acquisition_lock_timeout_ms=answer.lock_timeout_ms,
-            responses=[
-                topic_cls(
-                    topic_id=topic_id,
-                    partitions=[
-                        part_cls(
-                            partition_index=p.partition,
-                            error_code=int(p.code),
-                            error_message=p.message,
-                            acknowledge_error_code=int(p.ack_code or 0),
-                            acknowledge_error_message=p.ack_message,
-                            current_leader=part_cls.LeaderIdAndEpoch(leader_id=-1, leader_epoch=-1),
-                            # The slices, not joined: fetch_answer.encode_parts writes them.
-                            records=cast(Any, RecordParts(p.payloads)),
-                            acquired_records=[
-                                part_cls.AcquiredRecords(
-                                    first_offset=a.first_offset,
-                                    last_offset=a.last_offset,
-                                    delivery_count=a.delivery_count,
-                                )
-                                for a in p.acquired
-                            ],
-                        )
-                        for p in parts
-                    ],
-                )
-                for topic_id, parts in answer.by_topic().items()
-            ],
-            node_endpoints=[],
+            responses=responses,
+            node_endpoints=hints.endpoints(),
         )
 
     async def _fetch_conn(
@@ -617,3 +631,35 @@ def _ack_batches(batches: Sequence[Any] | None) -> tuple[AckBatch, ...]:
 
 for _key, _request_cls in messages.SHARE_REQUESTS.items():
     wire.register(_request_cls, messages.SHARE_RESPONSES[_key])
+
+
+class _LeaderHints:
+    """The CurrentLeader of an answer's partitions, and the NodeEndpoints they name: a
+    partition answered NOT_LEADER_OR_FOLLOWER names the node that serves it (in a fleet, when
+    known), as Kafka does (KIP-951), so that the client goes there without waiting for a
+    metadata refresh; every other partition gets -1/-1."""
+
+    def __init__(
+        self,
+        hint: Callable[[UUID, int], tuple[int, int, str, int] | None] | None,
+        leader_cls: Any,
+        endpoint_cls: Any,
+    ) -> None:
+        self._hint = hint
+        self._leader_cls = leader_cls
+        self._endpoint_cls = endpoint_cls
+        self._endpoints: dict[int, Any] = {}
+
+    def current_leader(self, topic_id: UUID, partition: int, code: int) -> Any:
+        if code == ErrorCode.NOT_LEADER_OR_FOLLOWER and self._hint is not None:
+            found = self._hint(topic_id, partition)
+            if found is not None:
+                node, epoch, host, port = found
+                self._endpoints[node] = self._endpoint_cls(
+                    node_id=node, host=host, port=port, rack=None
+                )
+                return self._leader_cls(leader_id=node, leader_epoch=epoch)
+        return self._leader_cls(leader_id=-1, leader_epoch=-1)
+
+    def endpoints(self) -> list[Any]:
+        return [self._endpoints[n] for n in sorted(self._endpoints)]

@@ -346,17 +346,24 @@ def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
     assert all(w.confirmed for w in workers), [len(w.confirmed) for w in workers]
     # Asked directly, one instance coordinates the group (the others: NOT_COORDINATOR), and
     # each share partition is served by one instance (the others: NOT_LEADER_OR_FOLLOWER).
-    assert sorted(code for code, _ in refusals) == [0, 16, 16], refusals
+    assert sorted(code for code, *_ in refusals) == [0, 16, 16], refusals
     for p in range(partitions):
-        assert sorted(led[p] for _, led in refusals) == [0, 6, 6], (p, refusals)
+        assert sorted(led[p] for _, led, *_ in refusals) == [0, 6, 6], (p, refusals)
+        # The two that refuse name the one that serves (KIP-951's CurrentLeader and
+        # NodeEndpoints), so the client goes there without a metadata refresh.
+        (owner,) = [i for i, (_, led, *_) in enumerate(refusals) if led[p] == 0]
+        for i, (_, _led, hints, endpoints) in enumerate(refusals):
+            if i != owner:
+                assert hints[p] // NODE_ID_STRIDE == owner, (p, i, refusals)
+                assert endpoints[hints[p]] == procs[owner].bootstrap, (p, i, refusals)
 
 
 def not_owner_answers(
     bootstrap: str, group: str, topic: str, partitions: int
-) -> tuple[int, dict[int, int]]:
-    """What one instance answers itself: the error of a ShareGroupDescribe of ``group``, and
-    per partition the error of a ShareFetch (a new share session) of the group's share
-    partitions."""
+) -> tuple[int, dict[int, int], dict[int, int], dict[int, str]]:
+    """What one instance answers itself: the error of a ShareGroupDescribe of ``group``; per
+    partition the error of a ShareFetch (a new share session) of the group's share partitions
+    and the CurrentLeader it names; and the answer's NodeEndpoints (node id -> host:port)."""
     tid = topic_id(bootstrap, topic)
     with WireClient(bootstrap) as client:
         described = client.request(
@@ -393,7 +400,13 @@ def not_owner_answers(
         )
     (g,) = described.groups
     codes = {p.partition_index: p.error_code for t in fetched.responses for p in t.partitions}
-    return g.error_code, codes
+    hints = {
+        p.partition_index: p.current_leader.leader_id
+        for t in fetched.responses
+        for p in t.partitions
+    }
+    endpoints = {e.node_id: f"{e.host}:{e.port}" for e in fetched.node_endpoints}
+    return g.error_code, codes, hints, endpoints
 
 
 def check_history(workers: list[Worker]) -> tuple[int, int]:
