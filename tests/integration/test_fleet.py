@@ -857,30 +857,17 @@ def test_offsets_reset_and_deleted_through_a_fleet(kafka39: Broker) -> None:
             time.sleep(0.2)
 
         other = procs[1].bootstrap  # not the coordinator
-        out = _share_groups_tool(
-            other,
-            "--reset-offsets",
-            "--group",
-            group,
-            "--topic",
-            topic,
-            "--to-earliest",
-            "--execute",
-        )
+
+        def reset(*spec: str) -> str:
+            return _share_groups_tool(
+                other, "--reset-offsets", "--group", group, "--topic", topic, *spec, "--execute"
+            )
+
+        out = reset("--to-earliest")
         assert "Error" not in out, out
         assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 0), out
-        _share_groups_tool(
-            other,
-            "--reset-offsets",
-            "--group",
-            group,
-            "--topic",
-            topic,
-            "--to-offset",
-            "2",
-            "--execute",
-        )
-        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 2)
+        out = reset("--to-offset", "2")
+        assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 2), out
 
         out = _share_groups_tool(other, "--delete-offsets", "--group", group, "--topic", topic)
         assert "Successful" in out, out
