@@ -16,6 +16,9 @@ pytestmark = pytest.mark.integration
 MINUTES = 2.0
 
 
+# Two minutes of faults, then recovery and the checks: 145-170 s on an idle machine, so the
+# suite's 180 s per test left no room for a busy one (a CI run beside benchmarks took longer).
+@pytest.mark.timeout(420)
 def test_short_fault_campaign(tmp_path: Path) -> None:
     # A fixed schedule by default, so that CI's run is repeatable; any seed replays one.
     seed = int(os.environ.get("SHAREGROUP_CAMPAIGN_SEED", "2"))
