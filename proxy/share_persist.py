@@ -119,6 +119,19 @@ class SharePersistence:
         return True
 
     # ------------------------------------------------------------------ ownership
+    def may_exist(self, group_id: str) -> bool:
+        """Whether share group ``group_id`` may exist though this instance has no members of
+        it in memory: in a fleet (another instance may have coordinated it), or when the
+        state topic holds share partitions or configs of it (the proxy restarted)."""
+        if self.fleet_mode:
+            return True
+        store = self.store
+        if store is None:
+            return False
+        return group_id in store.replay.group_configs or any(
+            k[0] == group_id for k in store.replay.partitions
+        )
+
     def leads(self, key: PartitionKey) -> bool:
         """Does this instance own the share state of ``key`` (and so serve it)?"""
         return self.store is None or self.store.owns_share(key[1], key[2])

@@ -240,11 +240,28 @@ class ShareCore:
         partition_counts: dict[str, int],
         topic_ids: Mapping[str, UUID],
         fenced: bool = False,
+        may_exist: bool = False,
     ) -> HeartbeatAnswer:
         """ShareGroupHeartbeat: join, heartbeat or leave; a new assignment names the share
-        partitions to create (``InitNeed``)."""
+        partitions to create (``InitNeed``).
+
+        Kafka's coordinator keeps a group's members in a topic, so a member still finds its
+        group after a restart or a coordinator move; here membership lives in memory only. A
+        heartbeat (epoch > 0) for a group not in memory that ``may_exist`` (the state topic
+        knows it, or another fleet instance coordinated it) gets UNKNOWN_MEMBER_ID, on which
+        clients rejoin with epoch 0, rather than Kafka's GROUP_ID_NOT_FOUND for a group
+        that never existed, which is fatal to a share consumer."""
         if fenced:
             return HeartbeatAnswer(None, Refused(ErrorCode.NOT_COORDINATOR, FENCED))
+        if may_exist and req.member_epoch > 0 and self.engine.group(req.group_id) is None:
+            return HeartbeatAnswer(
+                None,
+                Refused(
+                    ErrorCode.UNKNOWN_MEMBER_ID,
+                    f"member {req.member_id} is not known to this coordinator of group "
+                    f"{req.group_id} (it restarted or took the group over): rejoin",
+                ),
+            )
         try:
             result = self.engine.heartbeat(
                 req.group_id,

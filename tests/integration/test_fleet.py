@@ -300,10 +300,22 @@ def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[Prox
             return
         time.sleep(0.2)
     confirmed = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
+    delivered = {(p, o) for w in workers for p, o, _, _ in w.deliveries}
+    # Where the missing ones are: per partition, the highest offset confirmed and the
+    # offsets delivered (to some worker) but never confirmed.
+    by_partition = {
+        part: (
+            max((o for p, o in confirmed if p == part), default=-1),
+            sorted(o for p, o in delivered - confirmed if p == part)[:10],
+        )
+        for part in sorted({p for p, _ in delivered | confirmed})
+    }
     tails = "".join(p.tail() for p in procs)
     errors = [e for w in workers for e in w.errors][-20:]
     raise AssertionError(
-        f"{len(confirmed)} of {total} records confirmed within {timeout_s}s; errors {errors}{tails}"
+        f"{len(confirmed)} of {total} records confirmed within {timeout_s}s "
+        f"(partition: highest confirmed, delivered unconfirmed {by_partition}); "
+        f"errors {errors}{tails}"
     )
 
 

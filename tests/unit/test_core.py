@@ -810,3 +810,24 @@ def test_a_share_partition_that_left_while_the_fetch_waited_is_answered_not_lead
     answer = op.answer()
     codes = {(p.topic_id, p.partition): p.code for p in answer.partitions}
     assert codes == {(T1, 0): ErrorCode.NONE, (T1, 1): ErrorCode.NOT_LEADER_OR_FOLLOWER}
+
+
+def test_a_heartbeat_for_a_group_lost_from_memory_is_told_to_rejoin() -> None:
+    """Membership is not durable here: after a restart or a fleet's coordinator move, a
+    member's heartbeat (epoch > 0) for a group that may exist gets UNKNOWN_MEMBER_ID (rejoin),
+    not GROUP_ID_NOT_FOUND, which is fatal to a share consumer; a group that cannot exist
+    still gets Kafka's GROUP_ID_NOT_FOUND, and a join (epoch 0) creates the group as ever."""
+    core = make_core()
+    req = HeartbeatRequest(G, M, 5, ("t1",))
+    lost = core.heartbeat(req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=True)
+    assert lost.error is not None and lost.error.code == ErrorCode.UNKNOWN_MEMBER_ID
+    never = core.heartbeat(req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=False)
+    assert never.error is not None and never.error.code == ErrorCode.GROUP_ID_NOT_FOUND
+    joined = core.heartbeat(
+        HeartbeatRequest(G, M, 0, ("t1",)),
+        now_ms=0,
+        partition_counts={"t1": 2},
+        topic_ids={"t1": T1},
+        may_exist=True,
+    )
+    assert joined.error is None and joined.result is not None
