@@ -292,12 +292,26 @@ def wait_for_confirmed(workers: list[Worker], count: int, when: str) -> None:
         time.sleep(0.05)
 
 
-def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[ProxyProcess]) -> None:
+def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[ProxyProcess]) -> bool:
+    """Wait until the workers have confirmed ``total`` records (True), or until the share
+    state says every record is acknowledged or archived although some acknowledgement never
+    reached its worker (False). The second is what a stopped or killed instance can leave: an
+    acknowledgement whose write landed while its answer was lost with the connection; the
+    client was told it failed, and the record stays acknowledged, never delivered again (as
+    scenarios/proxy-restart-mid-stream.yaml says). Anything else fails: a record that is
+    neither confirmed nor durably done is lost, or stuck."""
     deadline = time.monotonic() + timeout_s
+    group, topic = workers[0].group, workers[0].topic
+    ask_state_at = time.monotonic() + 10  # the state is asked every few seconds, after 10 s
     while time.monotonic() < deadline:
         confirmed = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
         if len(confirmed) >= total:
-            return
+            return True
+        if time.monotonic() >= ask_state_at:
+            ask_state_at = time.monotonic() + 3
+            if all_done(procs, group, topic):
+                time.sleep(2)  # confirmations of answers still on their way come in first
+                return len({(p, o) for w in workers for p, o, _, _ in w.confirmed}) >= total
         time.sleep(0.2)
     confirmed = {(p, o) for w in workers for p, o, _, _ in w.confirmed}
     delivered = {(p, o) for w in workers for p, o, _, _ in w.deliveries}
@@ -317,6 +331,19 @@ def settle(workers: list[Worker], total: int, timeout_s: float, procs: list[Prox
         f"(partition: highest confirmed, delivered unconfirmed {by_partition}); "
         f"errors {errors}{tails}"
     )
+
+
+def all_done(procs: list[ProxyProcess], group: str, topic: str) -> bool:
+    """Whether the group's share state (DescribeShareGroupOffsets v1, at the coordinator)
+    has every record of every partition of ``topic`` acknowledged or archived: each start
+    offset known and every lag 0."""
+    for proc in procs:
+        try:
+            rows = [r for r in describe_offsets(proc.bootstrap, group) if r[0] == topic]
+        except (OffsetsError, OSError):
+            continue
+        return bool(rows) and all(start >= 0 and lag == 0 for _t, _p, start, lag in rows)
+    return False
 
 
 def test_three_instances_serve_one_share_group(kafka39: Broker) -> None:
@@ -486,8 +513,10 @@ def test_sigkill_of_an_instance_under_load(kafka39: Broker) -> None:
     )
     confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
     # Every record in the log (a producer retrying through a killed instance may have
-    # written some twice, as any non-idempotent producer may) confirmed, once.
-    assert set(confirmed) == in_log
+    # written some twice, as any non-idempotent producer may) confirmed, once; or, for an
+    # acknowledgement whose answer was lost with an instance, durably done (see settle).
+    assert set(confirmed) <= in_log
+    print(f"done without a confirmation reaching a worker: {len(in_log - set(confirmed))}")
     assert len(in_log) >= records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     assert before <= set(confirmed)
@@ -567,8 +596,10 @@ def test_rolling_restart_and_a_new_instance_under_load(kafka39: Broker) -> None:
     print("\n" + "\n".join(steps))
     confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
     # Every record in the log (a producer retrying through a killed instance may have
-    # written some twice, as any non-idempotent producer may) confirmed, once.
-    assert set(confirmed) == in_log
+    # written some twice, as any non-idempotent producer may) confirmed, once; or, for an
+    # acknowledgement whose answer was lost with an instance, durably done (see settle).
+    assert set(confirmed) <= in_log
+    print(f"done without a confirmation reaching a worker: {len(in_log - set(confirmed))}")
     assert len(in_log) >= records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     assert check_history(workers) == (0, 0)
@@ -608,8 +639,10 @@ def test_a_paused_instance_is_fenced_and_rejoins(kafka39: Broker) -> None:
     print(f"\nalone: {alone}; rejoined: {rejoined}")
     confirmed = Counter((p, o) for w in workers for p, o, _, _ in w.confirmed)
     # Every record in the log (a producer retrying through a killed instance may have
-    # written some twice, as any non-idempotent producer may) confirmed, once.
-    assert set(confirmed) == in_log
+    # written some twice, as any non-idempotent producer may) confirmed, once; or, for an
+    # acknowledgement whose answer was lost with an instance, durably done (see settle).
+    assert set(confirmed) <= in_log
+    print(f"done without a confirmation reaching a worker: {len(in_log - set(confirmed))}")
     assert len(in_log) >= records
     assert max(confirmed.values()) == 1, confirmed.most_common(3)
     assert check_history(workers) == (0, 0)
@@ -875,9 +908,11 @@ def test_offsets_reset_and_deleted_through_a_fleet(kafka39: Broker) -> None:
                 other, "--reset-offsets", "--group", group, "--topic", topic, *spec, "--execute"
             )
 
+        assert all_done(procs, group, topic)  # every record acknowledged, durably
         out = reset("--to-earliest")
         assert "Error" not in out, out
         assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 0), out
+        assert not all_done(procs, group, topic)  # all of them to be delivered again
         out = reset("--to-offset", "2")
         assert _starts(other, group, topic) == dict.fromkeys(range(partitions), 2), out
 
