@@ -163,7 +163,7 @@ async def test_a_destination_closed_mid_frame_never_gets_its_descriptor_reused(
     a new socket takes its descriptor's number: the rest of the frame must not go to that
     socket (it belongs to someone else), and the relay fails."""
     whole = frame(bytes(2_000_000))
-    async with _pairs() as ((src_w, src_r), (dst_w, _dst_r)):
+    async with _pairs() as ((src_w, src_r), (dst_w, dst_r)):
         reader = FrameReader(src_r)
         closed = trio.Event()
         stranger = socket.socketpair()  # (the number's new socket, its peer)
@@ -172,7 +172,11 @@ async def test_a_destination_closed_mid_frame_never_gets_its_descriptor_reused(
         taken: list[int] = []
 
         async def close_then_reuse() -> None:
-            await trio.sleep(0.05)  # the relay is waiting for the rest of the frame by now
+            # Once the destination has the 100,000 bytes sent so far, the relay has passed
+            # them on and waits for the rest of the frame.
+            received = 0
+            while received < 100_000:
+                received += len(await dst_r.recv(1 << 20))
             number = dst_w.fileno()
             dst_w.close()
             # The number now names the stranger's socket (as the next socket opened in a
