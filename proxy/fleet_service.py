@@ -222,16 +222,14 @@ class FleetService:
         group_id = resource.resource_name
         partition = state_partition_for_group(group_id, self.store.partitions)
         owner = self.view.owner(partition)
-        instance = self.view.instances().get(owner)
-        if owner == self.instance_id or instance is None or not instance.identity.ports:
-            self._refresh_now.set()  # describe the fleet again now
+        listener = self._listener_of(owner)
+        if listener is None:
             return (
                 ErrorCode.COORDINATOR_NOT_AVAILABLE,
                 f"the coordinator of group {group_id} (state partition {partition}) is not "
                 "known yet (the fleet is rebalancing); retry",
             )
-        host = instance.identity.host
-        port = instance.identity.ports[min(instance.identity.ports)]
+        host, port = listener
         where = f"instance {owner} at {host}:{port}"
         if self.proxy.config.listen_protocol.upper() != "PLAINTEXT":
             return (
@@ -267,12 +265,10 @@ class FleetService:
         """Send ``request`` to instance ``owner``'s listener as this instance (client id
         ``FORWARDED_CLIENT_ID/<id>``) and return its answer; UpstreamError when the instance
         is not known or cannot be reached. PLAINTEXT listeners only (as group configs)."""
-        instance = self.view.instances().get(owner)
-        if owner == self.instance_id or instance is None or not instance.identity.ports:
-            self._refresh_now.set()
+        listener = self._listener_of(owner)
+        if listener is None:
             raise UpstreamError(f"instance {owner} is not known (the fleet is rebalancing)")
-        host = instance.identity.host
-        port = instance.identity.ports[min(instance.identity.ports)]
+        host, port = listener
         if self.proxy.config.listen_protocol.upper() != "PLAINTEXT":
             raise UpstreamError(
                 f"instance {owner} at {host}:{port} owns it; with "
@@ -289,6 +285,16 @@ class FleetService:
         except UpstreamError:
             self._refresh_now.set()
             raise
+
+    def _listener_of(self, owner: int) -> tuple[str, int] | None:
+        """Where another instance takes requests passed on to it (its listener for the
+        lowest upstream broker id); None, and the fleet described again now, when it is
+        this instance or not known."""
+        instance = self.view.instances().get(owner)
+        if owner == self.instance_id or instance is None or not instance.identity.ports:
+            self._refresh_now.set()
+            return None
+        return instance.identity.host, instance.identity.ports[min(instance.identity.ports)]
 
     async def _forward_connection(self, host: str, port: int) -> BrokerConnection:
         """A live connection to another instance's listener, kept for the next change."""

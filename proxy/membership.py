@@ -67,7 +67,7 @@ class Membership:
             partition_counts=cluster.partition_counts(),
             topic_ids=cluster.topic_ids(),
             fenced=self.persistence.fenced or not self.persistence.coordinates(req.group_id),
-            may_exist=self.persistence.may_exist(req.group_id),
+            may_exist=self.persistence.may_exist,
         )
         result = answer.result
         if result is None:

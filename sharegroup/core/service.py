@@ -240,7 +240,7 @@ class ShareCore:
         partition_counts: dict[str, int],
         topic_ids: Mapping[str, UUID],
         fenced: bool = False,
-        may_exist: bool = False,
+        may_exist: Callable[[str], bool] | None = None,
     ) -> HeartbeatAnswer:
         """ShareGroupHeartbeat: join, heartbeat or leave; a new assignment names the share
         partitions to create (``InitNeed``).
@@ -253,7 +253,12 @@ class ShareCore:
         that never existed, which is fatal to a share consumer."""
         if fenced:
             return HeartbeatAnswer(None, Refused(ErrorCode.NOT_COORDINATOR, FENCED))
-        if may_exist and req.member_epoch > 0 and self.engine.group(req.group_id) is None:
+        if (
+            req.member_epoch > 0
+            and may_exist is not None
+            and self.engine.group(req.group_id) is None
+            and may_exist(req.group_id)  # asked only for a group not in memory
+        ):
             return HeartbeatAnswer(
                 None,
                 Refused(

@@ -357,9 +357,11 @@ class SimProxy:
             partition_counts=self.log.partition_counts(),
             topic_ids=self.topic_ids,
             fenced=not self.coordinates(self.group_id),
-            may_exist=self.fleet is not None
-            or self.group_id in self.state.replay.group_configs
-            or any(k[0] == self.group_id for k in self.state.replay.partitions),
+            may_exist=lambda group_id: (
+                self.fleet is not None
+                or group_id in self.state.replay.group_configs
+                or any(k[0] == group_id for k in self.state.replay.partitions)
+            ),
         )
         if answer.result is None:
             assert answer.error is not None

@@ -819,15 +819,19 @@ def test_a_heartbeat_for_a_group_lost_from_memory_is_told_to_rejoin() -> None:
     still gets Kafka's GROUP_ID_NOT_FOUND, and a join (epoch 0) creates the group as ever."""
     core = make_core()
     req = HeartbeatRequest(G, M, 5, ("t1",))
-    lost = core.heartbeat(req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=True)
+    lost = core.heartbeat(
+        req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=lambda g: g == G
+    )
     assert lost.error is not None and lost.error.code == ErrorCode.UNKNOWN_MEMBER_ID
-    never = core.heartbeat(req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=False)
+    never = core.heartbeat(
+        req, now_ms=0, partition_counts={}, topic_ids={}, may_exist=lambda g: False
+    )
     assert never.error is not None and never.error.code == ErrorCode.GROUP_ID_NOT_FOUND
     joined = core.heartbeat(
         HeartbeatRequest(G, M, 0, ("t1",)),
         now_ms=0,
         partition_counts={"t1": 2},
         topic_ids={"t1": T1},
-        may_exist=True,
+        may_exist=lambda g: True,
     )
     assert joined.error is None and joined.result is not None

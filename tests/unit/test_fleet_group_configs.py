@@ -65,6 +65,7 @@ def fleet(
         _refresh_now=trio.Event(),
     )
     fake._forward_connection = functools.partial(FleetService._forward_connection, fake)
+    fake._listener_of = functools.partial(FleetService._listener_of, fake)
     return fake, view
 
 
