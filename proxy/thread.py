@@ -84,16 +84,41 @@ class ProxyThread:
             raise RuntimeError(f"the proxy failed to start: {self._error!r}") from self._error
         return self
 
-    def call(self, fn: Callable[..., Any], *args: object) -> Any:
-        """Run a sync function inside the proxy's Trio loop (to read its state safely)."""
-        assert self._token is not None
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+    def call(self, fn: Callable[..., Any], *args: object, timeout_s: float = 30.0) -> Any:
+        """Run a sync function inside the proxy's Trio loop (to read its state safely).
 
-    def stop(self) -> None:
+        Raises ``TimeoutError`` when the loop has not run it within ``timeout_s``: a caller
+        waiting without a bound on a loop that is stuck would be stuck too (and, in a test,
+        beyond pytest-timeout's reach once its one alarm has fired)."""
+        assert self._token is not None
+        done = threading.Event()
+        result: list[Any] = []
+        failure: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                result.append(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                failure.append(e)
+            finally:
+                done.set()
+
+        self._token.run_sync_soon(job)
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"the proxy's loop did not run {fn!r} within {timeout_s} s")
+        if failure:
+            raise failure[0]
+        return result[0]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Ask the loop to stop and wait up to ``timeout_s`` for its thread; never blocks longer
+        (a loop that does not stop is logged, and its daemon thread left behind)."""
         if self._token is not None and self._stop is not None and self._thread.is_alive():
             with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(15)
+                self._token.run_sync_soon(self._stop.set)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("the proxy's loop did not stop within %s s; leaving its thread", timeout_s)
 
     def __enter__(self) -> Self:
         return self.start()

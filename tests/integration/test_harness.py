@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -34,3 +35,20 @@ def test_a_proxy_stopped_cleanly_passes(tansu: Broker) -> None:
     with ProxyThread(tansu.bootstrap) as p:
         assert p.bootstrap
     assert p.error is None and not p.is_alive()
+
+
+def test_a_stuck_loop_does_not_hang_the_threads_that_call_or_stop_it(tansu: Broker) -> None:
+    # A loop stuck in blocking code must not take its callers with it: a test waiting on it
+    # without a bound hangs beyond pytest-timeout's one alarm.
+    release = threading.Event()
+    with ProxyThread(tansu.bootstrap) as p:
+        try:
+            with pytest.raises(TimeoutError, match="did not run"):
+                p.call(release.wait, 30, timeout_s=0.5)  # the loop is now stuck in it
+            p.stop(timeout_s=0.5)
+            assert p.is_alive(), "stop() waited for the stuck loop"
+            assert not release.is_set()
+        finally:
+            release.set()
+        p.stop()
+        assert not p.is_alive()
