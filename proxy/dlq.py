@@ -34,6 +34,7 @@ import trio
 
 from model import ArchivingRange
 from model.config import DLQ_TOPIC_ENABLE_KEY
+from proxy.kafka_handles import keep
 from sharegroup.dlq_format import dlq_headers, dlq_partition, validate_dlq_topic
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,9 @@ class DlqWriter:
         if self._producer is None:
             from confluent_kafka import Producer
 
-            self._producer = Producer({**producer_config(self.bootstrap), **self.client_config})
+            self._producer = keep(
+                Producer({**producer_config(self.bootstrap), **self.client_config})
+            )
         return self._producer
 
     def _dlq_partitions(self, group: str, dlq_topic: str) -> int | None:
@@ -246,7 +249,7 @@ class DlqWriter:
         from confluent_kafka.admin._resource import ResourceType
         from confluent_kafka.cimpl import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config})
+        admin = keep(AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config}))
         # DescribeTopics, not a metadata request for the topic: librdkafka's asks the broker to
         # auto-create a missing topic (auto.create.topics.enable), which would then exist
         # unmarked; Kafka's own check creates nothing.
@@ -313,6 +316,7 @@ class DlqWriter:
                 "isolation.level": "read_uncommitted",
             }
         )
+        keep(consumer)
         out: dict[int, tuple[bytes | None, bytes | None]] = {}
         try:
             consumer.assign([TopicPartition(topic, partition, work.first_offset)])

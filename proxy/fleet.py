@@ -45,6 +45,7 @@ import trio
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from proxy.kafka_handles import keep
 from proxy.state_partitions import PartitionedStateStore
 from proxy.state_store import header_writer
 from sharegroup.persist.records import PartitionKey, RecordError, decode
@@ -285,7 +286,7 @@ class FleetMembership:
             config["client.id"] = self.client_id
         elif self.instance_id:
             config["client.id"] = self.instance_id
-        consumer = Consumer(self.store.config.client(config))
+        consumer = keep(Consumer(self.store.config.client(config)))
 
         def to_trio(fn: Callable[..., Any], *args: Any) -> None:
             try:
@@ -401,6 +402,7 @@ class StateFollower:
                 }
             )
         )
+        keep(consumer)
         partitions = self.store.partitions
         consumer.assign([TopicPartition(config.topic, p, -2) for p in range(partitions)])
         at_eof: set[int] = set()

@@ -43,6 +43,7 @@ from proxy.fleet import (
     describe_fleet,
     node_id,
 )
+from proxy.kafka_handles import keep
 from proxy.rewrite import Instances, route_describe_cluster, route_find_coordinator, route_metadata
 from proxy.server import Proxy
 from proxy.shares import ShareService
@@ -144,7 +145,7 @@ class FleetService:
                 service.set_stored_configs(group_id, None)
 
     async def _refresh_loop(self) -> None:
-        admin = AdminClient(self.store.config.client({}))
+        admin = keep(AdminClient(self.store.config.client({})))
         group, topic = self.membership.group_id, self.store.config.topic
         while True:
             with trio.move_on_after(VIEW_REFRESH_S):

@@ -41,6 +41,7 @@ from confluent_kafka.cimpl import NewTopic
 from kafka.record.memory_records import MemoryRecords
 
 from proxy import wire
+from proxy.kafka_handles import keep
 from proxy.security import UpstreamSecurity
 from proxy.upstream import BrokerConnection, UpstreamError, parse_servers
 from sharegroup.persist.records import (
@@ -157,7 +158,7 @@ def header_writer(headers: Any) -> tuple[UUID, int] | None:
 def new_producer(config: StoreConfig) -> Producer:
     """The idempotent producer of the state writes (one per instance, whatever the number
     of state partitions it writes)."""
-    return Producer(
+    producer = Producer(
         config.client(
             {
                 "acks": "all",
@@ -168,6 +169,7 @@ def new_producer(config: StoreConfig) -> Producer:
             }
         )
     )
+    return keep(producer)
 
 
 class StateStore:
@@ -241,7 +243,7 @@ class StateStore:
         return self.replay
 
     def _admin(self) -> AdminClient:
-        return AdminClient(self.config.client({}))
+        return keep(AdminClient(self.config.client({})))
 
     def create_topic(self) -> int:
         """Create the topic unless it exists; returns its partition count."""
@@ -320,6 +322,7 @@ class StateStore:
                 }
             )
         )
+        keep(consumer)
         try:
             return self._replay_with(consumer, replay)
         finally:
@@ -506,6 +509,7 @@ class StateStore:
                 "auto.offset.reset": "earliest",
             }
         )
+        keep(consumer)
         try:
             consumer.assign([TopicPartition(self.config.topic, self.partition, offset + 1)])
             deadline = time.monotonic() + 60

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
@@ -105,7 +107,10 @@ class ProxyThread:
 
         self._token.run_sync_soon(job)
         if not done.wait(timeout_s):
-            raise TimeoutError(f"the proxy's loop did not run {fn!r} within {timeout_s} s")
+            raise TimeoutError(
+                f"the proxy's loop did not run {fn!r} within {timeout_s} s; it is at:\n"
+                + self.where()
+            )
         if failure:
             raise failure[0]
         return result[0]
@@ -118,7 +123,16 @@ class ProxyThread:
                 self._token.run_sync_soon(self._stop.set)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
-            log.error("the proxy's loop did not stop within %s s; leaving its thread", timeout_s)
+            log.error(
+                "the proxy's loop did not stop within %s s; leaving its thread, which is at:\n%s",
+                timeout_s,
+                self.where(),
+            )
+
+    def where(self) -> str:
+        """The stack of the loop's thread now (what a stuck loop is stuck in)."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        return "".join(traceback.format_stack(frame)) if frame is not None else "(not running)"
 
     def __enter__(self) -> Self:
         return self.start()

@@ -70,6 +70,7 @@ from model import DlqCause, RecordState, StateBatch, StateDelta
 from model.config import DLQ_TOPIC_ENABLE_KEY, DLQ_TOPIC_KEY
 from proxy.dlq import MARKED_TOPICS_KEY
 from proxy.fleet import FleetIdentity, default_group_id, describe_fleet
+from proxy.kafka_handles import keep
 from proxy.thread import ProxyThread
 from sharegroup.brokers import start_kafka, start_tansu
 from sharegroup.dlq_format import parse_headers
@@ -121,7 +122,7 @@ _ACK_KIND = {1: tr.ACCEPT, 2: tr.RELEASE, 3: tr.REJECT, 0: tr.GAP}
 
 def _admin(bootstrap: str) -> AdminClient:
     config: Any = {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
-    return AdminClient(config)
+    return keep(AdminClient(config))
 
 
 def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, Any]]:
@@ -132,7 +133,7 @@ def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, 
         "enable.auto.commit": False,
         "logger": CLIENT_LOG,
     }
-    consumer = Consumer(config)
+    consumer = keep(Consumer(config))
     out: list[tuple[int, Any]] = []
     try:
         ends = {
@@ -939,14 +940,16 @@ class _LiveRun:
                 # A fleet's story is the share consumers': producers write to the cluster
                 # itself, so that a produce retried through a dying instance is not written
                 # twice (a non-idempotent producer may do that).
-                self._kafka_producer = Producer(
-                    {
-                        "bootstrap.servers": self.upstream
-                        if self.fleet is not None
-                        else self.proxy_bootstrap,
-                        "linger.ms": 5,
-                        "logger": CLIENT_LOG,
-                    }
+                self._kafka_producer = keep(
+                    Producer(
+                        {
+                            "bootstrap.servers": self.upstream
+                            if self.fleet is not None
+                            else self.proxy_bootstrap,
+                            "linger.ms": 5,
+                            "logger": CLIENT_LOG,
+                        }
+                    )
                 )
             return self._kafka_producer
 

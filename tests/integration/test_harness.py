@@ -43,8 +43,9 @@ def test_a_stuck_loop_does_not_hang_the_threads_that_call_or_stop_it(tansu: Brok
     release = threading.Event()
     with ProxyThread(tansu.bootstrap) as p:
         try:
-            with pytest.raises(TimeoutError, match="did not run"):
+            with pytest.raises(TimeoutError, match="did not run") as caught:
                 p.call(release.wait, 30, timeout_s=0.5)  # the loop is now stuck in it
+            assert "in wait" in str(caught.value), "the error does not say where the loop is"
             p.stop(timeout_s=0.5)
             assert p.is_alive(), "stop() waited for the stuck loop"
             assert not release.is_set()

@@ -501,7 +501,8 @@ class ProxyInThread:
 
     def stop(self) -> None:
         if self._token is not None and self._stop is not None and self._thread.is_alive():
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._stop.set)  # asks without waiting on the loop
         self._thread.join(15)
 
 
