@@ -56,12 +56,6 @@ def keep(handle: H) -> H:
     return handle
 
 
-def kept() -> int:
-    """How many handles are kept now (in use, or not yet swept)."""
-    with _lock:
-        return len(_kept)
-
-
 def sweep() -> int:
     """Let go of every kept handle that nothing else refers to; returns how many."""
     free: list[object] = []

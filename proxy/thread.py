@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+import outcome
 import trio
 
 from proxy.app import build_proxy
@@ -94,16 +95,11 @@ class ProxyThread:
         beyond pytest-timeout's reach once its one alarm has fired)."""
         assert self._token is not None
         done = threading.Event()
-        result: list[Any] = []
-        failure: list[BaseException] = []
+        answer: list[outcome.Outcome[Any]] = []
 
         def job() -> None:
-            try:
-                result.append(fn(*args))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                failure.append(e)
-            finally:
-                done.set()
+            answer.append(outcome.capture(fn, *args))  # its value, or what it raised
+            done.set()
 
         self._token.run_sync_soon(job)
         if not done.wait(timeout_s):
@@ -111,9 +107,7 @@ class ProxyThread:
                 f"the proxy's loop did not run {fn!r} within {timeout_s} s; it is at:\n"
                 + self.where()
             )
-        if failure:
-            raise failure[0]
-        return result[0]
+        return answer[0].unwrap()
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Ask the loop to stop and wait up to ``timeout_s`` for its thread; never blocks longer
